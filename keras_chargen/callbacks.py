@@ -1,0 +1,186 @@
+"""Training callbacks: state resets, atomic best checkpoint, resumable backups, time limit, samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_chargen.io import atomic_path, atomic_write_text
+from keras_chargen.model import reset_states, stateful_layers
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; saved atomically as `backup/progress.json` so a rerun resumes."""
+
+    epoch: int = 0  # epoch in progress (0-based)
+    step: int = 0  # batches already done in that epoch
+    best_val_loss: float = float("inf")
+    elapsed_seconds: float = 0.0  # fitting time over all runs (for --max-minutes)
+    stopped_early: bool = False
+    _clock: float = dataclasses.field(default=0.0, repr=False, compare=False)
+
+    def start_clock(self) -> None:
+        self._clock = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_seconds + (time.monotonic() - self._clock if self._clock else 0.0)
+
+    def save(self, path: Path) -> None:
+        data = dataclasses.asdict(self)
+        data.pop("_clock")
+        data["elapsed_seconds"] = self.elapsed
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Progress":
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+
+class ResetStates(keras.callbacks.Callback):
+    """Zero the carried recurrent state at each epoch start and before validation.
+
+    `pending` holds states to restore once, right after the first reset (a mid-epoch resume).
+    """
+
+    def __init__(self, pending: list[np.ndarray] | None = None) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        reset_states(self.model)
+        if self.pending is not None:
+            variables = [v for layer in stateful_layers(self.model) for v in layer.states]
+            for variable, value in zip(variables, self.pending):
+                variable.assign(value)
+            self.pending = None
+
+    def on_test_begin(self, logs=None) -> None:
+        reset_states(self.model)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Write `model.keras` (a batch-flexible inference model) atomically whenever val_loss improves."""
+
+    def __init__(self, path: Path, inference_model: keras.Model, progress: Progress) -> None:
+        super().__init__()
+        self.path, self.inference_model, self.progress = path, inference_model, progress
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is None or not np.isfinite(val_loss) or val_loss >= self.progress.best_val_loss:
+            return
+        self.progress.best_val_loss = float(val_loss)
+        self.inference_model.set_weights(self.model.get_weights())
+        with atomic_path(self.path, suffix=".keras") as tmp:
+            self.inference_model.save(tmp)
+        print(f"\nEpoch {epoch + 1}: val_loss improved to {val_loss:.4f}, saved {self.path}")
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Resumable state in `directory`: weights + optimizer, carried RNN states, `progress.json`.
+
+    Written atomically every `save_every` batches and at each epoch end, so killing the process
+    loses at most `save_every` batches and a rerun of the same command continues from there.
+    """
+
+    def __init__(self, directory: Path, progress: Progress, save_every: int, batches_per_epoch: int,
+                 step_offset: int = 0) -> None:
+        super().__init__()
+        self.directory, self.progress, self.save_every = directory, progress, save_every
+        self.batches_per_epoch, self.step_offset = batches_per_epoch, step_offset
+
+    @property
+    def weights_path(self) -> Path:
+        return self.directory / "state.weights.h5"
+
+    @property
+    def states_path(self) -> Path:
+        return self.directory / "rnn_states.npz"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.directory / "progress.json"
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.progress.epoch = epoch
+        self.progress.step = self.step_offset
+        self.step_offset = 0
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.progress.step += 1
+        if self.progress.step % self.save_every == 0 and self.progress.step < self.batches_per_epoch:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if self.progress.step >= self.batches_per_epoch:  # a whole epoch (not one cut by the time limit)
+            self.progress.epoch, self.progress.step = epoch + 1, 0
+        self.save()
+
+    def save(self) -> None:
+        """Weights first, then states, then progress: progress.json only ever points at saved files."""
+        with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        states = [v.numpy() for layer in stateful_layers(self.model) for v in layer.states]
+        with atomic_path(self.states_path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, *states)
+        self.progress.save(self.progress_path)
+
+    def restore(self) -> list[np.ndarray] | None:
+        """Load the saved weights and optimizer state; return the saved RNN states for a mid-epoch resume."""
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.weights_path)
+        if self.progress.step == 0 or not self.states_path.exists():
+            return None
+        with np.load(self.states_path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop fitting once the total fitting time (over all resumed runs) reaches `seconds`."""
+
+    def __init__(self, seconds: float, progress: Progress) -> None:
+        super().__init__()
+        self.seconds, self.progress = seconds, progress
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if self.progress.elapsed >= self.seconds:
+            self.model.stop_training = True
+
+
+class StopFlag(keras.callbacks.EarlyStopping):
+    """Keras EarlyStopping that records in `progress` that it stopped training."""
+
+    def __init__(self, progress: Progress, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and self.wait >= self.patience:
+            self.progress.stopped_early = True
+
+
+class SampleText(keras.callbacks.Callback):
+    """Print a short generated sample at a few temperatures after each epoch."""
+
+    def __init__(self, generator, temperatures=(0.5, 1.0), length: int = 200, seed: int = 0) -> None:
+        super().__init__()
+        self.generator, self.temperatures, self.length, self.seed = generator, temperatures, length, seed
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.generator.model.set_weights(self.model.get_weights())
+        texts = self.generator.generate([""] * len(self.temperatures), list(self.temperatures),
+                                        self.length, seed=self.seed + epoch)
+        for temperature, text in zip(self.temperatures, texts):
+            print(f"\n--- sample after epoch {epoch + 1}, temperature {temperature} ---\n{text}")
+        print("---")

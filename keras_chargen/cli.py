@@ -1,0 +1,153 @@
+"""`keras-chargen train|generate|evaluate|export`: argument parsing over the Python API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LR_SCHEDULES, ChargenConfig
+from keras_chargen.errors import ChargenError
+
+# Config fields whose flag is not simply --field-name.
+FLAG_NAMES = {"num_layers": "--layers"}
+CHOICES = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES, "encoding_errors": ENCODING_ERRORS,
+           "level": ("char",)}
+
+
+def flag_name(field: str) -> str:
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _add_corpus_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("corpus (one of --text / --tfds)")
+    group.add_argument("--text", nargs="+", metavar="PATH", help="text files or directories of *.txt (UTF-8)")
+    group.add_argument("--tfds", metavar="NAME", help="a tensorflow-datasets text dataset, e.g. tiny_shakespeare")
+    group.add_argument("--tfds-split", default="all", help="TFDS split; 'all' = train+validation+test in order")
+    group.add_argument("--tfds-feature", default="text", help="the text feature of each TFDS example")
+    group.add_argument("--tfds-data-dir", help="TFDS data_dir (default: TFDS' own, ~/tensorflow_datasets)")
+    group.add_argument("--tfds-manual-dir", help="folder with the raw files, to prepare TFDS offline")
+
+
+def _source(args: argparse.Namespace, encoding_errors: str = "strict"):
+    from keras_chargen.corpus import make_source
+
+    return make_source(args.text, args.tfds, encoding_errors, split=args.tfds_split, feature=args.tfds_feature,
+                       data_dir=args.tfds_data_dir, manual_dir=args.tfds_manual_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keras-chargen", description=(
+        "Train character-level language models with Keras, generate text in-graph, export them."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model (rerun the same command to resume)",
+                                description="Train a model; rerunning the same command resumes where it stopped.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_corpus_args(train)
+    train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory (created)")
+    settings = train.add_argument_group("model and training settings (saved in MODEL_DIR/config.json)")
+    for field in dataclasses.fields(ChargenConfig):
+        settings.add_argument(flag_name(field.name), dest=field.name, type=type(field.default),
+                              default=field.default, choices=CHOICES.get(field.name), help=field.metadata["help"])
+    train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 bar, 2 lines")
+    train.add_argument("--no-samples", action="store_true", help="do not print samples after each epoch")
+    train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")
+
+    generate = commands.add_parser("generate", help="generate text from a trained model",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    generate.add_argument("model_dir", metavar="MODEL_DIR")
+    generate.add_argument("--prompt", default="", help="text to continue ('' starts at a line start)")
+    generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature >= 0; 0 is greedy")
+    generate.add_argument("--length", type=int, default=500, help="characters to generate (at most 100000)")
+    generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
+    generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    generate.add_argument("--oov", choices=("error", "skip"), default="error",
+                          help="prompt characters not in the vocabulary: error (name them) or skip them")
+
+    evaluate = commands.add_parser("evaluate", help="loss, bits/char and perplexity on a text",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    _add_corpus_args(evaluate)
+    evaluate.add_argument("--split", choices=("val", "all"), default="val",
+                          help="val: the last val_fraction of the text (as in training); all: the whole text")
+    evaluate.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
+
+    export = commands.add_parser("export", help="export the generator as a TensorFlow Serving SavedModel",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    export.add_argument("model_dir", metavar="MODEL_DIR")
+    export.add_argument("--format", choices=("savedmodel",), default="savedmodel", help="artifact format")
+    export.add_argument("--out", required=True, help="model base path; the SavedModel goes to OUT/VERSION")
+    export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from keras_chargen.saving import load_generator
+    from keras_chargen.training import train
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig)}
+    config = ChargenConfig(**values)
+    result = train(config, _source(args, config.encoding_errors), args.out, verbose=args.verbose,
+                   sample_every_epoch=not args.no_samples)
+    print(f"best validation loss {result.progress.best_val_loss:.4f} nats/char; model in {result.model_dir}")
+    if args.sample_length > 0:
+        text = load_generator(args.out).generate([""], 0.8, args.sample_length, seed=config.seed)[0]
+        print(f"--- sample (temperature 0.8) ---\n{text}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from keras_chargen.saving import load_generator
+
+    if args.num_samples < 1 or args.num_samples > 1000:
+        raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
+    generator = load_generator(args.model_dir)
+    texts = generator.generate([args.prompt] * args.num_samples, args.temperature, args.length, args.seed, args.oov)
+    for i, text in enumerate(texts):
+        if args.num_samples > 1:
+            print(f"===== sample {i + 1} of {args.num_samples} =====")
+        print(args.prompt + text)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from keras_chargen.evaluate import evaluate
+
+    result = evaluate(args.model_dir, _source(args, args.encoding_errors), args.split)
+    print(f"characters: {result['chars']}")
+    print(f"loss: {result['loss']:.4f} nats/char")
+    print(f"perplexity: {result['perplexity']:.4f}")
+    print(f"bits/char: {result['bpc']:.4f}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from keras_chargen.export import export_savedmodel
+    from keras_chargen.saving import VOCAB_FILE, load_generator
+
+    if args.version < 1:
+        raise ChargenError(f"version must be a positive integer; got {args.version}")
+    path = export_savedmodel(load_generator(args.model_dir), Path(args.out) / str(args.version),
+                             vocab_file=Path(args.model_dir) / VOCAB_FILE, overwrite=args.overwrite)
+    print(f"exported SavedModel to {path}")
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `keras-chargen` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except ChargenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""`ChargenConfig`: every hyper-parameter of a model and its training, saved as JSON beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from keras_chargen.errors import ChargenError
+
+CELLS = ("lstm", "gru", "rnn")
+LAYOUTS = ("stateful", "shuffled")
+LR_SCHEDULES = ("constant", "cosine")
+ENCODING_ERRORS = ("strict", "replace")
+
+
+def _field(default: Any, help: str) -> Any:
+    """A dataclass field whose help text is shown by `keras-chargen train --help`."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class ChargenConfig:
+    """Model, data and training settings; CLI flags map one-to-one to these fields.
+
+    Example:
+    >>> config = ChargenConfig(units=128, num_layers=1)
+    >>> ChargenConfig.from_dict(config.to_dict()) == config
+    True
+    """
+
+    # --- model ---
+    level: str = _field("char", "token level: char (Unicode code points)")
+    cell: str = _field("lstm", "recurrent cell: lstm | gru | rnn (SimpleRNN)")
+    num_layers: int = _field(2, "stacked recurrent layers")
+    units: int = _field(512, "hidden units per recurrent layer")
+    embedding_dim: int = _field(64, "size of the character embedding")
+    dropout: float = _field(0.0, "dropout after each recurrent layer (training only)")
+    # --- data ---
+    seq_len: int = _field(100, "characters per training window (truncated BPTT length)")
+    batch_size: int = _field(64, "windows per batch (= parallel streams in the stateful layout)")
+    layout: str = _field("stateful", "stateful (char-rnn streams, state carried) | shuffled (overlapping windows)")
+    stride: int = _field(0, "shuffled layout: step between window starts; 0 means seq_len")
+    val_fraction: float = _field(0.1, "last fraction of the text held out for validation")
+    encoding_errors: str = _field("strict", "invalid UTF-8: strict (error) | replace (U+FFFD)")
+    # --- optimisation ---
+    epochs: int = _field(10, "passes over the training text")
+    learning_rate: float = _field(2e-3, "Adam learning rate (peak, for the cosine schedule)")
+    lr_schedule: str = _field("constant", "constant | cosine (decays to 1 % over all epochs)")
+    clipnorm: float = _field(5.0, "gradient clipping by global norm; 0 disables")
+    patience: int = _field(3, "early stopping: epochs without validation improvement; 0 disables")
+    max_minutes: float = _field(0.0, "stop training after this many minutes of fitting; 0 = no limit")
+    save_every: int = _field(200, "batches between resumable backups (also written at each epoch end)")
+    seed: int = _field(0, "seed for weight init, shuffling and the per-epoch samples")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ChargenError` naming the first field with an invalid value."""
+        choices = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES,
+                   "encoding_errors": ENCODING_ERRORS, "level": ("char",)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name in ("num_layers", "units", "embedding_dim", "seq_len", "batch_size", "epochs", "save_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ChargenError(f"{name} must be a positive integer; got {value!r}")
+        for name in ("stride", "patience", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ChargenError(f"{name} must be a non-negative integer; got {value!r}")
+        for name, low, high in (("dropout", 0.0, 1.0), ("val_fraction", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not low <= value < high:
+                raise ChargenError(f"{name} must be in [{low}, {high}); got {value!r}")
+        if not 0.0 < self.val_fraction:
+            raise ChargenError(f"val_fraction must be > 0 (validation drives checkpoints); got {self.val_fraction}")
+        for name in ("learning_rate", "clipnorm", "max_minutes"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ChargenError(f"{name} must be a number >= 0; got {value!r}")
+        if self.learning_rate == 0:
+            raise ChargenError("learning_rate must be > 0")
+
+    @property
+    def window_stride(self) -> int:
+        """Stride of the shuffled layout (defaults to non-overlapping windows)."""
+        return self.stride or self.seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChargenConfig":
+        """Build from a dict; unknown keys are an error (a typo must not be silently ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ChargenError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        from keras_chargen.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ChargenConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ChargenError(f"missing model config: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ChargenError(f"corrupt model config {path}: {err}") from None
+        if not isinstance(data, dict):
+            raise ChargenError(f"corrupt model config {path}: expected a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,229 @@
+"""Corpus sources (text files, directories, TFDS) streamed in chunks, and their preparation into id files.
+
+Preparation follows nanoGPT's `prepare.py`: the text is streamed once to count characters,
+once to build the vocabulary from the training part, and once to write `train.bin` / `val.bin`
+(one little-endian id per character). Training then reads these files through `tf.data`
+(see `data.py`), so memory stays bounded whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+from keras_chargen.errors import ChargenError
+from keras_chargen.io import atomic_path, atomic_write_text
+from keras_chargen.vocab import MAX_CODE_POINT, Vocabulary, text_to_code_points
+
+CHUNK_BYTES = 1 << 20  # read files 1 MiB at a time
+
+
+class TextSource(Protocol):
+    """Anything that yields a corpus as a sequence of text chunks, the same each time."""
+
+    def chunks(self) -> Iterator[str]: ...
+
+    def describe(self) -> str: ...
+
+
+def resolve_text_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand files and directories (their `*.txt`, sorted) into a list of files; error on missing ones."""
+    if not paths:
+        raise ChargenError("no text files given")
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            if not found:
+                raise ChargenError(f"directory has no *.txt files: {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ChargenError(f"no such file or directory: {path}")
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSource:
+    """Text files read in 1 MiB chunks with an incremental UTF-8 decoder, concatenated as they are.
+
+    Args:
+        paths: the files, in order.
+        errors: "strict" (invalid UTF-8 is an error naming file and byte offset) or "replace" (U+FFFD).
+    """
+
+    paths: tuple[Path, ...]
+    errors: str = "strict"
+
+    def chunks(self) -> Iterator[str]:
+        for path in self.paths:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors=self.errors)
+            offset = 0
+            try:
+                with open(path, "rb") as handle:
+                    while block := handle.read(CHUNK_BYTES):
+                        try:
+                            text = decoder.decode(block)
+                        except UnicodeDecodeError as err:
+                            raise ChargenError(
+                                f"{path}: invalid UTF-8 at byte {offset + err.start} "
+                                "(use --encoding-errors replace to substitute U+FFFD)") from None
+                        offset += len(block)
+                        if text:
+                            yield text
+                    tail = decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise ChargenError(f"{path}: truncated UTF-8 sequence at the end of the file "
+                                   "(use --encoding-errors replace to substitute U+FFFD)") from None
+            except OSError as err:
+                raise ChargenError(f"cannot read {path}: {err.strerror}") from None
+            if tail:
+                yield tail
+
+    def describe(self) -> str:
+        return ", ".join(str(p) for p in self.paths)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+    """A tensorflow-datasets text dataset, its examples' `feature` joined by newlines.
+
+    Args:
+        name: TFDS name, e.g. "tiny_shakespeare".
+        split: TFDS split expression; "all" concatenates every split in train, validation, test order
+            (for tiny_shakespeare this is the whole original text, so our last-10 % validation matches).
+        feature: the text feature of each example.
+        data_dir: where TFDS keeps prepared data (default: TFDS' own).
+        manual_dir: a folder with the raw download files, for preparing offline
+            (tiny_shakespeare: a folder holding `input.txt`, e.g. a copy of tinyshakespeare.txt).
+    """
+
+    name: str
+    split: str = "all"
+    feature: str = "text"
+    data_dir: str | None = None
+    manual_dir: str | None = None
+
+    def _dataset(self):
+        import tensorflow_datasets as tfds
+
+        kwargs = {}
+        if self.manual_dir:
+            kwargs["download_and_prepare_kwargs"] = {
+                "download_config": tfds.download.DownloadConfig(manual_dir=self.manual_dir)}
+        try:
+            builder = tfds.builder(self.name, data_dir=self.data_dir)
+            split = self.split
+            if split == "all":
+                order = {"train": 0, "validation": 1, "test": 2}
+                names = sorted(builder.info.splits.keys() or ["train"], key=lambda s: (order.get(s, 3), s))
+                split = "+".join(names) if names else "train"
+            return tfds.load(self.name, split=split, data_dir=self.data_dir, shuffle_files=False, **kwargs)
+        except Exception as err:  # TFDS raises many types; report one line
+            raise ChargenError(f"cannot load TFDS dataset {self.name!r}: {str(err).splitlines()[0]}") from None
+
+    def chunks(self) -> Iterator[str]:
+        first = True
+        for example in self._dataset().as_numpy_iterator():
+            if self.feature not in example:
+                raise ChargenError(f"TFDS dataset {self.name!r} has no feature {self.feature!r}; "
+                                   f"it has {', '.join(sorted(example))}")
+            value = example[self.feature]
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            yield text if first else "\n" + text
+            first = False
+
+    def describe(self) -> str:
+        return f"tfds:{self.name}[{self.split}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedCorpus:
+    """A corpus encoded to id files: `train.bin` and `val.bin` in `directory`."""
+
+    directory: Path
+    vocab: Vocabulary
+    num_train: int  # characters in the training part
+    num_val: int  # characters in the validation part (the last ones of the text)
+
+    @property
+    def train_path(self) -> Path:
+        return self.directory / "train.bin"
+
+    @property
+    def val_path(self) -> Path:
+        return self.directory / "val.bin"
+
+    def read_ids(self, split: str) -> np.ndarray:
+        """All ids of a split as a memory map (for tests and small corpora)."""
+        path = self.train_path if split == "train" else self.val_path
+        return np.memmap(path, dtype=self.vocab.id_dtype, mode="r")
+
+
+def count_chars(source: TextSource) -> int:
+    """Number of code points in the corpus (one streaming pass)."""
+    return sum(len(chunk) for chunk in source.chunks())
+
+
+def _code_point_chunks(source: TextSource) -> Iterator[np.ndarray]:
+    for chunk in source.chunks():
+        yield text_to_code_points(chunk)
+
+
+def split_sizes(num_chars: int, val_fraction: float) -> tuple[int, int]:
+    """(train, validation) character counts; validation is the last `val_fraction` of the text."""
+    num_val = int(round(num_chars * val_fraction))
+    return num_chars - num_val, num_val
+
+
+def prepare_corpus(source: TextSource, directory: str | Path, val_fraction: float,
+                   vocab: Vocabulary | None = None) -> PreparedCorpus:
+    """Stream `source` into `directory/{train,val}.bin`, building the vocabulary from the training part.
+
+    Pass `vocab` to reuse an existing vocabulary (resuming, or evaluating another text).
+    """
+    directory = Path(directory)
+    num_chars = count_chars(source)
+    if num_chars == 0:
+        raise ChargenError(f"corpus is empty: {source.describe()}")
+    num_train, num_val = split_sizes(num_chars, val_fraction)
+    if vocab is None:
+        counts = np.zeros(MAX_CODE_POINT, dtype=np.int64)
+        seen = 0
+        for cps in _code_point_chunks(source):
+            take = cps[: max(0, num_train - seen)]
+            counts += np.bincount(take, minlength=MAX_CODE_POINT)
+            seen += len(cps)
+            if seen >= num_train:
+                break
+        vocab = Vocabulary.from_counts(counts)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "train.bin") as train_tmp, atomic_path(directory / "val.bin") as val_tmp:
+        with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
+            seen = 0
+            for cps in _code_point_chunks(source):
+                ids = vocab.code_points_to_ids(cps).astype(vocab.id_dtype.newbyteorder("<"))
+                cut = min(max(num_train - seen, 0), len(ids))
+                train_file.write(ids[:cut].tobytes())
+                val_file.write(ids[cut:].tobytes())
+                seen += len(ids)
+    atomic_write_text(directory / "corpus.json", json.dumps(
+        {"source": source.describe(), "num_train": num_train, "num_val": num_val}, indent=2) + "\n")
+    return PreparedCorpus(directory, vocab, num_train, num_val)
+
+
+def make_source(text: Sequence[str | Path] | None = None, tfds: str | None = None,
+                encoding_errors: str = "strict", **tfds_kwargs) -> TextSource:
+    """A `FileSource` for `text` paths or a `TfdsSource` for a TFDS name (exactly one of them)."""
+    if bool(text) == bool(tfds):
+        raise ChargenError("give exactly one corpus: --text PATH [PATH...] or --tfds NAME")
+    if tfds:
+        return TfdsSource(tfds, **{k: v for k, v in tfds_kwargs.items() if v is not None})
+    return FileSource(tuple(resolve_text_paths(text)), encoding_errors)

@@ -1,0 +1,204 @@
+"""`CharGenerator`: a Keras layer that generates text in-graph, strings in and strings out.
+
+Preprocess (split the prompt into characters, look them up) → prime the recurrent state on the
+whole prompt in one `tf.while_loop` pass → generate in a second `tf.while_loop`, carrying the
+states and sampling each character in-graph → postprocess (look the ids up, join). One compiled
+function, no Python per character.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_chargen.errors import ChargenError
+from keras_chargen.model import RecurrentStep
+from keras_chargen.sampling import sample_next
+from keras_chargen.vocab import OOV_TOKEN
+
+MAX_NEW_CHARS = 100_000  # cap on characters generated per call (per row)
+MAX_PROMPT_CHARS = 100_000  # cap on prompt length for the Python API
+OOV_POLICIES = ("error", "skip")
+
+
+@keras.saving.register_keras_serializable(package="keras_chargen")
+class CharGenerator(keras.layers.Layer):
+    """Generate continuations of a batch of prompts with in-graph temperature sampling.
+
+    Unknown prompt characters are skipped in-graph (the Python `generate` method rejects them
+    first unless `oov="skip"`). An empty prompt starts from the zero state primed on a newline
+    (as if the text began at the start of a line); the newline is not part of the output.
+
+    Args:
+        model: keras.Model from `build_model` (stateful or not; it is only read through its cells).
+        vocabulary: list[str], the characters of the `Vocabulary` in id order (ids 1..n; 0 is OOV).
+
+    Example:
+    >>> generator = load_generator("models/shakespeare")  # doctest: +SKIP
+    >>> generator.generate(["ROMEO:"], temperature=0.5, max_new_chars=100, seed=1)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: keras.Model, vocabulary: Sequence[str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.vocabulary = list(vocabulary)
+        self.step = RecurrentStep(model)
+        self.encoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, name="encoder")
+        self.decoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, invert=True,
+                                                 name="decoder")
+        self.start_id = self.vocabulary.index("\n") + 1 if "\n" in self.vocabulary else 0
+        self._compiled = None
+
+    # --- graph pieces, reused by the exporters ---
+    def encode(self, prompt: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Prompts `(batch,)` → padded ids `(batch, time)` and lengths `(batch,)`, unknown chars skipped."""
+        chars = tf.strings.unicode_split(prompt, "UTF-8")  # ragged (batch, None)
+        ids = chars.with_flat_values(tf.cast(self.encoder(chars.flat_values), tf.int32))
+        ids = tf.ragged.boolean_mask(ids, ids > 0)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], 0)), 1)
+        # empty rows get start_id at position 0 and length 1
+        dense = ids.to_tensor(default_value=self.start_id, shape=tf.stack([tf.size(lengths), width]))
+        return dense, tf.maximum(lengths, 1)
+
+    def prime(self, ids: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Run the prompt ids through the model in one loop; rows stop updating after their length.
+
+        Returns the logits after each row's last prompt character `(batch, vocab)` and the states.
+        """
+        batch = tf.shape(ids)[0]
+        states = self.step.initial_states(batch)
+        logits = tf.zeros(tf.stack([batch, len(self.vocabulary) + 1]))
+
+        def body(t, logits, states):
+            new_logits, new_states = self.step(ids[:, t], states)
+            active = (t < lengths)[:, None]  # (batch, 1)
+            logits = tf.where(active, new_logits, logits)
+            states = [tf.where(active, new, old) for new, old in zip(new_states, states)]
+            return t + 1, logits, states
+
+        _, logits, states = tf.while_loop(lambda t, *_: t < tf.shape(ids)[1], body, (0, logits, states))
+        return logits, states
+
+    def sample_ids(self, logits: tf.Tensor, states: list[tf.Tensor], temperature: tf.Tensor,
+                   num_chars: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Generate `num_chars` ids per row `(batch, num_chars)`, starting from primed logits/states."""
+        never_oov = tf.one_hot(0, tf.shape(logits)[1], on_value=-1e9, off_value=0.0)  # OOV is never generated
+
+        def body(t, logits, states, out):
+            next_ids = sample_next(logits + never_oov, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
+            out = out.write(t, next_ids)
+            logits, states = self.step(next_ids, states)
+            return t + 1, logits, states, out
+
+        out = tf.TensorArray(tf.int32, size=num_chars)
+        *_, out = tf.while_loop(lambda t, *_: t < num_chars, body, (0, logits, states, out))
+        return tf.transpose(out.stack())  # (batch, num_chars)
+
+    def call(self, prompt, temperature, max_new_chars, seed):
+        """Generate; all inputs are broadcast to `(batch,)`. Returns `{"text", "generated"}` strings.
+
+        Args:
+            prompt: tf.string `(batch,)`.
+            temperature: float `()` or `(batch,)`, >= 0; 0 is greedy.
+            max_new_chars: int `()` or `(batch,)`, 0..MAX_NEW_CHARS, characters generated per row.
+            seed: int `()` or `(batch,)`; the first value seeds the batch, a negative one draws a random seed.
+        """
+        prompt = tf.reshape(tf.convert_to_tensor(prompt, tf.string), [-1])
+        batch = tf.shape(prompt)[0]
+        temperature = tf.broadcast_to(tf.cast(temperature, tf.float32), [batch])
+        max_new_chars = tf.broadcast_to(tf.cast(max_new_chars, tf.int32), [batch])
+        seed = tf.reshape(tf.cast(seed, tf.int64), [-1])[0]
+        checks = [
+            tf.debugging.assert_all_finite(temperature, "temperature must be a finite number"),
+            tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0"),
+            tf.debugging.assert_greater_equal(max_new_chars, 0, message="max_new_chars must be >= 0"),
+            tf.debugging.assert_less_equal(max_new_chars, MAX_NEW_CHARS,
+                                           message=f"max_new_chars must be <= {MAX_NEW_CHARS}"),
+        ]
+        with tf.control_dependencies(checks):
+            seed = tf.where(seed < 0, tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64), seed)
+            num_chars = tf.reduce_max(tf.concat([max_new_chars, [0]], 0))
+        logits, states = self.prime(*self.encode(prompt))
+        ids = self.sample_ids(logits, states, temperature, num_chars, seed)
+        chars = self.decoder(ids)  # (batch, num_chars) strings
+        keep = tf.sequence_mask(max_new_chars, num_chars)  # each row stops at its own length
+        generated = tf.strings.reduce_join(tf.where(keep, chars, ""), axis=1)
+        return {"text": prompt + generated, "generated": generated}
+
+    # --- Python convenience API ---
+    def generate(self, prompts: str | Sequence[str], temperature: float | Sequence[float] = 0.8,
+                 max_new_chars: int = 500, seed: int | None = None, oov: str = "error") -> list[str]:
+        """Continuations (without the prompt) of each prompt, validated and run in one compiled call.
+
+        Args:
+            prompts: str or list[str].
+            temperature: float or one per prompt, >= 0 (0 = greedy). Default 0.8.
+            max_new_chars: int in 1..MAX_NEW_CHARS. Default 500.
+            seed: int >= 0 for reproducible output, None for a random draw.
+            oov: "error" (default) rejects prompt characters outside the vocabulary, naming them;
+                "skip" drops them.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        temps = check_generation_args(prompts, temperature, max_new_chars, seed)
+        if oov not in OOV_POLICIES:
+            raise ChargenError(f"oov must be one of {', '.join(OOV_POLICIES)}; got {oov!r}")
+        if oov == "error":
+            known = set(self.vocabulary)
+            unknown = list(dict.fromkeys(c for p in prompts for c in p if c not in known))
+            if unknown:
+                shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:10])
+                raise ChargenError(f"prompt has characters not in the model's vocabulary: {shown}"
+                                   f"{' …' if len(unknown) > 10 else ''}; use --oov skip to drop them")
+        if self._compiled is None:  # trace once; every call reuses the graph
+            self._compiled = tf.function(self.call, input_signature=[
+                tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)])
+        outputs = self._compiled(tf.constant(prompts), tf.constant(temps, tf.float32),
+                                 tf.fill([len(prompts)], max_new_chars),
+                                 tf.constant([-1 if seed is None else seed], tf.int64))
+        return [s.decode("utf-8") for s in outputs["generated"].numpy()]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"model": keras.saving.serialize_keras_object(self.model), "vocabulary": self.vocabulary})
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CharGenerator":
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
+
+
+def check_generation_args(prompts: Sequence[str], temperature, max_new_chars: int,
+                          seed: int | None) -> list[float]:
+    """Validate generation arguments; return one temperature per prompt. Raises `ChargenError`."""
+    if not prompts:
+        raise ChargenError("no prompts given")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise ChargenError(f"prompt must be a string; got {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ChargenError(f"prompt has {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}")
+    temps = list(temperature) if isinstance(temperature, (list, tuple, np.ndarray)) else [temperature] * len(prompts)
+    if len(temps) == 1 and len(prompts) > 1:
+        temps = temps * len(prompts)
+    if len(temps) != len(prompts):
+        raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
+    for value in temps:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or math.isnan(value):
+            raise ChargenError(f"temperature must be a number >= 0; got {value!r}")
+        if value < 0 or math.isinf(value):
+            raise ChargenError(f"temperature must be a finite number >= 0; got {value}")
+    if isinstance(max_new_chars, bool) or not isinstance(max_new_chars, (int, np.integer)):
+        raise ChargenError(f"length must be an integer; got {max_new_chars!r}")
+    if not 1 <= max_new_chars <= MAX_NEW_CHARS:
+        raise ChargenError(f"length must be between 1 and {MAX_NEW_CHARS}; got {max_new_chars}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ChargenError(f"seed must be an integer >= 0; got {seed!r}")
+    return [float(t) for t in temps]

@@ -1,0 +1,104 @@
+"""`Vocabulary`: characters (Unicode code points) ↔ integer ids, with an out-of-vocabulary id 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from keras_chargen.errors import ChargenError
+from keras_chargen.io import atomic_write_text
+
+OOV_TOKEN = "[UNK]"  # id 0, as in Keras `StringLookup(num_oov_indices=1)`
+MAX_CODE_POINT = 0x110000
+
+
+class Vocabulary:
+    """The characters a model knows, in code-point order; id 0 is reserved for unknown characters.
+
+    Args:
+        tokens: list[str], the known characters (each a single code point), without the OOV token.
+
+    Example:
+    >>> vocab = Vocabulary(["a", "b", "\\n"])
+    >>> vocab.tokens, vocab.size
+    (['\\n', 'a', 'b'], 4)
+    >>> vocab.encode("ba?").tolist()
+    [3, 2, 0]
+    >>> vocab.decode([3, 2])
+    'ba'
+    """
+
+    def __init__(self, tokens: list[str]) -> None:
+        bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
+        if bad:
+            raise ChargenError(f"vocabulary tokens must be single characters; got {bad[:3]!r}")
+        if len(set(tokens)) != len(tokens):
+            raise ChargenError("vocabulary has duplicate characters")
+        if not tokens:
+            raise ChargenError("vocabulary is empty")
+        self.tokens: list[str] = sorted(tokens, key=ord)
+        self._lut = np.zeros(MAX_CODE_POINT, dtype=np.int32)  # code point -> id; 0 = OOV
+        self._lut[[ord(t) for t in self.tokens]] = np.arange(1, len(self.tokens) + 1, dtype=np.int32)
+
+    @property
+    def size(self) -> int:
+        """Number of ids, including the OOV id 0 (the model's output width)."""
+        return len(self.tokens) + 1
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        """Smallest unsigned dtype that holds every id (used for the on-disk id files)."""
+        return np.dtype(np.uint16) if self.size <= 2**16 else np.dtype(np.uint32)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Vocabulary":
+        """Build from a per-code-point count array (length `MAX_CODE_POINT`)."""
+        return cls([chr(c) for c in np.flatnonzero(counts)])
+
+    def code_points_to_ids(self, code_points: np.ndarray) -> np.ndarray:
+        """Map an array of code points to ids (unknown → 0)."""
+        return self._lut[code_points]
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of `text` (unknown characters → 0)."""
+        return self.code_points_to_ids(text_to_code_points(text))
+
+    def decode(self, ids) -> str:
+        """Text of `ids`; the OOV id decodes to U+FFFD."""
+        return "".join(self.tokens[i - 1] if i > 0 else "\ufffd" for i in np.asarray(ids).tolist())
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """Distinct characters of `text` not in the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if self._lut[ord(c)] == 0))
+
+    def token_id(self, token: str) -> int:
+        """Id of one character (0 if unknown)."""
+        return int(self._lut[ord(token)]) if len(token) == 1 else 0
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps({"level": "char", "oov_token": OOV_TOKEN, "tokens": self.tokens},
+                                           ensure_ascii=False, indent=0) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(list(data["tokens"]))
+        except FileNotFoundError:
+            raise ChargenError(f"missing vocabulary file: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise ChargenError(f"corrupt vocabulary file {path}: {err!r}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and other.tokens == self.tokens
+
+    def __repr__(self) -> str:
+        return f"Vocabulary(size={self.size})"
+
+
+def text_to_code_points(text: str) -> np.ndarray:
+    """Code points of `text` as uint32, vectorised through UTF-32."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
