@@ -114,18 +114,15 @@ class TfdsSource:
     def _dataset(self):
         import tensorflow_datasets as tfds
 
-        kwargs = {}
-        if self.manual_dir:
-            kwargs["download_and_prepare_kwargs"] = {
-                "download_config": tfds.download.DownloadConfig(manual_dir=self.manual_dir)}
+        config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
+            builder.download_and_prepare(download_config=config)  # a no-op once prepared
             split = self.split
             if split == "all":
                 order = {"train": 0, "validation": 1, "test": 2}
-                names = sorted(builder.info.splits.keys() or ["train"], key=lambda s: (order.get(s, 3), s))
-                split = "+".join(names) if names else "train"
-            return tfds.load(self.name, split=split, data_dir=self.data_dir, shuffle_files=False, **kwargs)
+                split = "+".join(sorted(builder.info.splits.keys(), key=lambda s: (order.get(s, 3), s)))
+            return builder.as_dataset(split=split, shuffle_files=False)
         except Exception as err:  # TFDS raises many types; report one line
             raise ChargenError(f"cannot load TFDS dataset {self.name!r}: {str(err).splitlines()[0]}") from None
 

@@ -67,6 +67,8 @@ def stateful_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size
                                         tf.ensure_shape(y, (batch_size, seq_len))))
     if num_ids <= CACHE_MAX_IDS:
         dataset = dataset.cache()
+    # Keras needs the cardinality: with an unknown one, `evaluate` reports a wrong mean.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_stream))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -108,6 +110,7 @@ def shuffled_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     dataset = dataset.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_windows // batch_size))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

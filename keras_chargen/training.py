@@ -45,9 +45,6 @@ def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dat
                                  config.window_stride, config.seed)
         steps = num_shuffled_batches(corpus.num_train, config.batch_size, config.seq_len, config.window_stride)
     val = stateful_dataset(corpus.val_path, corpus.num_val, dtype, config.batch_size, config.seq_len, "validation")
-    val_steps = num_stateful_batches(corpus.num_val, config.batch_size, config.seq_len)
-    train = train.apply(tf.data.experimental.assert_cardinality(steps))
-    val = val.apply(tf.data.experimental.assert_cardinality(val_steps))
     return train, val, steps
 
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: the small corpus kept in tests/, tiny-shakespeare when ../shared is there, a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from keras_chargen import ChargenConfig, FileSource, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "data" / "corpus.txt"
+SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+needs_shakespeare = pytest.mark.skipif(
+    not SHAKESPEARE.exists(), reason="../shared/data/tinyshakespeare.txt is not here (a fresh clone has no ../shared)")
+
+# Small enough that the whole suite runs in minutes on 2 CPU cores.
+TINY = dict(units=48, num_layers=1, embedding_dim=16, seq_len=32, batch_size=8, epochs=3, patience=0,
+            save_every=50, learning_rate=5e-3)
+
+
+def tiny_config(**overrides) -> ChargenConfig:
+    return ChargenConfig(**{**TINY, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory) -> Path:
+    """A tiny LSTM trained for 3 epochs on tests/data/corpus.txt (shared by the tests that only read it)."""
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    train(tiny_config(), FileSource((CORPUS,)), out, verbose=0, sample_every_epoch=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def generator(trained_dir):
+    from keras_chargen import load_generator
+
+    return load_generator(trained_dir)
