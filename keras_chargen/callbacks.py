@@ -68,9 +68,9 @@ class ResetStates(keras.callbacks.Callback):
 class BestCheckpoint(keras.callbacks.Callback):
     """Write `model.keras` (a batch-flexible inference model) atomically whenever val_loss improves."""
 
-    def __init__(self, path: Path, inference_model: keras.Model, progress: Progress) -> None:
+    def __init__(self, path: Path, inference_model: keras.Model, progress: Progress, verbose: int = 1) -> None:
         super().__init__()
-        self.path, self.inference_model, self.progress = path, inference_model, progress
+        self.path, self.inference_model, self.progress, self.verbose = path, inference_model, progress, verbose
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         val_loss = (logs or {}).get("val_loss")
@@ -80,7 +80,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.inference_model.set_weights(self.model.get_weights())
         with atomic_path(self.path, suffix=".keras") as tmp:
             self.inference_model.save(tmp)
-        print(f"\nEpoch {epoch + 1}: val_loss improved to {val_loss:.4f}, saved {self.path}")
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: val_loss improved to {val_loss:.4f}, saved {self.path}")
 
 
 class TrainingBackup(keras.callbacks.Callback):

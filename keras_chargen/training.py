@@ -118,11 +118,12 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
     pending_states = None
     if (backup_dir / "state.weights.h5").exists():
         pending_states = backup.restore()
-        print(f"Resuming {model_dir} at epoch {progress.epoch + 1}, batch {progress.step}/{steps}")
+        if verbose:
+            print(f"Resuming {model_dir} at epoch {progress.epoch + 1}, batch {progress.step}/{steps}")
     inference = build_model(config, corpus.vocab.size)
     callbacks = [
         cb.ResetStates(pending_states) if stateful else None,
-        cb.BestCheckpoint(model_dir / WEIGHTS_FILE, inference, progress),
+        cb.BestCheckpoint(model_dir / WEIGHTS_FILE, inference, progress, verbose),
         backup,
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,

@@ -1,0 +1,120 @@
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_chargen import MAX_NEW_CHARS, ChargenError, RecurrentStep
+
+
+def reference_greedy(generator, prompt: str, length: int) -> str:
+    """Step-by-step reference: feed the prompt, then argmax each step (OOV excluded), in Python."""
+    step = RecurrentStep(generator.model)
+    vocab = generator.vocabulary
+    ids = [vocab.index(c) + 1 for c in prompt] or [vocab.index("\n") + 1]
+    states = step.initial_states(1)
+    for i in ids:
+        logits, states = step(tf.constant([i]), states)
+    out = []
+    for _ in range(length):
+        scores = logits.numpy()[0]
+        scores[0] = -np.inf
+        nxt = int(np.argmax(scores))
+        out.append(vocab[nxt - 1])
+        logits, states = step(tf.constant([nxt]), states)
+    return "".join(out)
+
+
+def entropy_bits(text: str) -> float:
+    counts = np.array(list(Counter(text).values()), dtype=float)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_greedy_in_graph_equals_step_by_step_reference(generator):
+    for prompt in ["ANNA:\nThe ", "É", ""]:
+        assert generator.generate([prompt], 0.0, 120)[0] == reference_greedy(generator, prompt, 120)
+
+
+def test_seeds_reproduce_and_differ(generator):
+    first = generator.generate(["BRUNO:\n"], 1.0, 200, seed=7)
+    assert generator.generate(["BRUNO:\n"], 1.0, 200, seed=7) == first
+    assert generator.generate(["BRUNO:\n"], 1.0, 200, seed=8) != first
+    assert generator.generate(["BRUNO:\n"], 1.0, 200) != generator.generate(["BRUNO:\n"], 1.0, 200)  # unseeded
+
+
+def test_higher_temperature_gives_higher_entropy(generator):
+    cold, hot = generator.generate(["ANNA:\n", "ANNA:\n"], [0.3, 1.5], 3000, seed=1)
+    assert entropy_bits(hot) > entropy_bits(cold) + 0.1
+
+
+def test_sampled_frequencies_follow_softmax_of_scaled_logits(generator):
+    rows, temperature, prompt = 4000, 0.7, "The king "
+    firsts = [t[0] for t in generator.generate([prompt] * rows, temperature, 1, seed=3)]
+    step = RecurrentStep(generator.model)
+    states = step.initial_states(1)
+    for c in prompt:
+        logits, states = step(tf.constant([generator.vocabulary.index(c) + 1]), states)
+    scores = logits.numpy()[0] / temperature
+    scores[0] = -np.inf
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    counts = Counter(firsts)
+    for i, char in enumerate(generator.vocabulary, start=1):
+        expected = probs[i] * rows
+        assert abs(counts.get(char, 0) - expected) <= 5 * math.sqrt(expected + 1) + 2, char
+
+
+def test_batch_of_prompts_with_different_lengths_matches_one_by_one(generator):
+    prompts = ["", "A", "CÉLINE:\nThe river was", "My lord is near!\n\nDMITRI:\n"]
+    batched = generator.generate(prompts, 0.0, 60)
+    assert batched == [generator.generate([p], 0.0, 60)[0] for p in prompts]
+    # one temperature per row: the greedy row is unaffected by its sampled neighbours
+    mixed = generator.generate(prompts, [0.0, 1.0, 0.0, 1.0], 60, seed=2)
+    assert mixed[0] == batched[0] and mixed[2] == batched[2]
+
+
+def test_per_row_lengths_and_prompt_in_text(generator):
+    out = generator(tf.constant(["ANNA:", "BRUNO:"]), tf.constant([0.0, 0.0]), tf.constant([5, 12]),
+                    tf.constant([0], tf.int64))
+    generated = [g.decode() for g in out["generated"].numpy()]
+    assert [len(g) for g in generated] == [5, 12]
+    assert [t.decode() for t in out["text"].numpy()] == ["ANNA:" + generated[0], "BRUNO:" + generated[1]]
+
+
+def test_unknown_prompt_characters(generator):
+    with pytest.raises(ChargenError, match=r"not in the model's vocabulary: '§' \(U\+00A7\)"):
+        generator.generate(["ANNA § said"], 0.0, 10)
+    skipped = generator.generate(["ANNA § said"], 0.0, 30, oov="skip")
+    assert skipped == generator.generate(["ANNA  said"], 0.0, 30)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-0.1), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("nan")), "temperature must be a number >= 0; got nan"),
+    (dict(temperature=float("inf")), "temperature must be a finite number"),
+    (dict(max_new_chars=0), "length must be between 1"),
+    (dict(max_new_chars=MAX_NEW_CHARS + 1), "length must be between 1"),
+    (dict(seed=-3), "seed must be an integer >= 0"),
+    (dict(temperature=[0.5, 0.5]), "got 2 temperatures for 1 prompts"),
+    (dict(oov="ignore"), "oov must be one of"),
+])
+def test_invalid_generation_arguments(generator, kwargs, message):
+    args = dict(prompts=["ANNA"], temperature=0.5, max_new_chars=10, seed=None) | kwargs
+    with pytest.raises(ChargenError, match=message):
+        generator.generate(**args)
+
+
+def test_graph_rejects_bad_temperature_too(generator):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature must be >= 0"):
+        generator(tf.constant(["A"]), tf.constant([-1.0]), tf.constant([3]), tf.constant([0], tf.int64))
+
+
+def test_generator_config_round_trip(generator):
+    from keras_chargen import CharGenerator
+
+    clone = CharGenerator.from_config(generator.get_config())
+    clone.model.set_weights(generator.model.get_weights())
+    assert clone.vocabulary == generator.vocabulary
+    assert clone.generate(["ANNA"], 0.0, 40) == generator.generate(["ANNA"], 0.0, 40)
