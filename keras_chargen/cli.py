@@ -74,13 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="val: the last val_fraction of the text (as in training); all: the whole text")
     evaluate.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
 
-    export = commands.add_parser("export", help="export the generator as a TensorFlow Serving SavedModel",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    export.add_argument("model_dir", metavar="MODEL_DIR")
-    export.add_argument("--format", choices=("savedmodel",), default="savedmodel", help="artifact format")
-    export.add_argument("--out", required=True, help="model base path; the SavedModel goes to OUT/VERSION")
-    export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    add_export_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -121,18 +116,46 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"bits/char: {result['bpc']:.4f}")
 
 
+# --- export (issue: export) ---
+def add_export_parser(commands) -> None:
+    export = commands.add_parser("export", help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    export.add_argument("model_dir", metavar="MODEL_DIR")
+    export.add_argument("--format", choices=("savedmodel", "tflite", "onnx", "all"), default="savedmodel",
+                        help="artifact format")
+    export.add_argument("--out", required=True, help="model base path, e.g. exported/NAME; artifacts go to OUT/VERSION")
+    export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
+    export.add_argument("--quantize", choices=("none", "dynamic", "float16"), default="none",
+                        help="TFLite weight quantization")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
-    from keras_chargen.export import export_savedmodel
-    from keras_chargen.saving import VOCAB_FILE, load_generator
+    from keras_chargen.export import export_model
 
-    if args.version < 1:
-        raise ChargenError(f"version must be a positive integer; got {args.version}")
-    path = export_savedmodel(load_generator(args.model_dir), Path(args.out) / str(args.version),
-                             vocab_file=Path(args.model_dir) / VOCAB_FILE, overwrite=args.overwrite)
-    print(f"exported SavedModel to {path}")
+    for path in export_model(args.model_dir, args.out, args.format, args.version, args.quantize, args.overwrite):
+        print(f"exported {path}")
+# --- end export ---
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export}
+# --- serve (issue: serving) ---
+def add_serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="serve an exported model over TensorFlow Serving's REST API",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from keras_chargen.serving import serve
+
+    serve(args.base_path, host=args.host, port=args.port)
+# --- end serve ---
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
