@@ -33,9 +33,10 @@ class Progress:
         return self.elapsed_seconds + (time.monotonic() - self._clock if self._clock else 0.0)
 
     def save(self, path: Path) -> None:
+        if self._clock:  # fold the running clock into elapsed_seconds
+            self.elapsed_seconds, self._clock = self.elapsed, time.monotonic()
         data = dataclasses.asdict(self)
         data.pop("_clock")
-        data["elapsed_seconds"] = self.elapsed
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
     @classmethod
