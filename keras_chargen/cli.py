@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings = train.add_argument_group("model and training settings (saved in MODEL_DIR/config.json)")
     for field in dataclasses.fields(ChargenConfig):
         settings.add_argument(flag_name(field.name), dest=field.name, type=type(field.default),
-                              default=field.default, choices=CHOICES.get(field.name), help=field.metadata["help"])
+                              default=field.default, choices=CHOICES.get(field.name), help=field.metadata["help"].replace("%", "%%"))
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 bar, 2 lines")
     train.add_argument("--no-samples", action="store_true", help="do not print samples after each epoch")
     train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")

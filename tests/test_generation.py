@@ -118,3 +118,36 @@ def test_generator_config_round_trip(generator):
     clone.model.set_weights(generator.model.get_weights())
     assert clone.vocabulary == generator.vocabulary
     assert clone.generate(["ANNA"], 0.0, 40) == generator.generate(["ANNA"], 0.0, 40)
+
+
+RELOAD_SCRIPT = r"""
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "keras_chargen":
+            raise ImportError("keras_chargen must not be needed to load the SavedModel")
+sys.meta_path.insert(0, Block())
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+prompts = json.loads(sys.argv[2])
+out = serve(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.9, 1.2]),
+            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64))
+print(json.dumps([t.decode("utf-8") for t in out["text"].numpy()]))
+"""
+
+
+def test_savedmodel_reloads_without_keras_chargen_and_matches(generator, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from keras_chargen import export_savedmodel
+
+    path = export_savedmodel(generator, tmp_path / "sm" / "1")
+    prompts = ["ANNA:\n", "", "ÉLODIE: café"]
+    done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(path), json.dumps(prompts)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    texts = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = generator.generate(prompts, [0.0, 0.9, 1.2], 80, seed=11)
+    assert texts == [p + g for p, g in zip(prompts, expected)]

@@ -1,30 +1,74 @@
-"""Exporters: SavedModel (TensorFlow Serving layout)."""
+"""Exporters: SavedModel (TensorFlow Serving layout), TFLite and ONNX; layout in `keras_chargen.export.layout`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.export.savedmodel import export_savedmodel
+from keras_chargen.export.layout import FORMATS, QUANTIZATIONS, artifact_dir, check_free, staged_dirs
+from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
 
-FORMATS = ("savedmodel",)
+ALL = "all"
 
 
 def export_model(model_dir: str | Path, out: str | Path, format: str = "savedmodel", version: int = 1,
                  quantize: str = "none", overwrite: bool = False) -> list[Path]:
-    """Export the model in `model_dir` to `out/<version>/`; returns the written paths."""
+    """Export the model in `model_dir` under the base path `out`; returns the version directories written.
+
+    All requested version directories are written to temporary directories first and renamed
+    into place only when every artifact has been written, so an error or an interrupt leaves no
+    partial (or only partly exported) version behind.
+
+    Args:
+        model_dir: str | Path, a trained model directory.
+        out: str | Path, the export base path, e.g. `exported/NAME`.
+        format: str, "savedmodel" (default), "tflite", "onnx" or "all".
+        version: int >= 1, the version directory name. Default 1.
+        quantize: str, TFLite weights: "none" (float32, default), "dynamic" (int8) or "float16".
+        overwrite: bool, replace existing version directories. Default False (a `ChargenError`).
+
+    Example:
+    >>> export_model("models/tiny", "exported/tiny", format="all")  # doctest: +SKIP
+    [PosixPath('exported/tiny/1'), PosixPath('exported/tiny/tflite/1'), PosixPath('exported/tiny/onnx/1')]
+    """
     from keras_chargen.saving import VOCAB_FILE, load_generator
 
-    if format not in FORMATS:
-        raise ChargenError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    formats = _check_args(format, version, quantize)
+    targets = [artifact_dir(out, f, version, quantize) for f in formats]
+    check_free(targets, overwrite)  # fail on an existing version before the slow model load
+    generator = load_generator(model_dir)
+    vocab_file = Path(model_dir) / VOCAB_FILE
+    with staged_dirs(targets, overwrite) as temps:
+        for fmt, tmp in zip(formats, temps):
+            _write(fmt, generator, tmp, vocab_file, quantize)
+    return targets
+
+
+def _check_args(format: str, version: int, quantize: str) -> list[str]:
+    """Validate the arguments; return the formats to write."""
+    if format != ALL and format not in FORMATS:
+        raise ChargenError(f"unknown format {format!r}; choose one of {', '.join((*FORMATS, ALL))}")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ChargenError(f"version must be a positive integer; got {version!r}")
-    if quantize != "none":
-        raise ChargenError("--quantize applies to TFLite only")
-    generator = load_generator(model_dir)
-    path = export_savedmodel(generator, Path(out) / str(version), vocab_file=Path(model_dir) / VOCAB_FILE,
-                             overwrite=overwrite)
-    return [path]
+    if quantize not in QUANTIZATIONS:
+        raise ChargenError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
+    if quantize != "none" and format not in ("tflite", ALL):
+        raise ChargenError("--quantize applies to TFLite only (use --format tflite or all)")
+    return list(FORMATS) if format == ALL else [format]
 
 
-__all__ = ["export_model", "export_savedmodel"]
+def _write(format: str, generator, directory: Path, vocab_file: Path, quantize: str) -> None:
+    if format == "savedmodel":
+        write_savedmodel(generator, directory, vocab_file)
+    elif format == "tflite":
+        from keras_chargen.export.tflite import write_tflite
+
+        write_tflite(generator, directory, vocab_file, quantize)
+    else:
+        from keras_chargen.export.onnx import write_onnx
+
+        write_onnx(generator, directory, vocab_file)
+
+
+__all__ = ["FORMATS", "QUANTIZATIONS", "artifact_dir", "export_model", "export_savedmodel", "staged_dirs",
+           "write_savedmodel"]

@@ -1,4 +1,11 @@
-"""SavedModel export of the whole in-graph generator: strings in, strings out, no keras_chargen needed to load."""
+"""SavedModel export of the in-graph generator and its pieces: loads without keras_chargen (or Keras).
+
+Signatures (every input has a leading batch dimension, as TF Serving's row format needs):
+- `serving_default`: prompt, temperature, max_new_chars, seed → text, generated (strings);
+- `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
+- `encode`: prompt → ids (right-padded with 0), lengths;
+- `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_chargen.errors import ChargenError
+from keras_chargen.export.id_generator import IdGenerator
+from keras_chargen.export.layout import staged_dirs
 from keras_chargen.generation import CharGenerator
-from keras_chargen.io import atomic_dir
 
 SERVING_SIGNATURE = [
     tf.TensorSpec([None], tf.string, name="prompt"),
@@ -16,16 +23,19 @@ SERVING_SIGNATURE = [
     tf.TensorSpec([None], tf.int32, name="max_new_chars"),
     tf.TensorSpec([None], tf.int64, name="seed"),
 ]
+SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode")
 
 
 class GeneratorModule(tf.Module):
-    """The tf.Module that is saved: the generator layer and its `serving_default` function."""
+    """The tf.Module that is saved: the generator layer and one function per signature."""
 
     def __init__(self, generator: CharGenerator, vocab_file: str | Path | None = None) -> None:
         super().__init__(name="chargen")
         self.generator = generator
         if vocab_file is not None:
             self.vocab_asset = tf.saved_model.Asset(str(vocab_file))  # copied into assets/
+        ids = IdGenerator(generator)
+        self.step = tf.function(ids.step, input_signature=ids.step_signature())
 
     @tf.function(input_signature=SERVING_SIGNATURE)
     def serve(self, prompt, temperature, max_new_chars, seed):
@@ -35,22 +45,44 @@ class GeneratorModule(tf.Module):
         """
         return self.generator(prompt, temperature, max_new_chars, seed)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
+    def encode(self, prompt):
+        """Prompts → ids `(batch, time)` right-padded with 0, and lengths `(batch,)`.
+
+        Unknown characters are dropped; an empty prompt becomes the newline's id (length 1).
+        """
+        ids, lengths = self.generator.encode(prompt)
+        ids = tf.where(tf.sequence_mask(lengths, tf.shape(ids)[1]), ids, 0)
+        return {"ids": ids, "lengths": lengths}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
+    def decode(self, ids):
+        """Ids `(batch, time)` → text `(batch,)`; ids outside `1..vocab-1` (padding 0) are dropped."""
+        valid = tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary))
+        chars = self.generator.decoder(tf.where(valid, ids, 0))  # (batch, time) strings
+        return {"text": tf.strings.reduce_join(tf.where(valid, chars, ""), axis=1)}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serve, "step": self.step, "encode": self.encode, "decode": self.decode}
+
+
+def write_savedmodel(generator: CharGenerator, directory: str | Path, vocab_file: str | Path | None = None) -> None:
+    """Save `generator` with all signatures into the (existing, empty) `directory`."""
+    module = GeneratorModule(generator, vocab_file)
+    tf.saved_model.save(module, str(directory), signatures=module.signatures())
+
 
 def export_savedmodel(generator: CharGenerator, path: str | Path, vocab_file: str | Path | None = None,
                       overwrite: bool = False) -> Path:
     """Save `generator` as a SavedModel at `path` (written to a temp dir, then renamed).
 
-    The `serving_default` signature maps prompt (string), temperature (float32), max_new_chars
-    (int32) and seed (int64), each `[batch]`, to `text` (prompt + continuation) and `generated`.
+    Args:
+        generator: CharGenerator to export.
+        path: str | Path, the version directory to create, e.g. `exported/NAME/1`.
+        vocab_file: str | Path | None, the model's `vocab.json`, shipped as an asset. Default None.
+        overwrite: bool, replace an existing `path`. Default False (a `ChargenError`).
     """
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise ChargenError(f"{path} already exists; pass --overwrite to replace it")
-        import shutil
-
-        shutil.rmtree(path)
-    module = GeneratorModule(generator, vocab_file)
-    with atomic_dir(path) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    with staged_dirs([path], overwrite) as (tmp,):
+        write_savedmodel(generator, tmp, vocab_file)
     return path

@@ -1,0 +1,81 @@
+"""Where each artifact goes under the export base path, and writing version directories atomically.
+
+    OUT/<version>/                 SavedModel (TensorFlow Serving serves OUT as its model base path)
+    OUT/tflite/<version>/          step.tflite, generate.tflite, vocab.json (float32)
+    OUT/tflite-dynamic/<version>/  the same, dynamic-range int8 weights
+    OUT/tflite-float16/<version>/  the same, float16 weights
+    OUT/onnx/<version>/            step.onnx, generate.onnx, vocab.json
+
+TF Serving ignores children of the base path that are not numbers, so the TFLite and ONNX folders
+live beside the SavedModel versions without disturbing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from keras_chargen.errors import ChargenError
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("none", "dynamic", "float16")
+
+
+def artifact_dir(out: str | Path, format: str, version: int, quantize: str = "none") -> Path:
+    """The version directory of one format (see the module docstring)."""
+    out = Path(out)
+    if format == "savedmodel":
+        return out / str(version)
+    if format == "tflite":
+        return out / ("tflite" if quantize == "none" else f"tflite-{quantize}") / str(version)
+    if format == "onnx":
+        return out / "onnx" / str(version)
+    raise ChargenError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+
+
+@contextlib.contextmanager
+def staged_dirs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[list[Path]]:
+    """Yield one empty temporary directory per path; when the body succeeds, move each into place.
+
+    Nothing under `paths` changes until the body has finished: a failure or an interrupt removes
+    the temporary directories (a killed process leaves only hidden `.NAME.*.tmp` ones), so a
+    version directory is either absent, the old one, or complete. With `overwrite`, an existing
+    directory is replaced (moved aside, the new one renamed in, the old one deleted).
+    """
+    paths = [Path(p) for p in paths]
+    check_free(paths, overwrite)
+    temps: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+        yield temps
+        check_free(paths, overwrite)  # another export may have finished meanwhile
+        for tmp, path in zip(temps, paths):
+            _replace_dir(tmp, path)
+    finally:
+        for tmp in temps:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
+    """Raise `ChargenError` naming the paths that exist, unless `overwrite`."""
+    taken = [str(p) for p in paths if p.exists()]
+    if taken and not overwrite:
+        raise ChargenError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
+                           "pass --overwrite to replace, or export another --version")
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path`, first moving an existing `path` aside (a directory rename cannot replace)."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old / "dir")
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

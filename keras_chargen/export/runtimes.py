@@ -1,0 +1,122 @@
+"""Reference Python clients for the exported id-level artifacts, in their real runtimes.
+
+`TFLiteStep` (LiteRT interpreter) and `OnnxStep` (onnxruntime) share one interface:
+`step(ids, states) -> (logits, states)` on numpy arrays, so a client loop (`greedy_ids`) and the
+quality check (`bits_per_char`) run unchanged over either, or over the Keras `RecurrentStep`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+StepFn = Callable[[np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+
+
+class TFLiteStep:
+    """`step.tflite` through its `step` signature runner.
+
+    Args:
+        path: str | Path, a `step.tflite`.
+        num_threads: int, interpreter threads. Default 2.
+
+    Example:
+    >>> step = TFLiteStep("exported/tiny/tflite/1/step.tflite")  # doctest: +SKIP
+    >>> logits, states = step(np.array([5], np.int32), step.initial_states(1))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner("step")
+        details = self.runner.get_input_details()
+        self.state_names = _state_order([n for n in details if n != "ids"])
+        self.state_sizes = [int(details[n]["shape_signature"][1]) for n in self.state_names]
+
+    def initial_states(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, size), np.float32) for size in self.state_sizes]
+
+    def __call__(self, ids: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        out = self.runner(ids=np.asarray(ids, np.int32), **dict(zip(self.state_names, states)))
+        return out["logits"], [out[name] for name in self.state_names]
+
+
+class OnnxStep:
+    """`step.onnx` in onnxruntime (inputs `ids, h_0, …`, outputs `logits, new_h_0, …`).
+
+    Args:
+        path: str | Path, a `step.onnx`.
+        num_threads: int, intra-op threads. Default 2.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.state_names = json.loads(meta["state_names"])
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.state_sizes = [int(inputs[n].shape[1]) for n in self.state_names]
+        self.vocabulary = json.loads(meta["vocabulary"])["tokens"]
+
+    def initial_states(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, size), np.float32) for size in self.state_sizes]
+
+    def __call__(self, ids: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        outputs = ["logits"] + [f"new_{name}" for name in self.state_names]
+        feeds = {"ids": np.asarray(ids, np.int32), **dict(zip(self.state_names, states))}
+        logits, *states = self.session.run(outputs, feeds)
+        return logits, states
+
+
+def _state_order(names: list[str]) -> list[str]:
+    """`h_0, c_0, h_1, c_1, …`: by layer, h before c (signature runners list inputs alphabetically)."""
+    return sorted(names, key=lambda n: (int(n.split("_")[1]), n[0] != "h"))
+
+
+def greedy_ids(step: StepFn, initial_states: list[np.ndarray], prompt_ids: Sequence[int], num_chars: int) -> list[int]:
+    """Greedy continuation of one prompt with a Python loop over `step` (OOV id 0 never chosen)."""
+    states = initial_states
+    for i in prompt_ids:
+        logits, states = step(np.array([i], np.int32), states)
+    out = []
+    for _ in range(num_chars):
+        scores = np.array(logits[0], np.float64)
+        scores[0] = -np.inf
+        out.append(int(np.argmax(scores)))
+        logits, states = step(np.array([out[-1]], np.int32), states)
+    return out
+
+
+def stream_matrix(ids: np.ndarray, streams: int) -> np.ndarray:
+    """Cut `ids` into `streams` contiguous rows of equal length `(streams, length + 1)`; row i+1 starts where i ends."""
+    length = (len(ids) - 1) // streams
+    if length < 1:
+        raise ValueError(f"{len(ids)} ids are too few for {streams} streams")
+    return np.stack([ids[i * length: i * length + length + 1] for i in range(streams)])
+
+
+def cross_entropy_bits(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean cross-entropy in bits of `logits (..., vocab)` against `targets (...)`."""
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[..., 0]
+    picked = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return float((log_z - picked).mean() / math.log(2.0))
+
+
+def bits_per_char(step: StepFn, initial_states: list[np.ndarray], ids: np.ndarray, streams: int = 16) -> float:
+    """Bits/char of next-character prediction over `ids`, read as `streams` parallel streams, state carried."""
+    matrix = stream_matrix(np.asarray(ids), streams)
+    states, logits = initial_states, []
+    for t in range(matrix.shape[1] - 1):
+        step_logits, states = step(matrix[:, t].astype(np.int32), states)
+        logits.append(step_logits)
+    return cross_entropy_bits(np.stack(logits, axis=1), matrix[:, 1:])

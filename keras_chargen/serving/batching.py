@@ -1,0 +1,189 @@
+"""`Dispatcher`: runs model calls on a thread pool, a few at once, merging compatible concurrent requests.
+
+Adaptive batching, no timer: a request starts at once when a worker is free; requests that arrive
+while every worker is busy wait in the queue, and when a worker frees up it takes the oldest one
+together with every queued request it can merge with. Light load costs no added latency; heavy
+load turns into larger batches, which a recurrent generator runs for almost the price of one row.
+
+Only `serving_default` requests that draw random seeds (`seed < 0` in every row) are merged: with
+a fixed seed the first row seeds the whole batch, so merging would change a seeded request's
+output. Merged requests are also grouped by length bucket (the next power of two of their longest
+`max_new_chars`), so a short request never waits for a much longer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from dataclasses import dataclass, field
+from typing import Hashable, Mapping
+
+import numpy as np
+
+from keras_chargen.serving.config import ServingConfig
+from keras_chargen.serving.errors import RequestError
+from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
+
+GENERATE_INPUTS = ("max_new_chars", "prompt", "seed", "temperature")
+
+
+@dataclass
+class _Job:
+    servable: ServableVersion
+    signature: str
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: Hashable | None  # None: never merged
+    future: asyncio.Future = field(repr=False)
+
+
+def merge_key(servable: ServableVersion, signature: str, inputs: Mapping[str, np.ndarray]) -> Hashable | None:
+    """Requests with equal keys can run as one call; None for requests that must run alone."""
+    if signature != DEFAULT_SIGNATURE or tuple(sorted(inputs)) != GENERATE_INPUTS:
+        return None
+    prompt = inputs["prompt"]
+    if prompt.ndim != 1 or prompt.shape[0] == 0 or inputs["seed"].size == 0 or (inputs["seed"] >= 0).any():
+        return None
+    rows = prompt.shape[0]
+    if any(inputs[name].shape not in ((1,), (rows,)) for name in ("temperature", "max_new_chars")):
+        return None
+    longest = int(inputs["max_new_chars"].max())
+    bucket = 1 << max(longest - 1, 0).bit_length()  # next power of two
+    return servable.version, bucket
+
+
+def _rows_of(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A generate request with every input broadcast to one value per prompt row (seeds all -1)."""
+    rows = inputs["prompt"].shape[0]
+    return {"prompt": inputs["prompt"],
+            "temperature": np.broadcast_to(inputs["temperature"], (rows,)),
+            "max_new_chars": np.broadcast_to(inputs["max_new_chars"], (rows,)),
+            "seed": np.full((rows,), -1, dtype=np.int64)}
+
+
+class Dispatcher:
+    """Bounded, batching executor for model calls; one per server, used from the event loop.
+
+    Args:
+        config: ServingConfig; `workers` calls run at once, `batching` turns merging on,
+            `max_merged_rows` caps a merged call, `max_queued_rows` caps the queue (503 beyond).
+    """
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self._executor = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="model")
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.workers)
+        self._loop_task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+        self.calls = 0  # model calls made (a merged call counts once)
+        self.requests = 0  # requests served through those calls
+
+    def start(self) -> None:
+        """Start the dispatch loop (call from the running event loop)."""
+        self._loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop())
+
+    async def close(self) -> None:
+        """Finish the calls in flight, then stop the loop and the threads."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._executor.shutdown(wait=True)
+
+    async def run(self, servable: ServableVersion, signature: str,
+                  inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of `signature` on `inputs`, run on a worker thread (possibly merged with others)."""
+        rows = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
+        if self._queued_rows + rows > self.config.max_queued_rows:
+            raise RequestError(503, f"server busy: {self._queued_rows} rows already queued "
+                                    f"(cap {self.config.max_queued_rows}); retry later")
+        key = merge_key(servable, signature, inputs) if self.config.batching else None
+        if key is not None:
+            inputs = _rows_of(inputs)
+        job = _Job(servable, signature, inputs, rows, key, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._queued_rows += rows
+        self._wakeup.set()
+        return await job.future
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            group = self._take_group()
+            task = asyncio.get_running_loop().create_task(self._execute(group))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take_group(self) -> list[_Job]:
+        """The oldest queued job plus every queued job with its key, up to `max_merged_rows` rows."""
+        head = self._queue.popleft()
+        group, rows = [head], head.rows
+        if head.key is not None:
+            kept: collections.deque[_Job] = collections.deque()
+            while self._queue:
+                job = self._queue.popleft()
+                if job.key == head.key and rows + job.rows <= self.config.max_merged_rows:
+                    group.append(job)
+                    rows += job.rows
+                else:
+                    kept.append(job)
+            self._queue = kept
+        self._queued_rows -= rows
+        return group
+
+    async def _execute(self, group: list[_Job]) -> None:
+        """Run one (merged) call on a worker thread and hand each job its rows of the outputs."""
+        loop = asyncio.get_running_loop()
+        try:
+            live = [job for job in group if not job.future.done()]  # cancelled: the client went away
+            if len(live) == 1 or (live and live[0].key is None):
+                await self._run_alone(loop, live[0])
+            elif live:
+                await self._run_merged(loop, live)
+        finally:
+            self._slots.release()
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        try:
+            result = await loop.run_in_executor(self._executor, job.servable.run, job.signature, job.inputs)
+        except Exception as err:  # delivered to the request that caused it
+            _settle(job.future, error=err)
+        else:
+            _settle(job.future, result=result)
+        self.calls += 1
+        self.requests += 1
+
+    async def _run_merged(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        merged = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in GENERATE_INPUTS}
+        try:
+            outputs = await loop.run_in_executor(self._executor, jobs[0].servable.run, jobs[0].signature, merged)
+        except RequestError:
+            for job in jobs:  # one bad row must not fail the others: rerun each alone to attribute the error
+                await self._run_alone(loop, job)
+            return
+        except Exception as err:
+            for job in jobs:
+                _settle(job.future, error=err)
+            return
+        start = 0
+        for job in jobs:
+            _settle(job.future, result={name: value[start:start + job.rows] for name, value in outputs.items()})
+            start += job.rows
+        self.calls += 1
+        self.requests += len(jobs)
+
+
+def _settle(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

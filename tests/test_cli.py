@@ -1,0 +1,125 @@
+import dataclasses
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from keras_chargen import ChargenConfig, FileSource, evaluate
+from keras_chargen.cli import build_parser, flag_name, main
+
+from conftest import CORPUS, REPO
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, fragment):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_every_config_field_has_exactly_one_flag():
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train_parser._actions}
+    assert {f.name for f in dataclasses.fields(ChargenConfig)} <= dests
+    assert flag_name("num_layers") == "--layers" and flag_name("seq_len") == "--seq-len"
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "evaluate", "export", "serve"])
+def test_help_is_useful(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: keras-chargen " + command in out
+    if command == "train":
+        for flag in ("--text", "--tfds", "--out", "--cell", "--layers", "--units", "--embedding-dim", "--dropout",
+                     "--seq-len", "--batch-size", "--epochs", "--val-fraction", "--layout", "--seed"):
+            assert flag in out
+
+
+def test_generate_prints_prompt_then_text_and_separates_samples(trained_dir, capsys):
+    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "40", "--seed", "1")
+    assert code == 0 and out.startswith("ANNA:") and len(out.rstrip("\n")) >= 40
+    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "30",
+                           "--num-samples", "3", "--seed", "2")
+    assert code == 0 and out.count("===== sample ") == 3 and "===== sample 3 of 3 =====" in out
+    assert out.count("ANNA:") >= 3
+
+
+def test_evaluate_last_line_is_bits_per_char(trained_dir, capsys):
+    code, out, _ = run_cli(capsys, "evaluate", trained_dir, "--text", CORPUS)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("bits/char: ") and "nats/char" in out and "perplexity" in out
+    expected = evaluate(trained_dir, FileSource((CORPUS,)))["bpc"]
+    assert float(lines[-1].split()[-1]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_train_bad_inputs(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("a few words only")
+    (tmp_path / "bad.txt").write_bytes(b"fine text \xff\xfe then bytes")
+    cases = [
+        (["--text", tmp_path / "empty.txt"], "corpus is empty"),
+        (["--text", tmp_path / "short.txt"], "corpus is too short"),
+        (["--text", tmp_path / "bad.txt"], "invalid UTF-8 at byte 10"),
+        (["--text", tmp_path / "nope.txt"], "no such file or directory"),
+        (["--text", CORPUS, "--units", "0"], "units must be a positive integer"),
+        (["--text", CORPUS, "--dropout", "1.5"], "dropout must be in [0.0, 1.0)"),
+        (["--text", CORPUS, "--val-fraction", "0"], "val_fraction must be > 0"),
+        (["--text", CORPUS, "--tfds", "tiny_shakespeare"], "exactly one corpus"),
+    ]
+    for extra, fragment in cases:
+        code, _, err = run_cli(capsys, "train", "--out", tmp_path / "m", *extra)
+        assert_one_line_error(code, err, fragment)
+
+
+def test_generate_bad_inputs(trained_dir, tmp_path, capsys):
+    cases = [
+        (["--prompt", "ANNA §"], "characters not in the model's vocabulary: '§' (U+00A7)"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a number >= 0; got nan"),
+        (["--length", "0"], "length must be between 1 and 100000"),
+        (["--length", "1000000000"], "length must be between 1 and 100000"),
+        (["--num-samples", "0"], "num-samples must be between 1 and 1000"),
+    ]
+    for extra, fragment in cases:
+        code, _, err = run_cli(capsys, "generate", trained_dir, *extra)
+        assert_one_line_error(code, err, fragment)
+    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA §", "--oov", "skip", "--length", "5")
+    assert code == 0 and out.startswith("ANNA §")
+
+
+def test_missing_or_corrupt_model_dir(trained_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "generate", tmp_path / "nowhere")
+    assert_one_line_error(code, err, "model directory not found")
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_dir, broken, ignore=shutil.ignore_patterns("data", "logs", "backup"))
+    (broken / "model.keras").write_bytes(b"not a zip file")
+    code, _, err = run_cli(capsys, "generate", broken)
+    assert_one_line_error(code, err, "corrupt or incompatible weights file")
+    (broken / "model.keras").unlink()
+    code, _, err = run_cli(capsys, "generate", broken)
+    assert_one_line_error(code, err, "missing weights")
+    (broken / "config.json").write_text('{"units": 8, "colour": "red"}')
+    code, _, err = run_cli(capsys, "generate", broken)
+    assert_one_line_error(code, err, "unknown config keys: colour")
+    (broken / "config.json").unlink()
+    code, _, err = run_cli(capsys, "evaluate", broken, "--text", CORPUS)
+    assert_one_line_error(code, err, "missing model config")
+
+
+def test_real_process_exit_code_and_single_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "keras_chargen", "generate", str(tmp_path / "none")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: model directory not found: {tmp_path / 'none'}"
+    assert "Traceback" not in done.stderr
