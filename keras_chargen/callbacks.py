@@ -13,6 +13,8 @@ import numpy as np
 from keras_chargen.io import atomic_path, atomic_write_text
 from keras_chargen.model import reset_states, stateful_layers
 
+STEP_LOG_EVERY = 20  # batches per row of steps.csv
+
 
 @dataclasses.dataclass
 class Progress:
@@ -186,3 +188,43 @@ class SampleText(keras.callbacks.Callback):
         for temperature, text in zip(self.temperatures, texts):
             print(f"\n--- sample after epoch {epoch + 1}, temperature {temperature} ---\n{text}")
         print("---")
+
+
+class StepLog(keras.callbacks.Callback):
+    """Append the training bits/char of the last `every` batches, and validation at epoch ends, to a CSV.
+
+    Columns: `step` (global batch count), `epoch`, `bpc`, `val_bpc` (empty except at epoch ends).
+    Read by `training.plot_history`; it continues across resumed runs.
+    """
+
+    def __init__(self, path: Path, progress: Progress, batches_per_epoch: int, every: int = 0) -> None:
+        super().__init__()
+        self.path, self.progress, self.batches_per_epoch = path, progress, batches_per_epoch
+        self.every = every or STEP_LOG_EVERY
+        self._last = (0, 0.0)  # (batches into the epoch, running epoch mean) at the previous row
+
+    def _write(self, bpc, val_bpc="") -> None:
+        new = not self.path.exists()
+        with open(self.path, "a") as handle:
+            if new:
+                handle.write("step,epoch,bpc,val_bpc\n")
+            step = self.progress.epoch * self.batches_per_epoch + self.progress.step
+            handle.write(f"{step},{self.progress.epoch},{bpc},{val_bpc}\n")
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self._last = (0, 0.0)
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if self.progress.step % self.every or not logs or "bpc" not in logs:
+            return
+        # Keras reports the running mean over the epoch; turn it into the mean of the last batches.
+        count, mean = batch + 1, float(logs["bpc"])
+        last_count, last_mean = self._last
+        if count > last_count:
+            self._write((count * mean - last_count * last_mean) / (count - last_count))
+        self._last = (count, mean)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        logs = logs or {}
+        if "val_bpc" in logs:
+            self._write(float(logs.get("bpc", "nan")), float(logs["val_bpc"]))

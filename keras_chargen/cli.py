@@ -123,7 +123,9 @@ def add_export_parser(commands) -> None:
     export.add_argument("model_dir", metavar="MODEL_DIR")
     export.add_argument("--format", choices=("savedmodel", "tflite", "onnx", "all"), default="savedmodel",
                         help="artifact format")
-    export.add_argument("--out", required=True, help="model base path, e.g. exported/NAME; artifacts go to OUT/VERSION")
+    export.add_argument("--out", required=True, help=(
+        "model base path, e.g. exported/NAME: the SavedModel goes to OUT/VERSION (TF Serving), TFLite to "
+        "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"))
     export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
     export.add_argument("--quantize", choices=("none", "dynamic", "float16"), default="none",
                         help="TFLite weight quantization")
@@ -143,14 +145,27 @@ def add_serve_parser(commands) -> None:
     serve = commands.add_parser("serve", help="serve an exported model over TensorFlow Serving's REST API",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8501, help="TCP port (0: any free port)")
+    serve.add_argument("--model-name", help="name in the URLs (default: the base path's folder name)")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    from keras_chargen.serving.config import ServingConfig
+
+    for field in dataclasses.fields(ServingConfig):
+        if field.type in (bool, "bool"):  # --batching / --no-batching
+            serve.add_argument("--" + field.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                               default=field.default, help=field.metadata["help"])
+        else:
+            serve.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
+                               help=field.metadata["help"])
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from keras_chargen.serving import serve
+    from keras_chargen.serving import ServingConfig, serve
 
-    serve(args.base_path, host=args.host, port=args.port)
+    config = ServingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServingConfig)})
+    serve(args.base_path, host=args.host, port=args.port, model_name=args.model_name, config=config,
+          log_level=args.log_level)
 # --- end serve ---
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import keras
@@ -124,7 +123,8 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
     callbacks = [
         cb.ResetStates(pending_states) if stateful else None,
         cb.BestCheckpoint(model_dir / WEIGHTS_FILE, inference, progress, verbose),
-        backup,
+        backup,  # before StepLog and after BestCheckpoint: it advances `progress`
+        cb.StepLog(model_dir / "steps.csv", progress, steps),
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
@@ -144,7 +144,7 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
                          callbacks=callbacks, verbose=verbose, shuffle=False)
         _extend(history, rest.history)
     backup.save()
-    plot_history(model_dir / "history.csv", model_dir / "history.png")
+    plot_history(model_dir / "steps.csv", model_dir / "history.png", config.batch_size * config.seq_len)
     return TrainResult(model_dir, history, progress)
 
 
@@ -153,8 +153,8 @@ def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> No
         history.setdefault(key, []).extend(values)
 
 
-def plot_history(csv_path: Path, png_path: Path) -> None:
-    """Training curves (bits/char, train and validation, per epoch) from the CSV log."""
+def plot_history(csv_path: Path, png_path: Path, chars_per_batch: int) -> None:
+    """Training curves from `steps.csv`: running training bits/char and validation bits/char per epoch."""
     import csv
 
     import matplotlib
@@ -162,25 +162,25 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keras_chargen.io import atomic_path
+
     if not csv_path.exists():
         return
     with open(csv_path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("epoch", "").isdigit()]
-    if not rows:
-        return
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("bpc", "train"), ("val_bpc", "validation")):
-        values = [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows]
-        ax.plot(epochs, values, marker="o", label=label)
-    ax.set_xlabel("epoch")
+        rows = list(csv.DictReader(handle))
+    train = [(int(r["step"]) * chars_per_batch / 1e6, float(r["bpc"])) for r in rows if not r["val_bpc"]]
+    val = [(int(r["step"]) * chars_per_batch / 1e6, float(r["val_bpc"])) for r in rows if r["val_bpc"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label=f"training (mean of the last {cb.STEP_LOG_EVERY} batches)", alpha=0.8)
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation")
+    ax.set_xlabel("characters trained (millions)")
     ax.set_ylabel("bits per character")
-    ax.set_title(f"Training curves ({csv_path.parent.name})")
+    ax.set_title(f"Training curves: {csv_path.parent.name}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from keras_chargen.io import atomic_path
-
     with atomic_path(png_path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)

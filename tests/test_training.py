@@ -28,7 +28,7 @@ def unigram_bits(train_text: str, val_text: str) -> float:
 
 
 def test_model_dir_contents_and_learning(trained_dir):
-    for name in ("config.json", "vocab.json", "model.keras", "history.csv", "history.png", "backup/progress.json"):
+    for name in ("config.json", "vocab.json", "model.keras", "history.csv", "history.png", "steps.csv", "backup/progress.json"):
         assert (trained_dir / name).exists(), name
     assert ChargenConfig.load(trained_dir / "config.json") == tiny_config()
     assert any((trained_dir / "logs").rglob("*tfevents*"))  # TensorBoard logs

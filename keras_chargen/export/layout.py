@@ -48,7 +48,9 @@ def staged_dirs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[list
     """
     paths = [Path(p) for p in paths]
     check_free(paths, overwrite)
+    created = sorted({a for p in paths for a in p.parents if not a.exists()}, key=lambda a: -len(a.parts))
     temps: list[Path] = []
+    done = False
     try:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,9 +59,12 @@ def staged_dirs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[list
         check_free(paths, overwrite)  # another export may have finished meanwhile
         for tmp, path in zip(temps, paths):
             _replace_dir(tmp, path)
+        done = True
     finally:
         for tmp in temps:
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            _remove_empty(created)
 
 
 def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
@@ -68,6 +73,13 @@ def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
     if taken and not overwrite:
         raise ChargenError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
                            "pass --overwrite to replace, or export another --version")
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders this export created (deepest first) where they are still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:

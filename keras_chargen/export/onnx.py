@@ -11,6 +11,7 @@ same sequence; the exporter removes the attribute, so draws come from onnxruntim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -34,11 +35,24 @@ def convert_function(function, input_signature: list[tf.TensorSpec], metadata: d
     import tf2onnx
 
     traced = tf.function(function, input_signature=input_signature)
-    model, _ = tf2onnx.convert.from_function(traced, input_signature=input_signature, opset=OPSET)
+    with _quiet_tf_warnings():
+        model, _ = tf2onnx.convert.from_function(traced, input_signature=input_signature, opset=OPSET)
     unseed_multinomial(model.graph)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+@contextlib.contextmanager
+def _quiet_tf_warnings():
+    """Hide TF's harmless 'Issue encountered when serializing table_initializer' warnings of tf2onnx's freezing."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def unseed_multinomial(graph) -> int:

@@ -35,7 +35,7 @@ class TFLiteStep:
         self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner("step")
         details = self.runner.get_input_details()
-        self.state_names = _state_order([n for n in details if n != "ids"])
+        self.state_names = state_order([n for n in details if n != "ids"])
         self.state_sizes = [int(details[n]["shape_signature"][1]) for n in self.state_names]
 
     def initial_states(self, batch: int) -> list[np.ndarray]:
@@ -76,7 +76,7 @@ class OnnxStep:
         return logits, states
 
 
-def _state_order(names: list[str]) -> list[str]:
+def state_order(names: list[str]) -> list[str]:
     """`h_0, c_0, h_1, c_1, …`: by layer, h before c (signature runners list inputs alphabetically)."""
     return sorted(names, key=lambda n: (int(n.split("_")[1]), n[0] != "h"))
 

@@ -33,7 +33,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except UnicodeDecodeError as err:
-        raise RequestError(400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})")
+        raise RequestError(400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})") \
+            from None
     except json.JSONDecodeError as err:
         raise RequestError(400, f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except RecursionError:
@@ -133,6 +134,9 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
         array = np.array(values, dtype=spec.dtype.as_numpy_dtype)
     array = array.reshape(shape)
     if not spec.shape.is_compatible_with(array.shape):
+        if row_format:
+            raise RequestError(400, f"Failed to process 'instances' list, key: {name}: each instance's value must "
+                                    f"have shape {_shape_str(spec.shape[1:])}; got {list(array.shape[1:])}")
         hint = " (one value per row: wrap it in a list)" if array.ndim + 1 == spec.shape.rank else ""
         raise RequestError(400, f"input {name} has shape {list(array.shape)}; the signature expects "
                                 f"{_shape_str(spec.shape)}{hint}")

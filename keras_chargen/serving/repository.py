@@ -58,9 +58,11 @@ class ServableVersion:
     vocabulary: list[str] | None
 
     def __post_init__(self) -> None:
-        # input specs are read once: `structured_input_signature` is rebuilt on every access
+        # read once: `structured_input_signature` is rebuilt on every access, and lookups in
+        # `loaded.signatures` cost more than the step itself on a small model
+        self._functions = dict(self.loaded.signatures.items())
         self._specs = {name: dict(sorted(fn.structured_input_signature[1].items()))
-                       for name, fn in self.loaded.signatures.items()}
+                       for name, fn in self._functions.items()}
 
     @classmethod
     def load(cls, name: str, version: int, path: Path) -> "ServableVersion":
@@ -78,14 +80,14 @@ class ServableVersion:
     @property
     def signature_names(self) -> list[str]:
         """Callable signatures (TF Serving hides `__saved_model_init_op` from predict)."""
-        return sorted(self.loaded.signatures.keys())
+        return sorted(self._functions)
 
     def function(self, signature: str):
         """The concrete function of `signature`; a 400 `RequestError` as TF Serving words it if absent."""
-        if signature not in self.loaded.signatures:
+        if signature not in self._functions:
             raise RequestError(400, f'Serving signature name: "{signature}" not found in signature def '
                                     f"(this model has: {', '.join(self.signature_names)})")
-        return self.loaded.signatures[signature]
+        return self._functions[signature]
 
     def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
         """Input name → `tf.TensorSpec` of `signature`, in name order."""
@@ -95,8 +97,7 @@ class ServableVersion:
     def run(self, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call `signature` on numpy inputs; TF runtime errors become `RequestError`s (400 for bad input)."""
         function = self.function(signature)
-        specs = self.input_specs(signature)
-        tensors = {name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in specs.items()}
+        tensors = {name: tf.constant(inputs[name], dtype=spec.dtype) for name, spec in self._specs[signature].items()}
         try:
             outputs = function(**tensors)
         except tf.errors.OpError as err:

@@ -1,0 +1,180 @@
+"""A small client for a model served over TensorFlow Serving's REST API: this project's server or TF Serving.
+
+It only uses what TF Serving documents (`/v1/models/{name}[/versions/{v}]:predict` with the
+columnar `inputs` format, `GET /v1/models/{name}[...]/metadata`), so the same code works against
+`keras-chargen serve` and against the `tensorflow/serving` container. `stream()` uses this
+project's `:stream` extension and works only against `keras-chargen serve`. Standard library only.
+
+Example:
+>>> from keras_chargen.client import generate
+>>> generate("ROMEO:", 0.8, 100, model="shakespeare")  # doctest: +SKIP
+'\\nWhat say you, sir? ...'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator, Sequence
+
+from keras_chargen.errors import ChargenError
+
+DEFAULT_URL = "http://127.0.0.1:8501"
+
+
+class ServingError(ChargenError):
+    """The server answered with an error, or could not be reached (`status` is None then).
+
+    Args:
+        status: int | None, the HTTP status.
+        message: str, the server's `error` message (or the connection error).
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})" if status is not None else message)
+        self.status = status
+        self.message = message
+
+
+class ChargenClient:
+    """Generate text with a served keras-chargen model.
+
+    Args:
+        model: str, the model name in the URL (the base path's folder name, e.g. "shakespeare").
+        url: str, the server's base URL. Default "http://127.0.0.1:8501" (TF Serving's REST port).
+        version: int | None, a specific version; None uses the newest the server has loaded.
+        timeout: float, seconds to wait for a response. Default 60.
+
+    Example:
+    >>> client = ChargenClient("shakespeare", "http://127.0.0.1:8501")  # doctest: +SKIP
+    >>> client.generate("ROMEO:", temperature=0.5, length=80, seed=1)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: str, url: str = DEFAULT_URL, version: int | None = None, timeout: float = 60.0) -> None:
+        if not isinstance(model, str) or not model or any(c in model for c in "/:"):
+            raise ChargenError(f"model must be a name without '/' or ':'; got {model!r}")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise ChargenError(f"version must be a positive integer or None; got {version!r}")
+        self.model = model
+        self.url = url.rstrip("/")
+        self.version = version
+        self.timeout = timeout
+
+    @property
+    def model_url(self) -> str:
+        """`{url}/v1/models/{model}[/versions/{version}]`."""
+        path = f"{self.url}/v1/models/{urllib.parse.quote(self.model, safe='')}"
+        return path if self.version is None else f"{path}/versions/{self.version}"
+
+    def generate(self, prompt: str | Sequence[str], temperature: float = 0.8, length: int = 200,
+                 seed: int | None = None) -> str | list[str]:
+        """The continuation of `prompt` (a list of them for a list of prompts), without the prompt.
+
+        Args:
+            prompt: str or list[str].
+            temperature: float >= 0; 0 is greedy. Default 0.8.
+            length: int >= 0, characters to generate per prompt. Default 200.
+            seed: int >= 0 for a reproducible draw (it seeds the whole batch), None for random.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+        _check_args(prompts, temperature, length, seed)
+        rows = len(prompts)
+        inputs = {"prompt": prompts, "temperature": [float(temperature)] * rows, "max_new_chars": [length] * rows,
+                  "seed": [-1 if seed is None else seed] * rows}
+        generated = self.predict(inputs)["generated"]
+        return generated[0] if isinstance(prompt, str) else generated
+
+    def predict(self, inputs: dict[str, Any], signature_name: str | None = None) -> Any:
+        """Raw columnar predict: `inputs` (name → list, batch first) → the response's `outputs`.
+
+        `outputs` is an object keyed by output name, or the bare value for a one-output signature.
+        """
+        body: dict[str, Any] = {"inputs": inputs}
+        if signature_name:
+            body["signature_name"] = signature_name
+        return self._request("POST", f"{self.model_url}:predict", body)["outputs"]
+
+    def status(self) -> dict[str, Any]:
+        """`GET /v1/models/{model}`: the versions and their state."""
+        return self._request("GET", self.model_url)
+
+    def metadata(self) -> dict[str, Any]:
+        """`GET .../metadata`: the signature defs of the (newest or chosen) version."""
+        return self._request("GET", f"{self.model_url}/metadata")
+
+    def stream(self, prompt: str, temperature: float = 0.8, length: int = 200,
+               seed: int | None = None) -> Iterator[str]:
+        """Extension of `keras-chargen serve` only: pieces of the continuation as they are generated."""
+        _check_args([prompt], temperature, length, seed)
+        body = {"prompt": prompt, "temperature": float(temperature), "max_new_chars": length,
+                "seed": -1 if seed is None else seed}
+        with self._open("POST", f"{self.model_url}:stream", body) as response:
+            for event, data in _sse_events(response):
+                if event == "text":
+                    yield data["text"]
+                elif event == "error":
+                    raise ServingError(data.get("status"), data["error"])
+                elif event == "done":
+                    return
+        raise ServingError(None, "the stream ended before its 'done' event")
+
+    def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        with self._open(method, url, body) as response:
+            return json.loads(response.read())
+
+    def _open(self, method: str, url: str, body: Any):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"} if data else {})
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as err:
+            raise ServingError(err.code, _error_message(err)) from None
+        except urllib.error.URLError as err:
+            raise ServingError(None, f"cannot reach {self.url}: {err.reason}") from None
+
+
+def generate(prompt: str | Sequence[str], temperature: float = 0.8, length: int = 200, *, model: str,
+             url: str = DEFAULT_URL, version: int | None = None, seed: int | None = None,
+             timeout: float = 60.0) -> str | list[str]:
+    """One-call form of `ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed)`."""
+    return ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed)
+
+
+def _check_args(prompts: list | None, temperature: float, length: int, seed: int | None) -> None:
+    """Fail before the round trip on arguments no server would accept."""
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ChargenError("prompt must be a string or a non-empty list of strings")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ChargenError(f"temperature must be a finite number >= 0; got {temperature!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ChargenError(f"length must be an integer >= 0; got {length!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ChargenError(f"seed must be an integer >= 0 or None; got {seed!r}")
+
+
+def _error_message(err: urllib.error.HTTPError) -> str:
+    body = err.read()
+    try:
+        return json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip() or err.reason
+
+
+def _sse_events(response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs from a `text/event-stream` response, read line by line."""
+    event, data = "message", []
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())

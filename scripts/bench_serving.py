@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Load test of `keras-chargen serve`: latency percentiles and throughput, server-side batching on vs off.
+
+Starts the server in a child process on 127.0.0.1, sends N predict requests from C concurrent
+clients (`keras_chargen.client`, the same code that talks to TF Serving), and measures each
+request's latency; then repeats with `--no-batching`; then opens C concurrent `:stream`s and
+measures the time to the first character and the characters per second each client sees.
+Writes docs/serving_load.md.
+
+The model: `--model-dir` (a trained model directory), else a freshly initialised model of the
+default architecture (2x512 LSTM, embedding 64) over the tiny-shakespeare characters. Latency
+depends on the architecture, not on the weight values, so no training is needed to measure it.
+
+Usage: python scripts/bench_serving.py [--model-dir models/shakespeare] [--requests 200] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+FALLBACK_CORPUS = REPO / "tests" / "data" / "corpus.txt"
+NAME = "bench"
+
+
+def fresh_model_dir(out: Path) -> tuple[Path, str]:
+    """A model directory of the default architecture with initial weights; returns it and a description."""
+    from keras_chargen import ChargenConfig, Vocabulary, build_model
+    from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
+
+    corpus = SHAKESPEARE if SHAKESPEARE.exists() else FALLBACK_CORPUS
+    vocab = Vocabulary(sorted(set(corpus.read_text("utf-8"))))
+    config = ChargenConfig()
+    out.mkdir(parents=True)
+    config.save(out / CONFIG_FILE)
+    vocab.save(out / VOCAB_FILE)
+    build_model(config, vocab.size).save(out / WEIGHTS_FILE)
+    return out, (f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+                 f"{vocab.size} ids (initial weights; the default `keras-chargen train` architecture)")
+
+
+def describe_model_dir(model_dir: Path) -> str:
+    from keras_chargen import ChargenConfig, Vocabulary
+
+    config = ChargenConfig.load(model_dir / "config.json")
+    vocab = Vocabulary.load(model_dir / "vocab.json")
+    return (f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+            f"{vocab.size} ids (trained model `{model_dir}`)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`keras-chargen serve BASE` in a child process, for the duration of a `with` block."""
+
+    def __init__(self, base: Path, flags: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "keras_chargen", "serve", str(base), "--port", str(self.port),
+                        "--model-name", NAME, "--log-level", "warning", *flags]
+
+    def __enter__(self) -> "Server":
+        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"server failed:\n{self.process.stderr.read().decode()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/v1/models/{NAME}", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.3)
+        self.process.kill()
+        sys.exit("server did not start within 180 s")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def predict_load(url: str, requests: int, clients: int, length: int) -> dict[str, float]:
+    """`requests` generate calls from `clients` threads; latency percentiles (ms) and throughput."""
+    from keras_chargen.client import ChargenClient
+
+    client = ChargenClient(NAME, url, timeout=300)
+    client.generate("Warm up:", 0.8, length)  # first call traces nothing (SavedModel) but warms the caches
+
+    def one(i: int) -> float:
+        started = time.perf_counter()
+        text = client.generate(f"ROMEO {i}:", 0.8, length)
+        if len(text) != length:
+            raise RuntimeError(f"request {i}: got {len(text)} characters, expected {length}")
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = np.array(list(pool.map(one, range(requests)))) * 1000
+    wall = time.perf_counter() - started
+    p50, p90, p95, p99 = np.percentile(latencies, [50, 90, 95, 99])
+    return {"p50": p50, "p90": p90, "p95": p95, "p99": p99, "max": latencies.max(), "mean": latencies.mean(),
+            "rps": requests / wall, "chars_per_s": requests * length / wall, "wall": wall}
+
+
+def stream_load(port: int, clients: int, length: int) -> dict[str, float]:
+    """`clients` concurrent `:stream`s: time to the first character and per-stream characters per second."""
+    def one(i: int) -> tuple[float, float]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        started = time.perf_counter()
+        connection.request("POST", f"/v1/models/{NAME}:stream",
+                           body=json.dumps({"prompt": f"ROMEO {i}:", "temperature": 0.8, "max_new_chars": length}))
+        response = connection.getresponse()
+        first = None
+        for line in response:
+            if line.startswith(b"event: text") and first is None:
+                first = time.perf_counter() - started
+            if line.startswith(b"event: done"):
+                break
+        total = time.perf_counter() - started
+        connection.close()
+        return first * 1000, length / total
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, range(clients)))
+    first = np.array([r[0] for r in results])
+    rate = np.array([r[1] for r in results])
+    return {"first_p50": np.percentile(first, 50), "first_max": first.max(), "rate_p50": np.percentile(rate, 50),
+            "rate_min": rate.min(), "total_chars_per_s": rate.sum()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_report(path: Path, model: str, args: argparse.Namespace, rows: list[tuple[str, dict]],
+                 streams: dict[str, float], load_before: float) -> None:
+    import tensorflow as tf
+
+    lines = [
+        "# Serving load test",
+        "",
+        f"Written by `scripts/bench_serving.py` on {datetime.date.today().isoformat()}. "
+        f"{os.cpu_count()} CPU cores ({cpu_name()}), TensorFlow {tf.__version__}, Python {platform.python_version()}; "
+        f"load average {load_before:.1f} before the run (other work on the machine inflates the numbers).",
+        "",
+        f"Model: {model}. Server: `keras-chargen serve` with its default settings (2 worker threads), on "
+        "127.0.0.1; clients: `keras_chargen.client.ChargenClient.generate` (columnar predict, random seed) "
+        f"from {args.clients} threads, {args.requests} requests of {args.length} characters each, prompts "
+        "`ROMEO <i>:`. Latency is per request, measured by the client (connect, generate, response).",
+        "",
+        "| server | p50 ms | p90 ms | p95 ms | p99 ms | max ms | requests/s | generated chars/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
+                     f"{r['max']:.0f} | {r['rps']:.1f} | {r['chars_per_s']:.0f} |")
+    lines += [
+        "",
+        "Batching merges concurrent requests that draw random seeds into one model call (see "
+        "`keras_chargen/serving/batching.py`): a recurrent generator runs 16 rows for little more than the price "
+        "of one, so under concurrent load it multiplies throughput and cuts latency.",
+        "",
+        f"Streaming (`:stream`, {args.clients} concurrent streams of {args.length} characters, continuous batching "
+        f"over the `step` signature): first character after {streams['first_p50']:.0f} ms (median; worst "
+        f"{streams['first_max']:.0f} ms), {streams['rate_p50']:.0f} characters/s per stream (median; slowest "
+        f"{streams['rate_min']:.0f}), {streams['total_chars_per_s']:.0f} characters/s in all.",
+        "",
+        f"Reproduce: `python scripts/bench_serving.py --requests {args.requests} --clients {args.clients} "
+        f"--length {args.length}`" + (f" --model-dir {args.model_dir}" if args.model_dir else "") + ".",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", help="a trained model directory (default: fresh default architecture)")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--length", type=int, default=100, help="characters generated per request")
+    parser.add_argument("--out", default=str(REPO / "docs" / "serving_load.md"))
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_chargen.export import export_model
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model_dir:
+            model_dir, model = Path(args.model_dir), describe_model_dir(Path(args.model_dir))
+        else:
+            model_dir, model = fresh_model_dir(Path(tmp) / "model")
+        base = Path(tmp) / "exported" / NAME
+        export_model(model_dir, base, version=1)
+        rows = []
+        for label, flags in [("batching on (default)", []), ("batching off (`--no-batching`)", ["--no-batching"])]:
+            with Server(base, flags) as server:
+                result = predict_load(server.url, args.requests, args.clients, args.length)
+                rows.append((label, result))
+                print(f"{label}: {json.dumps({k: round(v, 1) for k, v in result.items()})}", flush=True)
+                if not flags:
+                    streams = stream_load(server.port, args.clients, args.length)
+                    print(f"streams: {json.dumps({k: round(v, 1) for k, v in streams.items()})}", flush=True)
+    write_report(Path(args.out), model, args, rows, streams, load_before)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
