@@ -1,4 +1,4 @@
-"""`keras-chargen train|generate|evaluate|export`: argument parsing over the Python API, nothing more."""
+"""`keras-chargen train|generate|evaluate|export|serve|bench`: argument parsing over the Python API, nothing more."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(commands)
     add_serve_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -169,8 +170,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
 # --- end serve ---
 
 
+def add_bench_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="measure generation and training speed against reference approaches",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--model-dir", help="a trained model (default: an untrained 2x512 LSTM; speed is the same)")
+    bench.add_argument("--text", required=True, help="corpus for the prompt, vocabulary and training windows")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes on 2 cores)")
+    bench.add_argument("--out-dir", default="docs", help="where BENCHMARKS.md, benchmarks.png/json go")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from keras_chargen.bench import chars_per_second, run_benchmarks
+
+    report = run_benchmarks(args.model_dir, args.text, quick=args.quick, out_dir=args.out_dir)
+    print(json.dumps(chars_per_second(report)))
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,11 +180,13 @@ def write_report(path: Path, model: str, args: argparse.Namespace, rows: list[tu
     for label, r in rows:
         lines.append(f"| {label} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
                      f"{r['max']:.0f} | {r['rps']:.1f} | {r['chars_per_s']:.0f} |")
+    on, off = rows[0][1], rows[1][1]
     lines += [
         "",
         "Batching merges concurrent requests that draw random seeds into one model call (see "
-        "`keras_chargen/serving/batching.py`): a recurrent generator runs 16 rows for little more than the price "
-        "of one, so under concurrent load it multiplies throughput and cuts latency.",
+        "`keras_chargen/serving/batching.py`): a recurrent generator runs a batch of rows for much less than the "
+        f"price of running them one by one. Here it gave {on['rps'] / off['rps']:.1f}x the throughput and a median "
+        f"latency of {on['p50'] / 1000:.2f} s instead of {off['p50'] / 1000:.2f} s.",
         "",
         f"Streaming (`:stream`, {args.clients} concurrent streams of {args.length} characters, continuous batching "
         f"over the `step` signature): first character after {streams['first_p50']:.0f} ms (median; worst "

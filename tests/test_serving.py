@@ -313,6 +313,14 @@ def test_predict_columnar_format_gives_the_same_tensors(server):
     assert body["outputs"] == {"generated": [r["generated"] for r in rows], "text": [r["text"] for r in rows]}
 
 
+def test_columnar_values_broadcast_over_the_prompts(server):
+    status, body, _ = request("POST", server.url + PREDICT, {"inputs": {
+        "prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [-1]}})
+    assert status == 200
+    assert [t[0] for t in body["outputs"]["text"]] == ["A", "B", "C"]
+    assert [len(g) for g in body["outputs"]["generated"]] == [12, 12, 12]
+
+
 def test_predict_by_version_and_by_signature(server, reference):
     status, body, _ = request("POST", f"{server.url}/v1/models/{MODEL}/versions/1:predict",
                               {"signature_name": "serving_default", **generate_body("A", 0.0, 25, seed=1)})
@@ -515,20 +523,28 @@ def test_stream_cap_answers_503_and_closed_streams_free_their_slot(server):
 def test_sigterm_finishes_requests_in_flight_then_exits_0(base, tmp_path):
     server = ServerProcess(base, SERVER_FLAGS, tmp_path / "server.log")
     try:
-        connection, response = _open_stream(server, {"prompt": "A", "temperature": 1.0, "max_new_chars": 1500})
+        connection, response = _open_stream(server, {"prompt": "A", "temperature": 1.0, "max_new_chars": 3000})
         assert response.readline().startswith(b"event: start")  # the stream is in flight
+
+        def long_predict():
+            result = request("POST", server.url + PREDICT, generate_body("B", 1.0, 20000, seed=2))
+            return result, time.monotonic()
+
         with ThreadPoolExecutor(1) as pool:
-            predict = pool.submit(request, "POST", server.url + PREDICT, generate_body("B", 1.0, 15000, seed=2))
-            time.sleep(1.0)  # the predict is in flight too
+            predict = pool.submit(long_predict)
+            time.sleep(1.0)  # the predict is in flight too (20000 characters take seconds)
             server.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             time.sleep(0.5)
             with pytest.raises(OSError):  # no new connections while it drains
                 request("GET", f"{server.url}/v1/models/{MODEL}", timeout=5)
             events = sse_events(response)
-            status, body, _ = predict.result(timeout=120)
+            stream_done = time.monotonic()
+            (status, body, _), predict_done = predict.result(timeout=120)
         connection.close()
-        assert events[-1][0] == "done" and events[-1][1]["chars"] == 1500
-        assert status == 200 and len(body["predictions"][0]["generated"]) == 15000
+        assert events[-1][0] == "done" and events[-1][1]["chars"] == 3000
+        assert status == 200 and len(body["predictions"][0]["generated"]) == 20000
+        assert stream_done > signalled and predict_done > signalled, "a request finished before SIGTERM"
         assert server.process.wait(60) == 0, server.log()
     finally:
         server.stop()

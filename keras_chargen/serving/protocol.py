@@ -212,8 +212,8 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
     """The server's caps on rows, string sizes, `max_new_chars` and `temperature`; 400 naming the cap."""
     for name, array in inputs.items():
         if array.ndim and array.shape[0] > config.max_batch:
-            raise RequestError(400, f"{name} has {array.shape[0]} rows; this server's cap is {config.max_batch} "
-                                    "rows per request")
+            raise RequestError(400, f"{array.shape[0]} rows in input {name}; this server's cap is "
+                                    f"{config.max_batch} rows per request")
         if array.dtype == object:
             for value in array.ravel():
                 try:

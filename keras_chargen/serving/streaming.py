@@ -186,8 +186,10 @@ class StreamScheduler:
         if max_new_chars == 0:
             session.push(_DONE)
             return session
-        units = {name: servable.input_specs(STEP)[name].shape[-1] for name in state_names(servable)}
         ids = [int(i) for i in prompt_ids]
+        if not ids:  # `encode` primes an empty prompt on a newline, so this is a broken export
+            raise RequestError(500, f"the encode signature of version {servable.version} returned no ids")
+        units = {name: servable.input_specs(STEP)[name].shape[-1] for name in state_names(servable)}
         stream = Stream(servable, collections.deque(ids[1:]),
                         {name: np.zeros(size, np.float32) for name, size in units.items()},
                         temperature, max_new_chars, np.random.default_rng(seed if seed >= 0 else None), session,

@@ -1,0 +1,396 @@
+"""Benchmarks: generation and training speed against the reference approaches, on one machine, in one run.
+
+Generation modes (chars/s, 1000 new characters after a 100-character prompt):
+
+- `onestep`: the TF "text generation with an RNN" tutorial's `OneStep`: a Keras model with
+  `return_state`, `StringLookup` in and out and `tf.random.categorical`, in one `tf.function`
+  called from Python once per character, written faithfully over our weights;
+- `keras_window`: the Keras char-LSTM example: `model.predict` on the whole window per character;
+- `ingraph`: our `CharGenerator` (one `tf.function`, `tf.while_loop`), and `ingraph_xla` its id-level
+  loop compiled with XLA (`jit_compile=True`);
+- `tflite_step_*`: a Python loop over `step.tflite` (fp32 / dynamic-range int8) in the LiteRT
+  interpreter; `tflite_generator`: `generate.tflite`, the whole loop in the interpreter;
+- `onnx_step` / `onnx_generator`: the same with `step.onnx` / `generate.onnx` in onnxruntime.
+
+Training: our stateful `tf.data` pipeline + `fit` against `fit` on in-memory NumPy arrays of the
+same windows. Plus this machine's memory bandwidth and matmul FLOP/s, for the rooflines.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_chargen.config import ChargenConfig
+from keras_chargen.data import stateful_dataset
+from keras_chargen.generation import CharGenerator
+from keras_chargen.model import RNN_LAYERS, build_model
+from keras_chargen.vocab import OOV_TOKEN, Vocabulary
+
+PROMPT_CHARS = 100
+NEW_CHARS = 1000
+
+
+def measure(fn: Callable[[], object], chars: int, repeats: int) -> dict:
+    """Run `fn` once to warm up, then `repeats` times; chars/s median and spread."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        rates.append(chars / (time.perf_counter() - start))
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "runs": repeats}
+
+
+# --- the reference approaches, written as their sources write them ---
+class TutorialModel(keras.Model):
+    """The TF tutorial's model shape (`call(inputs, states, return_state)`), with our layers and weights."""
+
+    def __init__(self, config: ChargenConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = keras.layers.Embedding(vocab_size, config.embedding_dim)
+        self.rnns = [RNN_LAYERS[config.cell](config.units, return_sequences=True, return_state=True)
+                     for _ in range(config.num_layers)]
+        self.dense = keras.layers.Dense(vocab_size)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        new_states = []
+        for i, rnn in enumerate(self.rnns):
+            initial = None if states is None else states[i]
+            x, *layer_states = rnn(x, initial_state=initial, training=training)
+            new_states.append(layer_states)
+        x = self.dense(x, training=training)
+        return (x, new_states) if return_state else x
+
+
+class OneStep(tf.Module):
+    """The tutorial's `OneStep`: one character per call, strings in and out."""
+
+    def __init__(self, model: TutorialModel, vocabulary: list[str], temperature: float = 0.8) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+        self.ids_from_chars = keras.layers.StringLookup(vocabulary=vocabulary, oov_token=OOV_TOKEN)
+        self.chars_from_ids = keras.layers.StringLookup(vocabulary=vocabulary, oov_token=OOV_TOKEN, invert=True)
+        self.prediction_mask = tf.one_hot(0, len(vocabulary) + 1, on_value=-float("inf"), off_value=0.0)
+
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_chars = tf.strings.unicode_split(inputs, "UTF-8")
+        input_ids = self.ids_from_chars(input_chars).to_tensor()
+        predicted_logits, states = self.model(inputs=input_ids, states=states, return_state=True)
+        predicted_logits = predicted_logits[:, -1, :] / self.temperature + self.prediction_mask
+        predicted_ids = tf.squeeze(tf.random.categorical(predicted_logits, num_samples=1), axis=-1)
+        return self.chars_from_ids(predicted_ids), states
+
+
+def onestep_loop(one_step: OneStep, prompts: list[str], chars: int) -> None:
+    states, next_char = None, tf.constant(prompts)
+    for _ in range(chars):
+        next_char, states = one_step.generate_one_step(next_char, states=states)
+
+
+def keras_window_loop(model: keras.Model, prompt_ids: np.ndarray, chars: int, maxlen: int) -> None:
+    """The Keras example: predict on the last `maxlen` characters, sample from the last position."""
+    rng = np.random.default_rng(0)
+    ids = list(prompt_ids)
+    for _ in range(chars):
+        logits = model.predict(np.array([ids[-maxlen:]], np.int32), verbose=0)[0, -1] / 0.8
+        probs = np.exp(logits - logits.max())
+        probs[0] = 0.0
+        ids.append(int(rng.choice(len(probs), p=probs / probs.sum())))
+
+
+def step_loop(step, prompt_ids: np.ndarray, batch: int, chars: int) -> None:
+    """A client loop over a step artifact: prime on the prompt, then sample in NumPy each character."""
+    rng = np.random.default_rng(0)
+    states = step.initial_states(batch)
+    for i in prompt_ids:
+        logits, states = step(np.full([batch], i, np.int32), states)
+    for _ in range(chars):
+        scores = logits / 0.8
+        scores[:, 0] = -np.inf
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(probs, axis=1)
+        draws = rng.random((batch, 1)) * cumulative[:, -1:]
+        next_ids = (cumulative < draws).sum(axis=1).astype(np.int32)
+        logits, states = step(next_ids, states)
+
+
+def xla_generator(generator: CharGenerator, chars: int):
+    """The id-level prime + sampling loop of `generator`, compiled with XLA."""
+
+    @tf.function(jit_compile=True)
+    def run(ids, lengths, temperature, seed):
+        logits, states = generator.prime(ids, lengths)
+        return generator.sample_ids(logits, states, temperature, chars, seed)
+
+    return run
+
+
+# --- machine limits ---
+def memory_bandwidth() -> float:
+    """Bytes/s streamed by a large NumPy copy (read + write), best of 5."""
+    source = np.ones(64 * 2**20 // 8)  # 64 MiB, far above the caches
+    target = np.empty_like(source)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = max(best, 2 * source.nbytes / (time.perf_counter() - start))
+    return best
+
+
+def matmul_flops() -> float:
+    """FLOP/s of float32 matmul at the shape of a batch-64 LSTM step (64×1024 @ 1024×2048), best of 3."""
+    a, b = tf.random.normal([64, 1024]), tf.random.normal([1024, 2048])
+
+    @tf.function
+    def many(a, b):
+        return tf.foldl(lambda acc, _: acc + tf.reduce_sum(tf.matmul(a, b)), tf.range(200), initializer=0.0)
+
+    many(a, b)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        many(a, b).numpy()
+        best = max(best, 200 * 2 * 64 * 1024 * 2048 / (time.perf_counter() - start))
+    return best
+
+
+# --- training ---
+def training_speeds(config: ChargenConfig, vocab: Vocabulary, ids_path: Path, num_ids: int, batches: int) -> dict:
+    """chars/s of `fit` over our pipeline vs over NumPy arrays of the same windows (same model)."""
+    from keras_chargen.training import compile_model
+
+    dataset = stateful_dataset(ids_path, num_ids, vocab.id_dtype, config.batch_size, config.seq_len).take(batches)
+    x = np.concatenate([a.numpy() for a, _ in dataset])
+    y = np.concatenate([b.numpy() for _, b in dataset])
+    chars = batches * config.batch_size * config.seq_len
+    results = {}
+    for name in ("pipeline", "bare"):
+        model = build_model(config, vocab.size, config.batch_size, stateful=True)
+        compile_model(model, config, batches)
+        if name == "pipeline":
+            def fit():
+                model.fit(dataset, verbose=0, shuffle=False)
+        else:
+            def fit():
+                model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
+        results[name] = measure(fit, chars, repeats=2)
+    return results
+
+
+def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool = False,
+                   out_dir: str | Path = "docs", log: Callable[[str], None] = print) -> dict:
+    """Measure every mode; write `out_dir/BENCHMARKS.md` and `out_dir/benchmarks.png`; return the figures.
+
+    Args:
+        model_dir: a trained model directory, or None for an untrained default 2×512 LSTM over the
+            corpus' vocabulary (speed does not depend on the weights' values).
+        corpus: the text whose first characters are the prompt and whose ids feed the training runs.
+        quick: fewer repetitions and training batches (finishes in minutes on 2 cores).
+    """
+    from keras_chargen.corpus import FileSource, prepare_corpus
+    from keras_chargen.export import export_model
+    from keras_chargen.export.runtimes import OnnxStep, TFLiteStep
+    from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, load_model
+
+    repeats, big_repeats, train_batches = (2, 1, 8) if quick else (5, 3, 30)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if model_dir is None:
+            config = ChargenConfig()
+            prepared = prepare_corpus(FileSource((Path(corpus),)), tmp / "data", config.val_fraction)
+            model_dir = tmp / "model"
+            model_dir.mkdir()
+            config.save(model_dir / CONFIG_FILE)
+            prepared.vocab.save(model_dir / VOCAB_FILE)
+            build_model(config, prepared.vocab.size).save(model_dir / WEIGHTS_FILE)
+        config, vocab, model = load_model(model_dir)
+        prepared = prepare_corpus(FileSource((Path(corpus),)), tmp / "data", config.val_fraction, vocab)
+        prompt = Path(corpus).read_text(encoding="utf-8")[:PROMPT_CHARS]
+        prompt_ids = vocab.encode(prompt)
+        generator = CharGenerator(model, vocab.tokens)
+
+        log("generation: tutorial OneStep loop")
+        tutorial = TutorialModel(config, vocab.size)
+        tutorial(np.zeros((1, 1), np.int32))
+        tutorial.set_weights(model.get_weights())
+        one_step = OneStep(tutorial, vocab.tokens)
+        results["onestep_b1"] = measure(lambda: onestep_loop(one_step, [prompt], NEW_CHARS), NEW_CHARS, repeats)
+        results["onestep_b64"] = measure(lambda: onestep_loop(one_step, [prompt] * 64, NEW_CHARS),
+                                         64 * NEW_CHARS, big_repeats)
+        log("generation: Keras example (predict on the window per character)")
+        window_chars = 20 if quick else 50
+        results["keras_window_b1"] = measure(
+            lambda: keras_window_loop(model, prompt_ids, window_chars, config.seq_len), window_chars, repeats)
+
+        log("generation: in-graph")
+        for batch in (1, 64):
+            results[f"ingraph_b{batch}"] = measure(
+                lambda: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0), batch * NEW_CHARS,
+                repeats if batch == 1 else big_repeats)
+        log("generation: in-graph with XLA")
+        xla = xla_generator(generator, NEW_CHARS)
+        for batch in (1, 64):
+            ids = tf.constant(np.tile(prompt_ids, (batch, 1)), tf.int32)
+            lengths = tf.fill([batch], len(prompt_ids))
+            temps = tf.fill([batch], 0.8)
+            try:
+                results[f"ingraph_xla_b{batch}"] = measure(
+                    lambda: xla(ids, lengths, temps, tf.constant(0, tf.int64)).numpy(), batch * NEW_CHARS,
+                    repeats if batch == 1 else big_repeats)
+            except Exception as err:  # report, do not abort the other measurements
+                results[f"ingraph_xla_b{batch}"] = {"error": str(err).splitlines()[0][:200]}
+
+        log("export: TFLite (fp32, dynamic int8) and ONNX")
+        out = tmp / "exported"
+        export_model(model_dir, out, "all")
+        export_model(model_dir, out, "tflite", quantize="dynamic")
+        steps = {"tflite_step_fp32": TFLiteStep(out / "tflite" / "1" / "step.tflite"),
+                 "tflite_step_int8": TFLiteStep(out / "tflite-dynamic" / "1" / "step.tflite"),
+                 "onnx_step": OnnxStep(out / "onnx" / "1" / "step.onnx")}
+        for name, step in steps.items():
+            log(f"generation: {name}")
+            results[f"{name}_b1"] = measure(lambda: step_loop(step, prompt_ids, 1, NEW_CHARS), NEW_CHARS, repeats)
+        results["tflite_step_int8_b64"] = measure(
+            lambda: step_loop(steps["tflite_step_int8"], prompt_ids, 64, NEW_CHARS), 64 * NEW_CHARS, big_repeats)
+        log("generation: whole-loop TFLite and ONNX generators")
+        results["tflite_generator_b1"] = measure(
+            _tflite_generator(out / "tflite" / "1" / "generate.tflite", prompt_ids), NEW_CHARS, repeats)
+        results["onnx_generator_b1"] = measure(
+            _onnx_generator(out / "onnx" / "1" / "generate.onnx", prompt_ids), NEW_CHARS, repeats)
+
+        log("training: pipeline vs bare fit")
+        train = training_speeds(config, vocab, prepared.train_path, prepared.num_train, train_batches)
+        results["train_pipeline"], results["train_bare"] = train["pipeline"], train["bare"]
+
+    log("machine: memory bandwidth and matmul FLOP/s")
+    params = sum(int(np.prod(w.shape)) for w in model.weights)
+    step_params = params - int(np.prod(model.get_layer("embedding").embeddings.shape))
+    machine = {"bandwidth_bytes_per_s": memory_bandwidth(), "matmul_flops": matmul_flops(), "params": params,
+               "weight_bytes_per_step_fp32": 4 * step_params, "peak_rss_mib":
+               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    report = {"config": {"cell": config.cell, "layers": config.num_layers, "units": config.units,
+                         "vocab": vocab.size, "seq_len": config.seq_len, "batch_size": config.batch_size},
+              "quick": quick, "results": results, "machine": machine}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_report(report, out_dir)
+    return report
+
+
+def _tflite_generator(path: Path, prompt_ids: np.ndarray) -> Callable[[], object]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=2).get_signature_runner("generate")
+    feeds = {"prompt_ids": prompt_ids[None].astype(np.int32), "temperature": np.array([0.8], np.float32),
+             "num_chars": np.array(NEW_CHARS, np.int32)}
+    return lambda: runner(**feeds)
+
+
+def _onnx_generator(path: Path, prompt_ids: np.ndarray) -> Callable[[], object]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {"prompt_ids": prompt_ids[None].astype(np.int32), "temperature": np.array([0.8], np.float32),
+             "num_chars": np.array(NEW_CHARS, np.int32)}
+    return lambda: session.run(None, feeds)
+
+
+def chars_per_second(report: dict) -> dict[str, float]:
+    """`{mode: median chars/s}` for the modes that ran."""
+    return {k: round(v["median"], 1) for k, v in report["results"].items() if "median" in v}
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """`BENCHMARKS.md` (tables, targets, rooflines) and `benchmarks.png` (bar chart) in `out_dir`."""
+    results, machine = report["results"], report["machine"]
+    base = results["onestep_b1"]["median"]
+    roof_b1 = machine["bandwidth_bytes_per_s"] / machine["weight_bytes_per_step_fp32"]
+    flops_per_char = 2 * machine["weight_bytes_per_step_fp32"] / 4
+    cfg = report["config"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Model: {cfg['layers']}×{cfg['units']} {cfg['cell'].upper()}, vocabulary {cfg['vocab']} "
+        f"({machine['params']:,} parameters). Generation: {NEW_CHARS} new characters after a "
+        f"{PROMPT_CHARS}-character prompt, temperature 0.8; chars/s summed over rows. Median of the runs after "
+        "a warm-up run, with min–max.",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; memory bandwidth (NumPy copy) "
+        f"{machine['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; float32 matmul "
+        f"{machine['matmul_flops'] / 1e9:.1f} GFLOP/s; peak RSS of the benchmark process "
+        f"{machine['peak_rss_mib']:.0f} MiB.",
+        "",
+        "Reproduce: `keras-chargen bench --text ../shared/data/tinyshakespeare.txt"
+        f"{' --quick' if report['quick'] else ''}` (or `python scripts/bench.py ...`).",
+        "",
+        "| mode | chars/s (median) | min–max | × tutorial OneStep (b1) | of roofline |",
+        "|---|---|---|---|---|",
+    ]
+    for name, value in results.items():
+        if "median" not in value:
+            lines.append(f"| {name} | did not run: {value['error']} | | | |")
+            continue
+        roof = ""
+        if name.endswith("_b1"):
+            bytes_per = machine["weight_bytes_per_step_fp32"] / (4 if "int8" in name else 1)
+            roof = f"{value['median'] / (machine['bandwidth_bytes_per_s'] / bytes_per):.0%} of bandwidth"
+        elif name.endswith("_b64"):
+            roof = f"{value['median'] * flops_per_char / machine['matmul_flops']:.0%} of matmul FLOP/s"
+        lines.append(f"| {name} | {value['median']:,.0f} | {value['min']:,.0f}–{value['max']:,.0f} | "
+                     f"{value['median'] / base:.1f}× | {roof} |")
+    lines += [
+        "",
+        f"Batch-1 roofline: each character reads all {machine['weight_bytes_per_step_fp32'] / 1e6:.1f} MB of "
+        f"float32 step weights (recurrent layers + output layer), so memory bandwidth caps fp32 generation at "
+        f"{roof_b1:,.0f} chars/s ({4 * roof_b1:,.0f} for int8 weights). Batch 64 is compute-bound: "
+        f"{flops_per_char / 1e6:.1f} MFLOP per character against the measured matmul rate.",
+        "",
+        "Training (`train_*`): chars/s of `fit` on the same windows and model, our stateful `tf.data` "
+        "pipeline vs NumPy arrays in memory.",
+        "",
+        "![chars/s per mode](benchmarks.png)",
+    ]
+    (out_dir / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+    _plot(results, out_dir / "benchmarks.png")
+    (out_dir / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, v in results.items() if "median" in v]
+    values = [results[n]["median"] for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
+    colors = ["tab:orange" if n.startswith("train") else "tab:gray" if n.startswith(("onestep", "keras"))
+              else "tab:blue" for n in names]
+    ax.barh(names, values, color=colors)
+    ax.set_xscale("log")
+    ax.set_xlabel("characters per second (log scale)")
+    ax.invert_yaxis()
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:,.0f}", va="center", fontsize=8)
+    ax.set_title("Generation and training speed (grey: reference approaches)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
