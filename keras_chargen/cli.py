@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("val", "all"), default="val",
                           help="val: the last val_fraction of the text (as in training); all: the whole text")
     evaluate.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
+    evaluate.add_argument("--ngram-order", type=int, default=0,
+                          help="also score a character n-gram baseline of this order (trained on the rest)")
 
     add_export_parser(commands)
     add_serve_parser(commands)
@@ -110,7 +113,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.evaluate import evaluate
 
-    result = evaluate(args.model_dir, _source(args, args.encoding_errors), args.split)
+    source = _source(args, args.encoding_errors)
+    if args.ngram_order:
+        from keras_chargen.evaluate import ngram_baseline
+
+        nats = ngram_baseline(args.model_dir, source, args.ngram_order)
+        print(f"order-{args.ngram_order} n-gram baseline: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char")
+    result = evaluate(args.model_dir, source, args.split)
     print(f"characters: {result['chars']}")
     print(f"loss: {result['loss']:.4f} nats/char")
     print(f"perplexity: {result['perplexity']:.4f}")

@@ -46,3 +46,20 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
     bpc = float(results["bpc"])
     return {"loss": bpc * math.log(2.0), "bpc": bpc, "perplexity": float(results["perplexity"]),
             "chars": num_stateful_batches(num, batch, config.seq_len) * batch * config.seq_len}
+
+
+def ngram_baseline(model_dir: str | Path, source: TextSource, order: int) -> float:
+    """Validation nats/char of a `CharNGram` trained on the training part of `source` (same split as the model)."""
+    from keras_chargen.config import ChargenConfig
+    from keras_chargen.corpus import split_sizes
+    from keras_chargen.ngram import CharNGram
+    from keras_chargen.saving import CONFIG_FILE
+
+    if order < 1:
+        raise ChargenError(f"ngram order must be >= 1; got {order}")
+    config = ChargenConfig.load(Path(model_dir) / CONFIG_FILE)
+    text = "".join(source.chunks())  # the n-gram counts need the text in memory anyway
+    num_train, num_val = split_sizes(len(text), config.val_fraction)
+    if num_val == 0:
+        raise ChargenError("the validation split is empty")
+    return CharNGram(order).fit(text[:num_train]).nats_per_char(text, num_train)

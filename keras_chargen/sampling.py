@@ -12,7 +12,11 @@ def apply_temperature(logits: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
 
 
 def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Next ids `(batch,)` int32: `categorical(softmax(logits / T))`, or argmax where `T == 0`.
+    """Next ids `(batch,)` int32 drawn from `categorical(softmax(logits / T))`, or argmax where `T == 0`.
+
+    The draw uses the Gumbel-max trick, `argmax(logits / T + Gumbel noise)`, which samples exactly
+    that categorical distribution; its stateless uniform noise also compiles under XLA, where
+    `StatelessMultinomial` does not.
 
     Args:
         logits: float32 `(batch, vocab)`.
@@ -20,6 +24,7 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> t
         seed: int64 `(2,)`, the stateless seed of this step; the same seed gives the same draw.
     """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    sampled = tf.random.stateless_categorical(apply_temperature(logits, temperature), 1, seed=seed,
-                                              dtype=tf.int32)[:, 0]
+    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-12, maxval=1.0)
+    gumbel = -tf.math.log(-tf.math.log(uniform))  # (batch, vocab)
+    sampled = tf.argmax(apply_temperature(logits, temperature) + gumbel, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)

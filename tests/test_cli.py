@@ -61,6 +61,8 @@ def test_evaluate_last_line_is_bits_per_char(trained_dir, capsys):
     assert lines[-1].startswith("bits/char: ") and "nats/char" in out and "perplexity" in out
     expected = evaluate(trained_dir, FileSource((CORPUS,)))["bpc"]
     assert float(lines[-1].split()[-1]) == pytest.approx(expected, abs=1e-4)
+    code, out, _ = run_cli(capsys, "evaluate", trained_dir, "--text", CORPUS, "--ngram-order", "3")
+    assert code == 0 and "order-3 n-gram baseline: " in out and out.strip().splitlines()[-1] == lines[-1]
 
 
 def test_train_bad_inputs(tmp_path, capsys):
