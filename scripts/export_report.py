@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_chargen import ChargenConfig, FileSource, RecurrentStep, Vocabulary, load_generator, load_model, train
+from keras_chargen import ChargenConfig, FileSource, RecurrentStep, load_generator, load_model, train
 from keras_chargen.corpus import prepare_corpus
 from keras_chargen.export import artifact_dir, export_model
 from keras_chargen.export.runtimes import (OnnxStep, TFLiteStep, bits_per_char, cross_entropy_bits, greedy_ids,
@@ -55,7 +55,8 @@ class SavedModelStep:
         return [np.zeros((batch, size), np.float32) for size in self.state_sizes]
 
     def __call__(self, ids, states):
-        out = self.function(ids=tf.constant(ids, tf.int32), **{n: tf.constant(s) for n, s in zip(self.state_names, states)})
+        feeds = {n: tf.constant(s) for n, s in zip(self.state_names, states)}
+        out = self.function(ids=tf.constant(ids, tf.int32), **feeds)
         return out["logits"].numpy(), [out[n].numpy() for n in self.state_names]
 
 

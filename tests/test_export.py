@@ -13,7 +13,8 @@ from keras_chargen import ChargenError, RecurrentStep, Vocabulary
 from keras_chargen.cli import main
 from keras_chargen.export import artifact_dir, export_model, export_savedmodel, staged_dirs
 
-PARITY_PROMPT = "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\nÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
 BATCH_PROMPTS = ["", "A", "É", "CÉLINE:\nThe café", "a naïve ", "My lord is near!\n\nDMITRI:\n", "§ the ☃ king",
                  "ÉLODIE:\nThe garden seems sweet.\n" * 3]
@@ -123,7 +124,8 @@ def test_savedmodel_loads_without_keras_chargen_and_has_the_signatures(reloaded,
     assert reloaded["imported"] == []
     assert reloaded["signatures"] == ["decode", "encode", "serving_default", "step"]
     assert reloaded["step_outputs"] == ["c_0", "h_0", "logits"]
-    assert (savedmodel_dir / "assets" / "vocab.json").read_text("utf-8") == (trained_dir / "vocab.json").read_text("utf-8")
+    asset = savedmodel_dir / "assets" / "vocab.json"
+    assert asset.read_text("utf-8") == (trained_dir / "vocab.json").read_text("utf-8")
 
 
 def test_savedmodel_step_matches_keras_over_100_steps(reloaded, generator):

@@ -13,7 +13,8 @@ from keras_chargen import RecurrentStep, Vocabulary
 from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import OnnxStep, greedy_ids
 
-PARITY_PROMPT = "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\nÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
 
 

@@ -1,4 +1,4 @@
-"""TFLite artifacts in the LiteRT interpreter: builtins only, parity with Keras, quantized quality, vocabulary inside."""
+"""TFLite artifacts in the LiteRT interpreter: builtins only, Keras parity, quantized quality, vocabulary."""
 
 import json
 import zipfile
@@ -16,7 +16,8 @@ from keras_chargen.export.tflite import custom_ops, op_names, read_metadata
 
 from conftest import CORPUS
 
-PARITY_PROMPT = "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\nÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
 STREAMS = 16
 
