@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import math
 import sys
-from pathlib import Path
 
 from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LR_SCHEDULES, ChargenConfig
 from keras_chargen.errors import ChargenError

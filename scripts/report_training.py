@@ -11,6 +11,7 @@ batch 1, 1000 new characters after a 100-character prompt, median of 5 runs afte
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -57,6 +58,9 @@ def main() -> None:
     gen_b64 = generation_speed(generator, prompt, batch=64, repeats=3)
     samples = {t: generator.generate(["ROMEO:\n"], t, 400, seed=1)[0] for t in (0.2, 0.5, 0.8, 1.0)}
     params = sum(int(tf.size(w)) for w in generator.model.weights)
+    curves = Path(args.out).with_name(Path(args.out).stem + "_curves.png")
+    curves.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_dir / "history.png", curves)
     lines = [
         f"# Training run: {config.num_layers}×{config.units} {config.cell.upper()} on {corpus['source']}",
         "",
@@ -85,7 +89,7 @@ def main() -> None:
         f"| generation, batch 1 (1000 chars after a 100-char prompt) | {gen_b1:,.0f} chars/s |",
         f"| generation, batch 64 | {gen_b64:,.0f} chars/s (summed over rows) |",
         "",
-        "Training curves: `history.png` in the model directory.",
+        f"![training curves]({curves.name})",
         "",
         "## Samples (prompt `ROMEO:\\n`, seed 1)",
         "",

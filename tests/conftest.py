@@ -7,6 +7,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from keras_chargen import ChargenConfig, FileSource, train  # noqa: E402
@@ -40,3 +41,33 @@ def generator(trained_dir):
     from keras_chargen import load_generator
 
     return load_generator(trained_dir)
+
+
+def keras_step_logits(generator, ids) -> np.ndarray:
+    """Reference logits `(len(ids), vocab)` from the Keras cells, one id at a time, states carried."""
+    import tensorflow as tf
+
+    from keras_chargen import RecurrentStep
+
+    step = RecurrentStep(generator.model)
+    states, logits = step.initial_states(1), []
+    for i in ids:
+        out, states = step(tf.constant([i]), states)
+        logits.append(out.numpy()[0])
+    return np.stack(logits)
+
+
+@pytest.fixture(scope="module")
+def base(trained_dir, tmp_path_factory) -> Path:
+    """Serving tests: the exported base path (versions 1 and 2) of the tiny trained model."""
+    from serving_support import exported_base
+
+    return exported_base(trained_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory, base):
+    """Serving tests: the shared `keras-chargen serve` process over `base`."""
+    from serving_support import shared_server
+
+    return shared_server(request, tmp_path_factory, base)

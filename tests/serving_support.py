@@ -145,3 +145,4 @@ def generate_body(prompt: str = "ROMEO:", temperature: float = 0.8, length: int 
     """A row-format predict body for `serving_default`."""
     return {"instances": [{"prompt": prompt, "temperature": temperature, "max_new_chars": length, "seed": seed}
                           for _ in range(rows)]}
+

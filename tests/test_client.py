@@ -8,17 +8,7 @@ import tensorflow as tf
 from keras_chargen.client import ChargenClient, ServingError, generate
 from keras_chargen.errors import ChargenError
 
-from serving_support import MODEL, exported_base, free_port, shared_server
-
-
-@pytest.fixture(scope="module")
-def base(trained_dir, tmp_path_factory):
-    return exported_base(trained_dir, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server(request, tmp_path_factory, base):
-    return shared_server(request, tmp_path_factory, base)
+from serving_support import MODEL, free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from keras_chargen import ChargenError, RecurrentStep, Vocabulary
+from keras_chargen import ChargenError, Vocabulary
 from keras_chargen.cli import main
 from keras_chargen.export import artifact_dir, export_model, export_savedmodel, staged_dirs
+
+from conftest import keras_step_logits
 
 PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
                  "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
@@ -85,14 +86,6 @@ print(json.dumps({
 '''
 
 
-def keras_step_logits(generator, ids: list[int]) -> np.ndarray:
-    """Reference logits `(len(ids), vocab)` from the Keras cells, states carried."""
-    step = RecurrentStep(generator.model)
-    states, logits = step.initial_states(1), []
-    for i in ids:
-        out, states = step(tf.constant([i]), states)
-        logits.append(out.numpy()[0])
-    return np.stack(logits)
 
 
 @pytest.fixture(scope="module")

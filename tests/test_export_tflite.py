@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_chargen import ChargenConfig, FileSource, RecurrentStep, Vocabulary, build_model, load_model, prepare_corpus
@@ -14,7 +13,7 @@ from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import TFLiteStep, bits_per_char, cross_entropy_bits, greedy_ids, stream_matrix
 from keras_chargen.export.tflite import custom_ops, op_names, read_metadata
 
-from conftest import CORPUS
+from conftest import CORPUS, keras_step_logits
 
 PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
                  "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
@@ -37,13 +36,6 @@ def validation_ids(trained_dir, tmp_path_factory) -> np.ndarray:
     return np.array(corpus.read_ids("val"), np.int32)
 
 
-def keras_step_logits(generator, ids) -> np.ndarray:
-    step = RecurrentStep(generator.model)
-    states, logits = step.initial_states(1), []
-    for i in ids:
-        out, states = step(tf.constant([i]), states)
-        logits.append(out.numpy()[0])
-    return np.stack(logits)
 
 
 def run_generate(path: Path, prompt_ids: np.ndarray, temperature, num_chars: int) -> np.ndarray:

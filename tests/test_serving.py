@@ -26,21 +26,10 @@ from keras_chargen.serving.errors import from_tf_error
 from keras_chargen.serving.protocol import COLUMNAR, ROW, check_caps, decode_inputs, encode_outputs, parse_body
 from keras_chargen.serving.streaming import sample_id
 
-from serving_support import (MODEL, SERVER_FLAGS, ServerProcess, exported_base, generate_body, request,
-                             shared_server, sse_events)
+from serving_support import MODEL, SERVER_FLAGS, ServerProcess, generate_body, request, sse_events
 
 GENERATE_SPECS = {"max_new_chars": tf.TensorSpec([None], tf.int32), "prompt": tf.TensorSpec([None], tf.string),
                   "seed": tf.TensorSpec([None], tf.int64), "temperature": tf.TensorSpec([None], tf.float32)}
-
-
-@pytest.fixture(scope="module")
-def base(trained_dir, tmp_path_factory):
-    return exported_base(trained_dir, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server(request, tmp_path_factory, base):
-    return shared_server(request, tmp_path_factory, base)
 
 
 @pytest.fixture(scope="module")
