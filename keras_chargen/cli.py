@@ -125,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"bits/char: {result['bpc']:.4f}")
 
 
-# --- export (issue: export) ---
+# --- export ---
 def add_export_parser(commands) -> None:
     export = commands.add_parser("export", help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,10 +146,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     for path in export_model(args.model_dir, args.out, args.format, args.version, args.quantize, args.overwrite):
         print(f"exported {path}")
-# --- end export ---
 
 
-# --- serve (issue: serving) ---
+# --- serve ---
 def add_serve_parser(commands) -> None:
     serve = commands.add_parser("serve", help="serve an exported model over TensorFlow Serving's REST API",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -175,7 +174,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
     config = ServingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServingConfig)})
     serve(args.base_path, host=args.host, port=args.port, model_name=args.model_name, config=config,
           log_level=args.log_level)
-# --- end serve ---
 
 
 def add_bench_parser(commands) -> None:
