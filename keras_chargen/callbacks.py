@@ -50,11 +50,25 @@ class ResetStates(keras.callbacks.Callback):
     """Zero the carried recurrent state at each epoch start and before validation.
 
     `pending` holds states to restore once, right after the first reset (a mid-epoch resume).
+    With `reset_prob > 0`, each stream's state is also zeroed with that chance before every training
+    batch: a purely carried state is almost never zero, yet generation starts from zero, and a
+    model that never learned that start produces junk after a short prompt.
     """
 
-    def __init__(self, pending: list[np.ndarray] | None = None) -> None:
+    def __init__(self, pending: list[np.ndarray] | None = None, reset_prob: float = 0.0, seed: int = 0) -> None:
         super().__init__()
-        self.pending = pending
+        self.pending, self.reset_prob = pending, reset_prob
+        self.rng = np.random.default_rng(seed)
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        if self.reset_prob <= 0:
+            return
+        variables = [v for layer in stateful_layers(self.model) for v in layer.states]
+        keep = (self.rng.random(variables[0].shape[0]) >= self.reset_prob).astype(np.float32)[:, None]
+        if keep.all():
+            return
+        for variable in variables:  # the same streams in every layer
+            variable.assign(variable.numpy() * keep)
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         reset_states(self.model)

@@ -42,6 +42,8 @@ class ChargenConfig:
     seq_len: int = _field(100, "characters per training window (truncated BPTT length)")
     batch_size: int = _field(64, "windows per batch (= parallel streams in the stateful layout)")
     layout: str = _field("stateful", "stateful (char-rnn streams, state carried) | shuffled (overlapping windows)")
+    state_reset_prob: float = _field(0.05, "stateful layout: chance a stream's carried state is zeroed before a "
+                                     "batch, so the model also learns to start from the zero state generation uses")
     stride: int = _field(0, "shuffled layout: step between window starts; 0 means seq_len")
     val_fraction: float = _field(0.1, "last fraction of the text held out for validation")
     encoding_errors: str = _field("strict", "invalid UTF-8: strict (error) | replace (U+FFFD)")
@@ -77,6 +79,8 @@ class ChargenConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not low <= value < high:
                 raise ChargenError(f"{name} must be in [{low}, {high}); got {value!r}")
+        if not isinstance(self.state_reset_prob, (int, float)) or not 0.0 <= self.state_reset_prob <= 1.0:
+            raise ChargenError(f"state_reset_prob must be in [0, 1]; got {self.state_reset_prob!r}")
         if not 0.0 < self.val_fraction:
             raise ChargenError(f"val_fraction must be > 0 (validation drives checkpoints); got {self.val_fraction}")
         for name in ("learning_rate", "clipnorm", "max_minutes"):

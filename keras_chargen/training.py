@@ -121,7 +121,7 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
             print(f"Resuming {model_dir} at epoch {progress.epoch + 1}, batch {progress.step}/{steps}")
     inference = build_model(config, corpus.vocab.size)
     callbacks = [
-        cb.ResetStates(pending_states) if stateful else None,
+        cb.ResetStates(pending_states, config.state_reset_prob, config.seed) if stateful else None,
         cb.BestCheckpoint(model_dir / WEIGHTS_FILE, inference, progress, verbose),
         backup,  # before StepLog and after BestCheckpoint: it advances `progress`
         cb.StepLog(model_dir / "steps.csv", progress, steps),

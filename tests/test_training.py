@@ -144,3 +144,24 @@ def test_small_lstm_on_shakespeare_beats_unigram(tmp_path):
     bpc = evaluate(tmp_path / "m", FileSource((tmp_path / "s.txt",)))["bpc"]
     baseline = unigram_bits(text[:split], text[split:])
     assert bpc < baseline - 0.8, (bpc, baseline)  # unigram ≈ 4.5 bits/char
+
+
+def test_random_state_resets_zero_whole_streams(tmp_path):
+    from keras_chargen.callbacks import ResetStates
+    from keras_chargen.model import stateful_layers
+
+    config = tiny_config(num_layers=2, units=8)
+    model = build_model(config, 10, batch_size=256, stateful=True)
+    model(np.ones((256, 3), np.int32))  # carried states are now non-zero
+    for prob, (low, high) in ((0.0, (0, 0)), (0.3, (40, 120)), (1.0, (256, 256))):
+        for layer in stateful_layers(model):
+            for variable in layer.states:
+                variable.assign(np.ones(variable.shape, np.float32))
+        callback = ResetStates(reset_prob=prob, seed=1)
+        callback.set_model(model)
+        callback.on_train_batch_begin(0)
+        zero_rows = [np.flatnonzero(~v.numpy().any(axis=1)) for layer in stateful_layers(model) for v in layer.states]
+        assert low <= len(zero_rows[0]) <= high
+        assert all(np.array_equal(rows, zero_rows[0]) for rows in zero_rows)  # same streams in every layer/state
+    with pytest.raises(ChargenError, match="state_reset_prob must be in"):
+        tiny_config(state_reset_prob=1.5)
