@@ -19,6 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from keras_chargen import FileSource, evaluate, load_generator
+from keras_chargen.evaluate import ngram_baseline
 from keras_chargen.config import ChargenConfig
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches
 
@@ -56,6 +57,7 @@ def main() -> None:
     prompt = Path(args.text).read_text(encoding="utf-8")[:100]
     gen_b1 = generation_speed(generator, prompt)
     gen_b64 = generation_speed(generator, prompt, batch=64, repeats=3)
+    ngram = {order: ngram_baseline(model_dir, FileSource((Path(args.text),)), order) for order in (4, 5, 6)}
     samples = {t: generator.generate(["ROMEO:\n"], t, 400, seed=1)[0] for t in (0.2, 0.5, 0.8, 1.0)}
     params = sum(int(tf.size(w)) for w in generator.model.weights)
     curves = Path(args.out).with_name(Path(args.out).stem + "_curves.png")
@@ -79,7 +81,8 @@ def main() -> None:
         "|---|---|",
         f"| parameters | {params:,} |",
         f"| settings | seq_len {config.seq_len}, batch {config.batch_size}, {config.layout} layout, "
-        f"Adam {config.learning_rate:g} ({config.lr_schedule}), clipnorm {config.clipnorm:g} |",
+        f"state resets {config.state_reset_prob:g}, Adam {config.learning_rate:g} ({config.lr_schedule}), "
+        f"clipnorm {config.clipnorm:g} |",
         f"| fitting time | {progress['elapsed_seconds'] / 60:.1f} min |",
         f"| characters trained | {chars:,} ({chars / corpus['num_train']:.2f} epochs) |",
         f"| training speed | {train_speed:,.0f} chars/s (incl. validation and samples) |",
@@ -90,6 +93,10 @@ def main() -> None:
         f"| generation, batch 64 | {gen_b64:,.0f} chars/s (summed over rows) |",
         "",
         f"![training curves]({curves.name})",
+        "",
+        "For scale (`keras-chargen evaluate MODEL --text ... --ngram-order K`, same split), a character n-gram "
+        "with interpolated absolute discounting, trained in seconds: "
+        + ", ".join(f"order {k} {v:.4f}" for k, v in ngram.items()) + " nats/char.",
         "",
         "## Samples (prompt `ROMEO:\\n`, seed 1)",
         "",

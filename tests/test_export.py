@@ -248,3 +248,10 @@ def test_cli_export_errors_and_success(trained_dir, tmp_path, capsys):
     assert "model directory not found" in capsys.readouterr().err
     assert main(["export", str(trained_dir), "--out", str(out), "--quantize", "dynamic"]) == 2
     assert "--quantize applies to TFLite only" in capsys.readouterr().err
+
+
+def test_version_directories_get_normal_permissions(trained_dir, tmp_path):
+    from keras_chargen.io import default_mode
+
+    (path,) = export_model(trained_dir, tmp_path / "perm", "savedmodel")
+    assert path.stat().st_mode & 0o777 == default_mode(directory=True)  # not mkdtemp's 0700

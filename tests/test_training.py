@@ -31,6 +31,10 @@ def test_model_dir_contents_and_learning(trained_dir):
     for name in ("config.json", "vocab.json", "model.keras", "history.csv", "history.png", "steps.csv", "backup/progress.json"):
         assert (trained_dir / name).exists(), name
     assert ChargenConfig.load(trained_dir / "config.json") == tiny_config()
+    from keras_chargen.io import default_mode
+
+    for name in ("config.json", "vocab.json", "model.keras", "history.png"):  # atomic writes keep normal modes
+        assert (trained_dir / name).stat().st_mode & 0o777 == default_mode(), name
     assert any((trained_dir / "logs").rglob("*tfevents*"))  # TensorBoard logs
     with open(trained_dir / "history.csv") as handle:
         rows = list(csv.DictReader(handle))

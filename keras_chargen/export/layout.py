@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from keras_chargen.errors import ChargenError
+from keras_chargen.io import default_mode
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "float16")
@@ -55,6 +56,7 @@ def staged_dirs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[list
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            os.chmod(temps[-1], default_mode(directory=True))  # mkdtemp makes 0700; TF Serving must read it
         yield temps
         check_free(paths, overwrite)  # another export may have finished meanwhile
         for tmp, path in zip(temps, paths):
