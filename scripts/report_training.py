@@ -12,26 +12,21 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
-import time
 from pathlib import Path
 
 import tensorflow as tf
 
 from keras_chargen import FileSource, evaluate, load_generator
+from keras_chargen.bench import NEW_CHARS, measure
 from keras_chargen.evaluate import ngram_baseline
 from keras_chargen.config import ChargenConfig
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches
 
 
-def generation_speed(generator, prompt: str, length: int = 1000, batch: int = 1, repeats: int = 5) -> float:
-    generator.generate([prompt] * batch, 0.8, length, seed=0)  # warm-up (trace)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        generator.generate([prompt] * batch, 0.8, length, seed=i)
-        times.append(time.perf_counter() - start)
-    return batch * length / statistics.median(times)
+def generation_speed(generator, prompt: str, batch: int = 1, repeats: int = 5) -> float:
+    """Median chars/s of `NEW_CHARS` characters at `batch` rows (warm-up excluded), as `keras-chargen bench` measures."""
+    return measure(lambda: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0), batch * NEW_CHARS,
+                   repeats)["median"]
 
 
 def main() -> None:
