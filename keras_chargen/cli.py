@@ -6,14 +6,15 @@ import argparse
 import dataclasses
 import math
 import sys
+from pathlib import Path
 
-from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LR_SCHEDULES, ChargenConfig
+from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LEVELS, LR_SCHEDULES, ChargenConfig
 from keras_chargen.errors import ChargenError
 
 # Config fields whose flag is not simply --field-name.
 FLAG_NAMES = {"num_layers": "--layers"}
 CHOICES = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES, "encoding_errors": ENCODING_ERRORS,
-           "level": ("char",)}
+           "level": LEVELS}
 
 
 def flag_name(field: str) -> str:
@@ -49,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory (created)")
     settings = train.add_argument_group("model and training settings (saved in MODEL_DIR/config.json)")
     for field in dataclasses.fields(ChargenConfig):
-        settings.add_argument(flag_name(field.name), dest=field.name, type=type(field.default),
-                              default=field.default, choices=CHOICES.get(field.name), help=field.metadata["help"].replace("%", "%%"))
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(field.default, bool) else {
+            "type": type(field.default), "choices": CHOICES.get(field.name)}
+        settings.add_argument(flag_name(field.name), dest=field.name, default=field.default,
+                              help=field.metadata["help"].replace("%", "%%"), **kind)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 bar, 2 lines")
     train.add_argument("--no-samples", action="store_true", help="do not print samples after each epoch")
     train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")
@@ -60,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("model_dir", metavar="MODEL_DIR")
     generate.add_argument("--prompt", default="", help="text to continue ('' starts at a line start)")
     generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature >= 0; 0 is greedy")
-    generate.add_argument("--length", type=int, default=500, help="characters to generate (at most 100000)")
+    generate.add_argument("--length", type=int, default=500, help="tokens (characters or words) to generate "
+                                                                   "(at most 100000)")
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
     generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
-    generate.add_argument("--oov", choices=("error", "skip"), default="error",
-                          help="prompt characters not in the vocabulary: error (name them) or skip them")
+    generate.add_argument("--oov", choices=("error", "skip", "unk"), default="error",
+                          help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
+                               "or feed them as [UNK] (words)")
 
     evaluate = commands.add_parser("evaluate", help="loss, bits/char and perplexity on a text",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -90,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = ChargenConfig(**values)
     result = train(config, _source(args, config.encoding_errors), args.out, verbose=args.verbose,
                    sample_every_epoch=not args.no_samples)
-    print(f"best validation loss {result.progress.best_val_loss:.4f} nats/char; model in {result.model_dir}")
+    print(f"best validation loss {result.progress.best_val_loss:.4f} nats/{config.level}; model in {result.model_dir}")
     if args.sample_length > 0:
         text = load_generator(args.out).generate([""], 0.8, args.sample_length, seed=config.seed)[0]
         print(f"--- sample (temperature 0.8) ---\n{text}")
@@ -112,17 +117,20 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.evaluate import evaluate
 
+    from keras_chargen.saving import CONFIG_FILE
+
     source = _source(args, args.encoding_errors)
+    unit = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE).level if Path(args.model_dir).is_dir() else "char"
     if args.ngram_order:
         from keras_chargen.evaluate import ngram_baseline
 
         nats = ngram_baseline(args.model_dir, source, args.ngram_order)
-        print(f"order-{args.ngram_order} n-gram baseline: {nats:.4f} nats/char, {nats / math.log(2):.4f} bits/char")
+        print(f"order-{args.ngram_order} n-gram baseline: {nats:.4f} nats/{unit}, {nats / math.log(2):.4f} bits/{unit}")
     result = evaluate(args.model_dir, source, args.split)
-    print(f"characters: {result['chars']}")
-    print(f"loss: {result['loss']:.4f} nats/char")
+    print(f"{'words' if unit == 'word' else 'characters'}: {result['chars']}")
+    print(f"loss: {result['loss']:.4f} nats/{unit}")
     print(f"perplexity: {result['perplexity']:.4f}")
-    print(f"bits/char: {result['bpc']:.4f}")
+    print(f"bits/{unit}: {result['bpc']:.4f}")
 
 
 # --- export ---

@@ -14,6 +14,7 @@ CELLS = ("lstm", "gru", "rnn")
 LAYOUTS = ("stateful", "shuffled")
 LR_SCHEDULES = ("constant", "cosine")
 ENCODING_ERRORS = ("strict", "replace")
+LEVELS = ("char", "word")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -32,7 +33,9 @@ class ChargenConfig:
     """
 
     # --- model ---
-    level: str = _field("char", "token level: char (Unicode code points)")
+    level: str = _field("char", "token level: char (Unicode code points) | word (words and punctuation)")
+    lowercase: bool = _field(False, "word level: lowercase the text before splitting it into words")
+    max_vocab: int = _field(10000, "word level: keep the most frequent words, the rest become [UNK]; 0 keeps all")
     cell: str = _field("lstm", "recurrent cell: lstm | gru | rnn (SimpleRNN)")
     num_layers: int = _field(2, "stacked recurrent layers")
     units: int = _field(512, "hidden units per recurrent layer")
@@ -63,7 +66,7 @@ class ChargenConfig:
     def validate(self) -> None:
         """Raise `ChargenError` naming the first field with an invalid value."""
         choices = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES,
-                   "encoding_errors": ENCODING_ERRORS, "level": ("char",)}
+                   "encoding_errors": ENCODING_ERRORS, "level": LEVELS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -71,7 +74,9 @@ class ChargenConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChargenError(f"{name} must be a positive integer; got {value!r}")
-        for name in ("stride", "patience", "seed"):
+        if not isinstance(self.lowercase, bool):
+            raise ChargenError(f"lowercase must be true or false; got {self.lowercase!r}")
+        for name in ("stride", "patience", "seed", "max_vocab"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ChargenError(f"{name} must be a non-negative integer; got {value!r}")

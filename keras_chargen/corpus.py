@@ -1,8 +1,8 @@
 """Corpus sources (text files, directories, TFDS) streamed in chunks, and their preparation into id files.
 
-Preparation follows nanoGPT's `prepare.py`: the text is streamed once to count characters,
-once to build the vocabulary from the training part, and once to write `train.bin` / `val.bin`
-(one little-endian id per character). Training then reads these files through `tf.data`
+Preparation follows nanoGPT's `prepare.py`: the text is streamed once to count tokens (characters,
+or words at the word level), once to build the vocabulary from the training part, and once to write
+`train.bin` / `val.bin` (one little-endian id per token). Training then reads these files through `tf.data`
 (see `data.py`), so memory stays bounded whatever the corpus size.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_path, atomic_write_text
-from keras_chargen.vocab import MAX_CODE_POINT, Vocabulary, text_to_code_points
+from keras_chargen.vocab import MAX_CODE_POINT, OOV_TOKEN, Vocabulary, text_to_code_points
 
 CHUNK_BYTES = 1 << 20  # read files 1 MiB at a time
 
@@ -147,8 +147,8 @@ class PreparedCorpus:
 
     directory: Path
     vocab: Vocabulary
-    num_train: int  # characters in the training part
-    num_val: int  # characters in the validation part (the last ones of the text)
+    num_train: int  # tokens (characters or words) in the training part
+    num_val: int  # tokens in the validation part (the last ones of the text)
 
     @property
     def train_path(self) -> Path:
@@ -169,51 +169,110 @@ def count_chars(source: TextSource) -> int:
     return sum(len(chunk) for chunk in source.chunks())
 
 
-def _code_point_chunks(source: TextSource) -> Iterator[np.ndarray]:
+def split_sizes(num_tokens: int, val_fraction: float) -> tuple[int, int]:
+    """(train, validation) token counts; validation is the last `val_fraction` of the text."""
+    num_val = int(round(num_tokens * val_fraction))
+    return num_tokens - num_val, num_val
+
+
+def word_chunks(source: TextSource) -> Iterator[str]:
+    """The source's chunks cut after their last whitespace, so that no word is split between two chunks."""
+    carry = ""
     for chunk in source.chunks():
-        yield text_to_code_points(chunk)
+        text = carry + chunk
+        cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"), text.rfind("\r")) + 1
+        carry = text[cut:]
+        if cut:
+            yield text[:cut]
+    if carry:
+        yield carry
 
 
-def split_sizes(num_chars: int, val_fraction: float) -> tuple[int, int]:
-    """(train, validation) character counts; validation is the last `val_fraction` of the text."""
-    num_val = int(round(num_chars * val_fraction))
-    return num_chars - num_val, num_val
+def _token_chunks(source: TextSource, level: str, lowercase: bool) -> Iterator[np.ndarray]:
+    """Code points (char level) or word tokens as a bytes array (word level), chunk by chunk."""
+    if level == "char":
+        for chunk in source.chunks():
+            yield text_to_code_points(chunk)
+    else:
+        from keras_chargen.tokenizer import split_words
+
+        for chunk in word_chunks(source):
+            yield split_words([chunk], lowercase)[0].numpy()
+
+
+def _train_part(chunks: Iterator[np.ndarray], num_train: int) -> Iterator[np.ndarray]:
+    """The chunks up to the first `num_train` tokens."""
+    seen = 0
+    for tokens in chunks:
+        if seen >= num_train:
+            return
+        yield tokens[: num_train - seen]
+        seen += len(tokens)
+
+
+def build_vocabulary(chunks: Iterator[np.ndarray], level: str, lowercase: bool, max_vocab: int) -> Vocabulary:
+    """The vocabulary of the token chunks: every character (char level), or the `max_vocab` most frequent
+    words (word level, all if 0) counted by `keras.layers.StringLookup.adapt` over a `tf.data` stream."""
+    if level == "char":
+        counts = np.zeros(MAX_CODE_POINT, dtype=np.int64)
+        for cps in chunks:
+            counts += np.bincount(cps, minlength=MAX_CODE_POINT)
+        return Vocabulary.from_counts(counts)
+    import keras
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_generator(lambda: chunks, output_signature=tf.TensorSpec([None], tf.string))
+    lookup = keras.layers.StringLookup(max_tokens=max_vocab + 1 if max_vocab else None, oov_token=OOV_TOKEN)
+    lookup.adapt(dataset)
+    return Vocabulary(lookup.get_vocabulary()[1:], "word", lowercase)
 
 
 def prepare_corpus(source: TextSource, directory: str | Path, val_fraction: float,
-                   vocab: Vocabulary | None = None) -> PreparedCorpus:
+                   vocab: Vocabulary | None = None, level: str = "char", lowercase: bool = False,
+                   max_vocab: int = 0) -> PreparedCorpus:
     """Stream `source` into `directory/{train,val}.bin`, building the vocabulary from the training part.
 
-    Pass `vocab` to reuse an existing vocabulary (resuming, or evaluating another text).
+    Args:
+        source: the corpus.
+        directory: where the id files and `corpus.json` go (created).
+        val_fraction: the last fraction of the tokens held out for validation.
+        vocab: an existing vocabulary to reuse (resuming, or evaluating another text); its level and
+            lowercasing then apply. Default None: build one.
+        level: "char" (default) or "word", when building the vocabulary.
+        lowercase: bool, word level: lowercase the text first. Default False.
+        max_vocab: int, word level: keep the most frequent words only, the rest map to id 0; 0 keeps all.
     """
     directory = Path(directory)
-    num_chars = count_chars(source)
-    if num_chars == 0:
+    if vocab is not None:
+        level, lowercase = vocab.level, vocab.lowercase
+    num_tokens = sum(len(tokens) for tokens in _token_chunks(source, level, lowercase))
+    if num_tokens == 0:
         raise ChargenError(f"corpus is empty: {source.describe()}")
-    num_train, num_val = split_sizes(num_chars, val_fraction)
+    num_train, num_val = split_sizes(num_tokens, val_fraction)
     if vocab is None:
-        counts = np.zeros(MAX_CODE_POINT, dtype=np.int64)
-        seen = 0
-        for cps in _code_point_chunks(source):
-            take = cps[: max(0, num_train - seen)]
-            counts += np.bincount(take, minlength=MAX_CODE_POINT)
-            seen += len(cps)
-            if seen >= num_train:
-                break
-        vocab = Vocabulary.from_counts(counts)
+        vocab = build_vocabulary(_train_part(_token_chunks(source, level, lowercase), num_train),
+                                 level, lowercase, max_vocab)
     directory.mkdir(parents=True, exist_ok=True)
+    dtype = vocab.id_dtype.newbyteorder("<")
     with atomic_path(directory / "train.bin") as train_tmp, atomic_path(directory / "val.bin") as val_tmp:
         with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
             seen = 0
-            for cps in _code_point_chunks(source):
-                ids = vocab.code_points_to_ids(cps).astype(vocab.id_dtype.newbyteorder("<"))
+            for tokens in _token_chunks(source, level, lowercase):
+                ids = _token_ids(vocab, tokens).astype(dtype)
                 cut = min(max(num_train - seen, 0), len(ids))
                 train_file.write(ids[:cut].tobytes())
                 val_file.write(ids[cut:].tobytes())
                 seen += len(ids)
     atomic_write_text(directory / "corpus.json", json.dumps(
-        {"source": source.describe(), "num_train": num_train, "num_val": num_val}, indent=2) + "\n")
+        {"source": source.describe(), "level": level, "num_train": num_train, "num_val": num_val}, indent=2) + "\n")
     return PreparedCorpus(directory, vocab, num_train, num_val)
+
+
+def _token_ids(vocab: Vocabulary, tokens: np.ndarray) -> np.ndarray:
+    """Ids of one chunk from `_token_chunks` (code points or UTF-8 word bytes); unknown → 0."""
+    if vocab.level == "char":
+        return vocab.code_points_to_ids(tokens)
+    return np.array([vocab.token_id(t.decode("utf-8")) for t in tokens.tolist()], dtype=np.int64)
 
 
 def make_source(text: Sequence[str | Path] | None = None, tfds: str | None = None,

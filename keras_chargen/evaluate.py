@@ -25,7 +25,8 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
     as the OOV id (the model cannot predict them, which costs loss, honestly).
 
     Returns:
-        dict with `loss` (nats/char), `bpc`, `perplexity` and `chars` (characters scored).
+        dict with `loss` (nats per token: per character, or per word at the word level), `bpc` (bits per
+        token), `perplexity` and `chars` (tokens scored).
     """
     if split not in ("val", "all"):
         raise ChargenError(f"split must be 'val' or 'all'; got {split!r}")
@@ -35,7 +36,7 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
         num = corpus.num_val
         batch = max(1, min(config.batch_size, (num - 1) // config.seq_len))
         if num_stateful_batches(num, batch, config.seq_len) == 0:
-            raise ChargenError(f"evaluation text has {num} characters, fewer than one window "
+            raise ChargenError(f"evaluation text has {num} {config.level}s, fewer than one window "
                                f"(seq_len + 1 = {config.seq_len + 1})")
         dataset = stateful_dataset(corpus.val_path, num, vocab.id_dtype, batch, config.seq_len, "evaluation")
         model = build_model(config, vocab.size, batch, stateful=True)
@@ -49,16 +50,23 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
 
 
 def ngram_baseline(model_dir: str | Path, source: TextSource, order: int) -> float:
-    """Validation nats/char of a `CharNGram` trained on the training part of `source` (same split as the model)."""
+    """Validation nats per token of a `CharNGram` trained on the training part of `source` (same split as
+    the model). Word level: the n-gram runs over the model's word ids (unknown words are one `[UNK]` token)."""
     from keras_chargen.config import ChargenConfig
     from keras_chargen.corpus import split_sizes
     from keras_chargen.ngram import CharNGram
-    from keras_chargen.saving import CONFIG_FILE
+    from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE
+    from keras_chargen.vocab import Vocabulary
 
     if order < 1:
         raise ChargenError(f"ngram order must be >= 1; got {order}")
     config = ChargenConfig.load(Path(model_dir) / CONFIG_FILE)
-    text = "".join(source.chunks())  # the n-gram counts need the text in memory anyway
+    if config.level == "word":  # one character per word id, so the character n-gram counts word n-grams
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = prepare_corpus(source, tmp, config.val_fraction, Vocabulary.load(Path(model_dir) / VOCAB_FILE))
+            text = "".join(map(chr, corpus.read_ids("train").tolist() + corpus.read_ids("val").tolist()))
+    else:
+        text = "".join(source.chunks())  # the n-gram counts need the text in memory anyway
     num_train, num_val = split_sizes(len(text), config.val_fraction)
     if num_val == 0:
         raise ChargenError("the validation split is empty")

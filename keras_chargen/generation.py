@@ -18,34 +18,43 @@ import tensorflow as tf
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
 from keras_chargen.sampling import sample_next
+from keras_chargen.tokenizer import WordPieces, split_words, tokenize
 from keras_chargen.vocab import OOV_TOKEN
 
 MAX_NEW_CHARS = 100_000  # cap on characters generated per call (per row)
 MAX_PROMPT_CHARS = 100_000  # cap on prompt length for the Python API
-OOV_POLICIES = ("error", "skip")
+OOV_POLICIES = {"char": ("error", "skip"), "word": ("error", "unk")}  # what `generate` may do with unknown tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_chargen")
 class CharGenerator(keras.layers.Layer):
     """Generate continuations of a batch of prompts with in-graph temperature sampling.
 
-    Unknown prompt characters are skipped in-graph (the Python `generate` method rejects them
-    first unless `oov="skip"`). An empty prompt starts from the zero state primed on a newline
-    (as if the text began at the start of a line); the newline is not part of the output.
+    Character level: unknown prompt characters are skipped in-graph. Word level: prompts are split
+    into words as in training (`keras_chargen.tokenizer`), unknown words are fed as the `[UNK]` token
+    the model was trained on, and the output is detokenized readably. The Python `generate` method
+    rejects unknown prompt tokens first unless told otherwise. An empty prompt starts from the zero
+    state primed on a newline (as if the text began at the start of a line); the newline is not
+    part of the output.
 
     Args:
         model: keras.Model from `build_model` (stateful or not; it is only read through its cells).
-        vocabulary: list[str], the characters of the `Vocabulary` in id order (ids 1..n; 0 is OOV).
+        vocabulary: list[str], the tokens of the `Vocabulary` in id order (ids 1..n; 0 is OOV).
+        level: "char" (default) or "word".
+        lowercase: bool, word level: lowercase prompts before the lookup (as the corpus was). Default False.
 
     Example:
     >>> generator = load_generator("models/shakespeare")  # doctest: +SKIP
     >>> generator.generate(["ROMEO:"], temperature=0.5, max_new_chars=100, seed=1)  # doctest: +SKIP
     """
 
-    def __init__(self, model: keras.Model, vocabulary: Sequence[str], **kwargs) -> None:
+    def __init__(self, model: keras.Model, vocabulary: Sequence[str], level: str = "char", lowercase: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.vocabulary = list(vocabulary)
+        self.level, self.lowercase = level, lowercase
+        self.word_pieces = WordPieces([OOV_TOKEN] + self.vocabulary) if level == "word" else None
         self.step = RecurrentStep(model)
         self.encoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, name="encoder")
         self.decoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, invert=True,
@@ -55,10 +64,17 @@ class CharGenerator(keras.layers.Layer):
 
     # --- graph pieces, reused by the exporters ---
     def encode(self, prompt: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Prompts `(batch,)` → padded ids `(batch, time)` and lengths `(batch,)`, unknown chars skipped."""
-        chars = tf.strings.unicode_split(prompt, "UTF-8")  # ragged (batch, None)
-        ids = chars.with_flat_values(tf.cast(self.encoder(chars.flat_values), tf.int32))
-        ids = tf.ragged.boolean_mask(ids, ids > 0)
+        """Prompts `(batch,)` → padded ids `(batch, time)` and lengths `(batch,)`.
+
+        Unknown characters are skipped; unknown words become the OOV id 0 (`[UNK]`, seen in training).
+        """
+        if self.level == "word":
+            tokens = split_words(prompt, self.lowercase)  # ragged (batch, None)
+        else:
+            tokens = tf.strings.unicode_split(prompt, "UTF-8")
+        ids = tokens.with_flat_values(tf.cast(self.encoder(tokens.flat_values), tf.int32))
+        if self.level == "char":
+            ids = tf.ragged.boolean_mask(ids, ids > 0)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], 0)), 1)
         # empty rows get start_id at position 0 and length 1
@@ -83,6 +99,15 @@ class CharGenerator(keras.layers.Layer):
 
         _, logits, states = tf.while_loop(lambda t, *_: t < tf.shape(ids)[1], body, (0, logits, states))
         return logits, states
+
+    def pieces(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """The text each token `ids` adds after token `prev_ids` (same shapes): tf.string.
+
+        A character adds itself; a word adds itself with a space before it unless the
+        detokenization rules of `keras_chargen.tokenizer` join it directly.
+        """
+        text = self.decoder(ids)
+        return text if self.word_pieces is None else self.word_pieces(text, prev_ids, ids)
 
     def sample_ids(self, logits: tf.Tensor, states: list[tf.Tensor], temperature: tf.Tensor,
                    num_chars: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -123,11 +148,16 @@ class CharGenerator(keras.layers.Layer):
         with tf.control_dependencies(checks):
             seed = tf.where(seed < 0, tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64), seed)
             num_chars = tf.reduce_max(tf.concat([max_new_chars, [0]], 0))
-        logits, states = self.prime(*self.encode(prompt))
+        prompt_ids, lengths = self.encode(prompt)
+        logits, states = self.prime(prompt_ids, lengths)
         ids = self.sample_ids(logits, states, temperature, num_chars, seed)
-        chars = self.decoder(ids)  # (batch, num_chars) strings
+        last_prompt_id = tf.gather(prompt_ids, lengths - 1, batch_dims=1)
+        chars = self.pieces(tf.concat([last_prompt_id[:, None], ids[:, :-1]], 1), ids)  # (batch, num_chars)
         keep = tf.sequence_mask(max_new_chars, num_chars)  # each row stops at its own length
         generated = tf.strings.reduce_join(tf.where(keep, chars, ""), axis=1)
+        if self.level == "word":  # "to be " + " or" would double the space
+            ends_in_space = tf.strings.regex_full_match(prompt, r"(?s).*\s")
+            generated = tf.where(ends_in_space, tf.strings.regex_replace(generated, "^ ", ""), generated)
         return {"text": prompt + generated, "generated": generated}
 
     # --- Python convenience API ---
@@ -140,20 +170,17 @@ class CharGenerator(keras.layers.Layer):
             temperature: float or one per prompt, >= 0 (0 = greedy). Default 0.8.
             max_new_chars: int in 1..MAX_NEW_CHARS. Default 500.
             seed: int >= 0 for reproducible output, None for a random draw.
-            oov: "error" (default) rejects prompt characters outside the vocabulary, naming them;
-                "skip" drops them.
+            oov: what to do with prompt tokens outside the vocabulary: "error" (default) names them;
+                "skip" drops unknown characters (char level); "unk" feeds unknown words as the `[UNK]`
+                token the model was trained on (word level).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         temps = check_generation_args(prompts, temperature, max_new_chars, seed)
-        if oov not in OOV_POLICIES:
-            raise ChargenError(f"oov must be one of {', '.join(OOV_POLICIES)}; got {oov!r}")
+        if oov not in OOV_POLICIES[self.level]:
+            raise ChargenError(f"oov must be one of {', '.join(OOV_POLICIES[self.level])} for a {self.level}-level "
+                               f"model; got {oov!r}")
         if oov == "error":
-            known = set(self.vocabulary)
-            unknown = list(dict.fromkeys(c for p in prompts for c in p if c not in known))
-            if unknown:
-                shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:10])
-                raise ChargenError(f"prompt has characters not in the model's vocabulary: {shown}"
-                                   f"{' …' if len(unknown) > 10 else ''}; use --oov skip to drop them")
+            self._check_known(prompts)
         if self._compiled is None:  # trace once; every call reuses the graph
             self._compiled = tf.function(self.call, input_signature=[
                 tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32),
@@ -163,9 +190,24 @@ class CharGenerator(keras.layers.Layer):
                                  tf.constant([-1 if seed is None else seed], tf.int64))
         return [s.decode("utf-8") for s in outputs["generated"].numpy()]
 
+    def _check_known(self, prompts: Sequence[str]) -> None:
+        """Raise `ChargenError` naming the prompt tokens outside the vocabulary."""
+        known = set(self.vocabulary)
+        tokens = (t for p in prompts for t in (p if self.level == "char" else tokenize(p, self.lowercase)))
+        unknown = list(dict.fromkeys(t for t in tokens if t not in known))
+        if unknown:
+            if self.level == "char":
+                shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:10])
+                what, hint = "characters", "--oov skip to drop them"
+            else:
+                shown, what, hint = ", ".join(repr(w) for w in unknown[:10]), "words", "--oov unk to feed them as [UNK]"
+            raise ChargenError(f"prompt has {what} not in the model's vocabulary: {shown}"
+                               f"{' …' if len(unknown) > 10 else ''}; use {hint}")
+
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"model": keras.saving.serialize_keras_object(self.model), "vocabulary": self.vocabulary})
+        config.update({"model": keras.saving.serialize_keras_object(self.model), "vocabulary": self.vocabulary,
+                       "level": self.level, "lowercase": self.lowercase})
         return config
 
     @classmethod

@@ -38,4 +38,4 @@ def load_model(model_dir: str | Path) -> tuple[ChargenConfig, Vocabulary, keras.
 def load_generator(model_dir: str | Path) -> CharGenerator:
     """A `CharGenerator` over the trained model in `model_dir`."""
     _, vocab, model = load_model(model_dir)
-    return CharGenerator(model, vocab.tokens)
+    return CharGenerator(model, vocab.tokens, vocab.level, vocab.lowercase)

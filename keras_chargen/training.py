@@ -73,9 +73,10 @@ def _check_resumable(model_dir: Path, config: ChargenConfig) -> ChargenConfig | 
 
 def _prepare(source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool) -> PreparedCorpus:
     vocab = Vocabulary.load(model_dir / VOCAB_FILE) if resuming and (model_dir / VOCAB_FILE).exists() else None
-    corpus = prepare_corpus(source, model_dir / "data", config.val_fraction, vocab)
+    corpus = prepare_corpus(source, model_dir / "data", config.val_fraction, vocab, config.level, config.lowercase,
+                            config.max_vocab)
     if corpus.num_train < config.seq_len + 1:
-        raise ChargenError(f"corpus is too short: {corpus.num_train} training characters, "
+        raise ChargenError(f"corpus is too short: {corpus.num_train} training {config.level}s, "
                            f"fewer than one window (seq_len + 1 = {config.seq_len + 1})")
     return corpus
 
@@ -129,7 +130,8 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
         keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(model_dir / "logs")),
-        cb.SampleText(CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens),
+        cb.SampleText(CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens, config.level,
+                                    config.lowercase),
                       seed=config.seed) if sample_every_epoch else None,
     ]
     callbacks = [c for c in callbacks if c is not None]
@@ -144,7 +146,8 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
                          callbacks=callbacks, verbose=verbose, shuffle=False)
         _extend(history, rest.history)
     backup.save()
-    plot_history(model_dir / "steps.csv", model_dir / "history.png", config.batch_size * config.seq_len)
+    plot_history(model_dir / "steps.csv", model_dir / "history.png", config.batch_size * config.seq_len,
+                 "word" if config.level == "word" else "character")
     return TrainResult(model_dir, history, progress)
 
 
@@ -153,8 +156,8 @@ def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> No
         history.setdefault(key, []).extend(values)
 
 
-def plot_history(csv_path: Path, png_path: Path, chars_per_batch: int) -> None:
-    """Training curves from `steps.csv`: running training bits/char and validation bits/char per epoch."""
+def plot_history(csv_path: Path, png_path: Path, chars_per_batch: int, unit: str = "character") -> None:
+    """Training curves from `steps.csv`: running training bits per `unit` (token) and validation per epoch."""
     import csv
 
     import matplotlib
@@ -175,8 +178,8 @@ def plot_history(csv_path: Path, png_path: Path, chars_per_batch: int) -> None:
         ax.plot(*zip(*train), label=f"training (mean of the last {cb.STEP_LOG_EVERY} batches)", alpha=0.8)
     if val:
         ax.plot(*zip(*val), marker="o", label="validation")
-    ax.set_xlabel("characters trained (millions)")
-    ax.set_ylabel("bits per character")
+    ax.set_xlabel(f"{unit}s trained (millions)")
+    ax.set_ylabel(f"bits per {unit}")
     ax.set_title(f"Training curves: {csv_path.parent.name}")
     ax.grid(alpha=0.3)
     ax.legend()

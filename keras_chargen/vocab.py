@@ -1,4 +1,4 @@
-"""`Vocabulary`: characters (Unicode code points) ↔ integer ids, with an out-of-vocabulary id 0."""
+"""`Vocabulary`: tokens (characters, or words at the word level) ↔ integer ids, with an out-of-vocabulary id 0."""
 
 from __future__ import annotations
 
@@ -7,18 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_chargen.config import LEVELS
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_write_text
+from keras_chargen.tokenizer import detokenize, tokenize
 
 OOV_TOKEN = "[UNK]"  # id 0, as in Keras `StringLookup(num_oov_indices=1)`
 MAX_CODE_POINT = 0x110000
 
 
 class Vocabulary:
-    """The characters a model knows, in code-point order; id 0 is reserved for unknown characters.
+    """The tokens a model knows; id 0 is reserved for unknown ones.
+
+    Character level: single characters in code-point order. Word level: the words and punctuation
+    tokens of `keras_chargen.tokenizer`, in the given order (most frequent first, as
+    `keras.layers.StringLookup.adapt` orders them), with their lowercasing setting.
 
     Args:
-        tokens: list[str], the known characters (each a single code point), without the OOV token.
+        tokens: list[str], the known tokens, without the OOV token.
+        level: "char" (default) or "word".
+        lowercase: bool, word level only: prompts and texts are lowercased before lookup. Default False.
 
     Example:
     >>> vocab = Vocabulary(["a", "b", "\\n"])
@@ -30,17 +38,28 @@ class Vocabulary:
     'ba'
     """
 
-    def __init__(self, tokens: list[str]) -> None:
-        bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
-        if bad:
-            raise ChargenError(f"vocabulary tokens must be single characters; got {bad[:3]!r}")
-        if len(set(tokens)) != len(tokens):
-            raise ChargenError("vocabulary has duplicate characters")
+    def __init__(self, tokens: list[str], level: str = "char", lowercase: bool = False) -> None:
+        if level not in LEVELS:
+            raise ChargenError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         if not tokens:
             raise ChargenError("vocabulary is empty")
-        self.tokens: list[str] = sorted(tokens, key=ord)
-        self._lut = np.zeros(MAX_CODE_POINT, dtype=np.int32)  # code point -> id; 0 = OOV
-        self._lut[[ord(t) for t in self.tokens]] = np.arange(1, len(self.tokens) + 1, dtype=np.int32)
+        if len(set(tokens)) != len(tokens):
+            raise ChargenError("vocabulary has duplicate tokens")
+        self.level, self.lowercase = level, bool(lowercase) and level == "word"
+        if level == "char":
+            bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
+            if bad:
+                raise ChargenError(f"vocabulary tokens must be single characters; got {bad[:3]!r}")
+            self.tokens: list[str] = sorted(tokens, key=ord)
+            self._lut = np.zeros(MAX_CODE_POINT, dtype=np.int32)  # code point -> id; 0 = OOV
+            self._lut[[ord(t) for t in self.tokens]] = np.arange(1, len(self.tokens) + 1, dtype=np.int32)
+        else:
+            bad = [t for t in tokens if not isinstance(t, str) or not t or (t != "\n" and not t.strip())
+                   or t == OOV_TOKEN]
+            if bad:
+                raise ChargenError(f"vocabulary has invalid word tokens: {bad[:3]!r}")
+            self.tokens = list(tokens)
+        self._ids = {token: i for i, token in enumerate(self.tokens, start=1)}
 
     @property
     def size(self) -> int:
@@ -61,24 +80,33 @@ class Vocabulary:
         """Map an array of code points to ids (unknown → 0)."""
         return self._lut[code_points]
 
+    def split(self, text: str) -> list[str]:
+        """The tokens of `text` (characters, or words after lowercasing as configured)."""
+        return list(text) if self.level == "char" else tokenize(text, self.lowercase)
+
     def encode(self, text: str) -> np.ndarray:
-        """Ids of `text` (unknown characters → 0)."""
-        return self.code_points_to_ids(text_to_code_points(text))
+        """Ids of `text` (unknown tokens → 0)."""
+        if self.level == "char":
+            return self.code_points_to_ids(text_to_code_points(text))
+        return np.array([self._ids.get(t, 0) for t in self.split(text)], dtype=np.int32)
 
     def decode(self, ids) -> str:
-        """Text of `ids`; the OOV id decodes to U+FFFD."""
-        return "".join(self.tokens[i - 1] if i > 0 else "\ufffd" for i in np.asarray(ids).tolist())
+        """Text of `ids`; the OOV id decodes to U+FFFD (characters) or `[UNK]` (words)."""
+        if self.level == "char":
+            return "".join(self.tokens[i - 1] if i > 0 else "\ufffd" for i in np.asarray(ids).tolist())
+        return detokenize([self.tokens[i - 1] if i > 0 else OOV_TOKEN for i in np.asarray(ids).tolist()])
 
-    def unknown_chars(self, text: str) -> list[str]:
-        """Distinct characters of `text` not in the vocabulary, in order of first appearance."""
-        return list(dict.fromkeys(c for c in text if self._lut[ord(c)] == 0))
+    def unknown_tokens(self, text: str) -> list[str]:
+        """Distinct tokens of `text` not in the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(t for t in self.split(text) if t not in self._ids))
 
     def token_id(self, token: str) -> int:
-        """Id of one character (0 if unknown)."""
-        return int(self._lut[ord(token)]) if len(token) == 1 else 0
+        """Id of one token (0 if unknown)."""
+        return self._ids.get(token, 0)
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps({"level": "char", "oov_token": OOV_TOKEN, "tokens": self.tokens},
+        atomic_write_text(path, json.dumps({"level": self.level, "lowercase": self.lowercase, "oov_token": OOV_TOKEN,
+                                            "tokens": self.tokens},
                                            ensure_ascii=False, indent=0) + "\n")
 
     @classmethod
@@ -86,17 +114,18 @@ class Vocabulary:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(list(data["tokens"]))
+            return cls(list(data["tokens"]), data.get("level", "char"), data.get("lowercase", False))
         except FileNotFoundError:
             raise ChargenError(f"missing vocabulary file: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise ChargenError(f"corrupt vocabulary file {path}: {err!r}") from None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and other.tokens == self.tokens
+        return isinstance(other, Vocabulary) and (other.tokens, other.level, other.lowercase) == (
+            self.tokens, self.level, self.lowercase)
 
     def __repr__(self) -> str:
-        return f"Vocabulary(size={self.size})"
+        return f"Vocabulary(level={self.level!r}, size={self.size})"
 
 
 def text_to_code_points(text: str) -> np.ndarray:

@@ -15,7 +15,7 @@ def test_code_points_not_bytes_and_round_trip():
 def test_unknown_characters_map_to_oov_and_are_reported():
     vocab = Vocabulary(list("ab"))
     assert vocab.encode("axb").tolist() == [1, 0, 2]
-    assert vocab.unknown_chars("axbyx") == ["x", "y"]
+    assert vocab.unknown_tokens("axbyx") == ["x", "y"]
     assert vocab.decode([0]) == "\ufffd"
 
 

@@ -23,7 +23,8 @@ class IdGenerator:
     (`h_0, c_0, h_1, …`) → `{"logits": (batch, vocab), <prefix>h_0: …, …}`.
 
     `generate(prompt_ids, temperature, num_chars)`: prompt ids int32 `(batch, time)`, right-padded
-    with 0 (a row of zeros is an empty prompt, primed on a newline as in `CharGenerator`),
+    with 0 (a row of zeros is an empty prompt, primed on a newline as in `CharGenerator`; a 0 before
+    the row's last non-zero id is the `[UNK]` token, which word-level models were trained on),
     temperature float32 `(batch,)` (<= 0 is greedy), num_chars int32 `()` → `{"ids": (batch, num_chars)}`.
 
     Args:
@@ -82,7 +83,9 @@ class IdGenerator:
 
     def prompt_lengths(self, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Ids with empty rows set to the start id, and the row lengths (>= 1)."""
-        lengths = tf.reduce_sum(tf.cast(prompt_ids > 0, tf.int32), axis=1)  # (batch,)
+        # the length is up to the last non-zero id: trailing zeros pad, inner zeros are [UNK] words
+        positions = tf.range(1, tf.shape(prompt_ids)[1] + 1)[None, :] * tf.cast(prompt_ids > 0, tf.int32)
+        lengths = tf.reduce_max(tf.concat([positions, tf.zeros_like(positions[:, :1])], 1), axis=1)  # (batch,)
         # tf.range == 0 rather than tf.one_hot: a boolean OneHot does not convert to ONNX
         first = tf.equal(tf.range(tf.shape(prompt_ids)[1]), 0)  # (time,)
         empty_start = tf.logical_and((lengths == 0)[:, None], first[None, :])

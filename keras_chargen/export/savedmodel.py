@@ -4,7 +4,7 @@ Signatures (every input has a leading batch dimension, as TF Serving's row forma
 - `serving_default`: prompt, temperature, max_new_chars, seed → text, generated (strings);
 - `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
 - `encode`: prompt → ids (right-padded with 0), lengths;
-- `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped).
+- `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized).
 """
 
 from __future__ import annotations
@@ -57,10 +57,15 @@ class GeneratorModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
     def decode(self, ids):
-        """Ids `(batch, time)` → text `(batch,)`; ids outside `1..vocab-1` (padding 0) are dropped."""
-        valid = tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary))
-        chars = self.generator.decoder(tf.where(valid, ids, 0))  # (batch, time) strings
-        return {"text": tf.strings.reduce_join(tf.where(valid, chars, ""), axis=1)}
+        """Ids `(batch, time)` → text `(batch,)`; ids outside `1..vocab-1` (padding 0) are dropped.
+
+        Word level: the words are joined by the detokenization rules (no space before punctuation, …).
+        """
+        ids = tf.ragged.boolean_mask(ids, tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary)))
+        ids = ids.to_tensor(default_value=0)
+        start = tf.fill(tf.stack([tf.shape(ids)[0], 1]), self.generator.start_id)
+        pieces = self.generator.pieces(tf.concat([start, ids[:, :-1]], 1), ids)  # (batch, time) strings
+        return {"text": tf.strings.reduce_join(tf.where(ids > 0, pieces, ""), axis=1)}
 
     def signatures(self) -> dict:
         return {"serving_default": self.serve, "step": self.step, "encode": self.encode, "decode": self.decode}
