@@ -39,10 +39,10 @@ class ChargenConfig:
     cell: str = _field("lstm", "recurrent cell: lstm | gru | rnn (SimpleRNN)")
     num_layers: int = _field(2, "stacked recurrent layers")
     units: int = _field(512, "hidden units per recurrent layer")
-    embedding_dim: int = _field(64, "size of the character embedding")
+    embedding_dim: int = _field(64, "size of the token (character or word) embedding")
     dropout: float = _field(0.0, "dropout after each recurrent layer (training only)")
     # --- data ---
-    seq_len: int = _field(100, "characters per training window (truncated BPTT length)")
+    seq_len: int = _field(100, "tokens per training window (truncated BPTT length)")
     batch_size: int = _field(64, "windows per batch (= parallel streams in the stateful layout)")
     layout: str = _field("stateful", "stateful (char-rnn streams, state carried) | shuffled (overlapping windows)")
     state_reset_prob: float = _field(0.05, "stateful layout: chance a stream's carried state is zeroed before a "

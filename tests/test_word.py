@@ -144,6 +144,19 @@ def test_evaluate_and_unigram_baseline_count_words(word_dir):
     assert math.isclose(result["bpc"] * math.log(2), result["loss"])
 
 
+def test_cli_generate_and_evaluate_speak_words(word_dir, capsys):
+    from keras_chargen.cli import main
+
+    assert main(["generate", str(word_dir), "--prompt", "The zebra", "--length", "5", "--seed", "1"]) == 2
+    assert "words not in the model's vocabulary: 'zebra'" in capsys.readouterr().err
+    assert main(["generate", str(word_dir), "--prompt", "The zebra", "--length", "5", "--oov", "unk"]) == 0
+    assert capsys.readouterr().out.startswith("The zebra")
+    assert main(["evaluate", str(word_dir), "--text", str(CORPUS), "--ngram-order", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("order-1 n-gram baseline:") and "nats/word" in lines[0]
+    assert lines[1].startswith("words: ") and lines[-1].startswith("bits/word: ")
+
+
 def test_word_savedmodel_matches_in_process(word_dir, word_generator, tmp_path):
     from keras_chargen.export import export_model
 
