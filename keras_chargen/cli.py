@@ -7,13 +7,13 @@ import dataclasses
 import math
 import sys
 
-from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LR_SCHEDULES, ChargenConfig
+from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LR_SCHEDULES, STRATEGIES, ChargenConfig
 from keras_chargen.errors import ChargenError
 
 # Config fields whose flag is not simply --field-name.
 FLAG_NAMES = {"num_layers": "--layers"}
 CHOICES = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES, "encoding_errors": ENCODING_ERRORS,
-           "level": ("char",)}
+           "level": ("char",), "strategy": STRATEGIES}
 
 
 def flag_name(field: str) -> str:
