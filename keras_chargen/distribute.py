@@ -147,6 +147,35 @@ def distribute_rows(strategy: tf.distribute.Strategy, make_dataset: Callable[[],
     return strategy.distribute_datasets_from_function(dataset_fn, options)
 
 
+def unpin_strategy(model: keras.Model) -> None:
+    """Let `model` take its strategy from the enclosing `strategy.scope()` instead of pinning it at creation.
+
+    A Keras 3 model created under a strategy runs `_maybe_symbolic_build` at the start of `fit`: it
+    pulls one batch from a throw-away iterator and averages it with `strategy.reduce`, which fails
+    under `MultiWorkerMirroredStrategy` for `(inputs, targets)` batches (keras-team/keras#20585,
+    "Attempt to convert a value (PerReplica...)") and, with `MirroredStrategy`, advances a shuffled
+    dataset to its second order. A model without a pinned strategy builds lazily when its train
+    function is traced, and `model.distribute_strategy` is then the current one: call `fit` inside
+    `strategy.scope()`. The optimizer's variables are created here, under the current scope: created
+    lazily inside the traced train step they would fail ("You must feed a value for placeholder").
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model._distribute_strategy = None  # the attribute Keras' TensorFlow trainer checks (keras 3.15)
+    if num_workers(tf.distribute.get_strategy()) > 1:
+        # Keras reduces each step's logs across workers with `strategy.reduce("MEAN", v, axis=0)`, which
+        # fails on scalars; the metrics are already synchronised, so a (1,) shape makes it a no-op mean.
+        model.train_step = _vector_logs(model.train_step)
+        model.test_step = _vector_logs(model.test_step)
+
+
+def _vector_logs(step: Callable) -> Callable:
+    def vector_step(data):
+        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+    return vector_step
+
+
 class ReplicaStates:
     """The carried states of a stateful model as global `(batch_size, units)` arrays, in stream order.
 

@@ -16,7 +16,7 @@ from keras_chargen.corpus import PreparedCorpus, TextSource, prepare_corpus
 from keras_chargen.data import (num_shuffled_batches, num_stateful_batches, shuffled_dataset,
                                 stateful_dataset)
 from keras_chargen.distribute import (AllReduceClipAdam, distribute_rows, is_chief, make_strategy, num_workers,
-                                      replica_batch_size, write_dir)
+                                      replica_batch_size, unpin_strategy, write_dir)
 from keras_chargen.errors import ChargenError
 from keras_chargen.generation import CharGenerator
 from keras_chargen.metrics import BitsPerChar, Perplexity
@@ -117,6 +117,8 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
         batch = replica_batch_size(strategy, config.batch_size) if stateful else None
         model = build_model(config, corpus.vocab.size, batch, stateful)
         compile_model(model, config, steps)
+        if config.strategy != "default":
+            unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
     progress = cb.Progress.load(model_dir / "backup" / "progress.json")
     finished = (progress.epoch >= config.epochs or progress.stopped_early
                 or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60))
@@ -152,7 +154,7 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
     history: dict[str, list[float]] = {}
     progress.start_clock()
     fit = _fitter(model, config, strategy, corpus, callbacks, verbose)
-    with _worker_failures(strategy, progress):
+    with strategy.scope(), _worker_failures(strategy, progress):
         if progress.step:  # finish the interrupted epoch first, skipping the batches already done
             _extend(history, fit(progress.epoch, progress.epoch + 1, progress.step))
         if not model.stop_training and progress.epoch < config.epochs:

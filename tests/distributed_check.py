@@ -46,29 +46,6 @@ def stream_check(model_dir: Path, config) -> dict:
             "rows_per_replica": per_replica}
 
 
-def shuffled_reference(model_dir: Path, corpus_path: Path, config) -> list[np.ndarray]:
-    """Weights after one single-device epoch over the global batches a distributed `fit` trains on.
-
-    Under a strategy, Keras' `fit` opens one iterator over the dataset to build the model, then a
-    new one to train: a shuffled dataset with `reshuffle_each_iteration` is then in its second order.
-    """
-    import keras
-
-    from keras_chargen.corpus import FileSource, prepare_corpus
-    from keras_chargen.model import build_model
-    from keras_chargen.training import compile_model, datasets
-
-    corpus = prepare_corpus(FileSource((corpus_path,)), model_dir / "data", config.val_fraction)
-    keras.utils.set_random_seed(config.seed)
-    dataset, _, steps = datasets(config, corpus)
-    for _ in dataset:  # the iterator Keras opens to build the model
-        break
-    model = build_model(config, corpus.vocab.size)
-    compile_model(model, config, steps)
-    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
-    return model.get_weights()
-
-
 def main() -> None:
     out, corpus_path = Path(sys.argv[1]), Path(sys.argv[2])
     from keras_chargen.distribute import configure_logical_cpus
@@ -85,9 +62,6 @@ def main() -> None:
         for strategy in ("default", "mirrored"):
             config = ChargenConfig(**base, layout=layout, strategy=strategy, logical_cpus=2)
             model_dir = out / f"{layout}-{strategy}"
-            if layout == "shuffled" and strategy == "default":
-                runs[strategy] = ({"loss": [None], "val_loss": [None]}, shuffled_reference(model_dir, corpus_path, config), None)
-                continue
             history = train(config, FileSource((corpus_path,)), model_dir, verbose=0, sample_every_epoch=False).history
             weights = load_model(model_dir)[2].get_weights()
             states = np.load(model_dir / "backup" / "rnn_states.npz") if layout == "stateful" else None
