@@ -193,11 +193,10 @@ def _worker_failures(strategy: tf.distribute.Strategy, progress: cb.Progress):
             tf.errors.InternalError, tf.errors.FailedPreconditionError) as err:
         if num_workers(strategy) == 1:
             raise
-        first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ChargenError(
-            f"lost contact with another worker ({type(err).__name__}: {first_line}); training stopped in epoch "
+            f"lost contact with another worker ({type(err).__name__}); training stopped in epoch "
             f"{progress.epoch + 1}. Restart every worker with the same command: it resumes from the last "
-            "backup") from None
+            "backup.") from None
 
 
 def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:

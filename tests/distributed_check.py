@@ -76,6 +76,13 @@ def main() -> None:
             result[layout]["max_state_diff"] = max(float(np.max(np.abs(s1[k] - s2[k]))) for k in s1.files)
             result[layout]["state_shape"] = list(s2["arr_0"].shape)
     result["streams"] = stream_check(out / "streams", ChargenConfig(**base, layout="stateful"))
+    from keras_chargen import ChargenError
+
+    try:  # 7 streams do not split over 2 replicas
+        train(ChargenConfig(**{**base, "batch_size": 7}, strategy="mirrored"), FileSource((corpus_path,)),
+              out / "odd", verbose=0)
+    except ChargenError as err:
+        result["odd_batch_error"] = str(err)
     print(json.dumps(result))
 
 
