@@ -10,8 +10,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_chargen.distribute import ReplicaStates, workers_agree
 from keras_chargen.io import atomic_path, atomic_write_text
-from keras_chargen.model import reset_states, stateful_layers
+from keras_chargen.model import reset_states
 
 STEP_LOG_EVERY = 20  # batches per row of steps.csv
 
@@ -59,23 +60,27 @@ class ResetStates(keras.callbacks.Callback):
         super().__init__()
         self.pending, self.reset_prob = pending, reset_prob
         self.rng = np.random.default_rng(seed)
+        self._states: ReplicaStates | None = None
+
+    @property
+    def states(self) -> ReplicaStates:
+        """The model's states over all replicas (each replica holds its own streams under a strategy)."""
+        if self._states is None:
+            self._states = ReplicaStates(self.model)
+        return self._states
 
     def on_train_batch_begin(self, batch, logs=None) -> None:
         if self.reset_prob <= 0:
             return
-        variables = [v for layer in stateful_layers(self.model) for v in layer.states]
-        keep = (self.rng.random(variables[0].shape[0]) >= self.reset_prob).astype(np.float32)[:, None]
-        if keep.all():
-            return
-        for variable in variables:  # the same streams in every layer
-            variable.assign(variable.numpy() * keep)
+        # Every worker draws the same mask (same seed, same batches) and zeroes its own streams.
+        keep = self.rng.random(self.states.batch_size) >= self.reset_prob
+        if not keep.all():
+            self.states.keep_rows(keep)  # the same streams in every layer
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         reset_states(self.model)
         if self.pending is not None:
-            variables = [v for layer in stateful_layers(self.model) for v in layer.states]
-            for variable, value in zip(variables, self.pending):
-                variable.assign(value)
+            self.states.write(self.pending)
             self.pending = None
 
     def on_test_begin(self, logs=None) -> None:
@@ -113,6 +118,7 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.progress, self.save_every = directory, progress, save_every
         self.batches_per_epoch, self.step_offset = batches_per_epoch, step_offset
+        self._states: ReplicaStates | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -145,21 +151,29 @@ class TrainingBackup(keras.callbacks.Callback):
         """Weights first, then states, then progress: progress.json only ever points at saved files."""
         with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        states = [v.numpy() for layer in stateful_layers(self.model) for v in layer.states]
+        if self._states is None:
+            self._states = ReplicaStates(self.model)
+        states = self._states.read()
         with atomic_path(self.states_path, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, *states)
         self.progress.save(self.progress_path)
 
-    def restore(self) -> list[np.ndarray] | None:
-        """Load the saved weights and optimizer state; return the saved RNN states for a mid-epoch resume."""
+    def restore(self, source: Path | None = None) -> list[np.ndarray] | None:
+        """Load the saved weights and optimizer state; return the saved RNN states for a mid-epoch resume.
+
+        Args:
+            source: Path | None, the backup folder to read (default: this one; a non-chief worker reads the chief's).
+        """
+        source = source or self.directory
         optimizer = self.model.optimizer
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.weights_path)
-        if self.progress.step == 0 or not self.states_path.exists():
+        self.model.load_weights(source / self.weights_path.name)
+        states_path = source / self.states_path.name
+        if self.progress.step == 0 or not states_path.exists():
             return None
-        with np.load(self.states_path) as saved:
+        with np.load(states_path) as saved:
             return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
@@ -171,7 +185,8 @@ class TimeLimit(keras.callbacks.Callback):
         self.seconds, self.progress = seconds, progress
 
     def on_train_batch_end(self, batch, logs=None) -> None:
-        if self.progress.elapsed >= self.seconds:
+        # In a cluster all workers must stop at the same batch, or the others wait in a collective.
+        if workers_agree(self.model.distribute_strategy, self.progress.elapsed >= self.seconds):
             self.model.stop_training = True
 
 

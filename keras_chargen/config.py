@@ -15,6 +15,7 @@ LAYOUTS = ("stateful", "shuffled")
 LR_SCHEDULES = ("constant", "cosine")
 ENCODING_ERRORS = ("strict", "replace")
 LEVELS = ("char", "word")
+STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 def _field(default: Any, help: str) -> Any:
@@ -59,6 +60,11 @@ class ChargenConfig:
     max_minutes: float = _field(0.0, "stop training after this many minutes of fitting; 0 = no limit")
     save_every: int = _field(200, "batches between resumable backups (also written at each epoch end)")
     seed: int = _field(0, "seed for weight init, shuffling and the per-epoch samples")
+    # --- distribution (docs/distributed.md); may change when resuming ---
+    strategy: str = _field("default", "default (one device) | mirrored (all local GPUs, else the logical CPUs) | "
+                           "multiworker (the hosts in TF_CONFIG); the global batch is split over the replicas")
+    logical_cpus: int = _field(0, "split the CPU into this many logical devices first (tests and benchmarks of "
+                               "--strategy mirrored without GPUs; adds no compute); 0 = no split")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -66,7 +72,7 @@ class ChargenConfig:
     def validate(self) -> None:
         """Raise `ChargenError` naming the first field with an invalid value."""
         choices = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES,
-                   "encoding_errors": ENCODING_ERRORS, "level": LEVELS}
+                   "encoding_errors": ENCODING_ERRORS, "level": LEVELS, "strategy": STRATEGIES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -76,7 +82,7 @@ class ChargenConfig:
                 raise ChargenError(f"{name} must be a positive integer; got {value!r}")
         if not isinstance(self.lowercase, bool):
             raise ChargenError(f"lowercase must be true or false; got {self.lowercase!r}")
-        for name in ("stride", "patience", "seed", "max_vocab"):
+        for name in ("stride", "patience", "seed", "max_vocab", "logical_cpus"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ChargenError(f"{name} must be a non-negative integer; got {value!r}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
 from pathlib import Path
 
 import keras
@@ -13,6 +15,8 @@ from keras_chargen.config import ChargenConfig
 from keras_chargen.corpus import PreparedCorpus, TextSource, prepare_corpus
 from keras_chargen.data import (num_shuffled_batches, num_stateful_batches, shuffled_dataset,
                                 stateful_dataset)
+from keras_chargen.distribute import (AllReduceClipAdam, distribute_rows, is_chief, make_strategy, num_workers,
+                                      replica_batch_size, unpin_strategy, write_dir)
 from keras_chargen.errors import ChargenError
 from keras_chargen.generation import CharGenerator
 from keras_chargen.metrics import BitsPerChar, Perplexity
@@ -20,8 +24,8 @@ from keras_chargen.model import build_model
 from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
 from keras_chargen.vocab import Vocabulary
 
-# Fields that may change between a run and its resumption (they only say how long to train).
-RESUMABLE_FIELDS = {"epochs", "max_minutes", "patience", "save_every"}
+# Fields that may change between a run and its resumption (they say how long to train, or on what hardware).
+RESUMABLE_FIELDS = {"epochs", "max_minutes", "patience", "save_every", "strategy", "logical_cpus"}
 
 
 @dataclasses.dataclass
@@ -53,7 +57,9 @@ def compile_model(model: keras.Model, config: ChargenConfig, steps_per_epoch: in
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01)
-    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm or None)
+    # Under a strategy Keras would clip each replica's share of the gradient; clip their sum instead.
+    adam = keras.optimizers.Adam if config.strategy == "default" else AllReduceClipAdam
+    optimizer = adam(learning_rate, clipnorm=config.clipnorm or None)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[BitsPerChar(), Perplexity()])
 
@@ -71,10 +77,12 @@ def _check_resumable(model_dir: Path, config: ChargenConfig) -> ChargenConfig | 
     return saved
 
 
-def _prepare(source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool) -> PreparedCorpus:
+def _prepare(source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool,
+             out_dir: Path | None = None) -> PreparedCorpus:
+    """The corpus as ids in `out_dir/data` (default `model_dir`), with `model_dir`'s vocabulary when resuming."""
     vocab = Vocabulary.load(model_dir / VOCAB_FILE) if resuming and (model_dir / VOCAB_FILE).exists() else None
-    corpus = prepare_corpus(source, model_dir / "data", config.val_fraction, vocab, config.level, config.lowercase,
-                            config.max_vocab)
+    corpus = prepare_corpus(source, (out_dir or model_dir) / "data", config.val_fraction, vocab, config.level,
+                            config.lowercase, config.max_vocab)
     if corpus.num_train < config.seq_len + 1:
         raise ChargenError(f"corpus is too short: {corpus.num_train} training {config.level}s, "
                            f"fewer than one window (seq_len + 1 = {config.seq_len + 1})")
@@ -92,63 +100,106 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
             validation loss), `history.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
         verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch).
         sample_every_epoch: bool, print generated samples after each epoch.
+
+    With `config.strategy` other than `default`, every worker runs this with the same arguments
+    (`model_dir` on storage they all see); only the chief writes `model_dir` (docs/distributed.md).
     """
     model_dir = Path(model_dir)
+    strategy = make_strategy(config.strategy, config.logical_cpus)  # first: it may configure the devices
+    out_dir = write_dir(model_dir, strategy)  # model_dir, or a temporary folder on a non-chief worker
     resuming = _check_resumable(model_dir, config) is not None
-    corpus = _prepare(source, config, model_dir, resuming)
-    config.save(model_dir / CONFIG_FILE)
-    corpus.vocab.save(model_dir / VOCAB_FILE)
-    train_ds, val_ds, steps = datasets(config, corpus)
-
-    keras.utils.set_random_seed(config.seed)
+    corpus = _prepare(source, config, model_dir, resuming, out_dir)
+    config.save(out_dir / CONFIG_FILE)
+    corpus.vocab.save(out_dir / VOCAB_FILE)
+    keras.utils.set_random_seed(config.seed)  # before the datasets: their shuffle order depends on it too
+    steps = datasets(config, corpus)[2]
     stateful = config.layout == "stateful"
-    model = build_model(config, corpus.vocab.size, config.batch_size if stateful else None, stateful)
-    compile_model(model, config, steps)
-    backup_dir = model_dir / "backup"
-    progress = cb.Progress.load(backup_dir / "progress.json")
+    with strategy.scope():  # model, optimizer and metrics are mirrored over the replicas
+        batch = replica_batch_size(strategy, config.batch_size) if stateful else None
+        model = build_model(config, corpus.vocab.size, batch, stateful)
+        compile_model(model, config, steps)
+        if config.strategy != "default":
+            unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
+    progress = cb.Progress.load(model_dir / "backup" / "progress.json")
     finished = (progress.epoch >= config.epochs or progress.stopped_early
                 or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60))
     if finished:
         print(f"{model_dir}: training already finished at epoch {progress.epoch} "
               f"(best val_loss {progress.best_val_loss:.4f}); raise --epochs or --max-minutes to continue")
+        if out_dir != model_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
         return TrainResult(model_dir, {}, progress)
 
-    backup = cb.TrainingBackup(backup_dir, progress, config.save_every, steps, step_offset=progress.step)
+    backup = cb.TrainingBackup(out_dir / "backup", progress, config.save_every, steps, step_offset=progress.step)
     backup.set_model(model)
     pending_states = None
-    if (backup_dir / "state.weights.h5").exists():
-        pending_states = backup.restore()
+    if (model_dir / "backup" / "state.weights.h5").exists():
+        with strategy.scope():
+            pending_states = backup.restore(model_dir / "backup")  # the chief's backup, on every worker
         if verbose:
             print(f"Resuming {model_dir} at epoch {progress.epoch + 1}, batch {progress.step}/{steps}")
     inference = build_model(config, corpus.vocab.size)
     callbacks = [
         cb.ResetStates(pending_states, config.state_reset_prob, config.seed) if stateful else None,
-        cb.BestCheckpoint(model_dir / WEIGHTS_FILE, inference, progress, verbose),
+        cb.BestCheckpoint(out_dir / WEIGHTS_FILE, inference, progress, verbose),
         backup,  # before StepLog and after BestCheckpoint: it advances `progress`
-        cb.StepLog(model_dir / "steps.csv", progress, steps),
+        cb.StepLog(out_dir / "steps.csv", progress, steps),
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
-        keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(model_dir / "logs")),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "logs")),
         cb.SampleText(CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens, config.level,
                                     config.lowercase),
-                      seed=config.seed) if sample_every_epoch else None,
+                      seed=config.seed) if sample_every_epoch and is_chief(strategy) else None,
     ]
     callbacks = [c for c in callbacks if c is not None]
     history: dict[str, list[float]] = {}
     progress.start_clock()
-    if progress.step:  # finish the interrupted epoch first, skipping the batches already done
-        first = model.fit(train_ds.skip(progress.step), validation_data=val_ds, initial_epoch=progress.epoch,
-                          epochs=progress.epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False)
-        _extend(history, first.history)
-    if not model.stop_training and progress.epoch < config.epochs:
-        rest = model.fit(train_ds, validation_data=val_ds, initial_epoch=progress.epoch, epochs=config.epochs,
-                         callbacks=callbacks, verbose=verbose, shuffle=False)
-        _extend(history, rest.history)
-    backup.save()
-    plot_history(model_dir / "steps.csv", model_dir / "history.png", config.batch_size * config.seq_len,
+    fit = _fitter(model, config, strategy, corpus, callbacks, verbose)
+    with strategy.scope(), _worker_failures(strategy, progress):
+        if progress.step:  # finish the interrupted epoch first, skipping the batches already done
+            _extend(history, fit(progress.epoch, progress.epoch + 1, progress.step))
+        if not model.stop_training and progress.epoch < config.epochs:
+            _extend(history, fit(progress.epoch, config.epochs, 0))
+        backup.save()
+    plot_history(out_dir / "steps.csv", out_dir / "history.png", config.batch_size * config.seq_len,
                  "word" if config.level == "word" else "character")
+    if out_dir != model_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a non-chief worker's files are temporary
     return TrainResult(model_dir, history, progress)
+
+
+def _fitter(model: keras.Model, config: ChargenConfig, strategy: tf.distribute.Strategy, corpus: PreparedCorpus,
+            callbacks: list, verbose: int):
+    """`fit(initial_epoch, epochs, skip)` → history; skips `skip` batches of the first epoch (a resume)."""
+    def fit(initial_epoch: int, epochs: int, skip: int) -> dict[str, list[float]]:
+        # Fresh datasets per fit: a shuffled dataset's order depends on how often that object was iterated.
+        train_data, val_data, steps = datasets(config, corpus)
+        train_data, val_steps = train_data.skip(skip), None
+        if config.strategy != "default":  # fixed rows of every global batch per replica; the datasets repeat
+            train_data = distribute_rows(strategy, lambda: datasets(config, corpus)[0].skip(skip), config.batch_size)
+            val_data = distribute_rows(strategy, lambda: datasets(config, corpus)[1], config.batch_size)
+            val_steps = num_stateful_batches(corpus.num_val, config.batch_size, config.seq_len)
+        return model.fit(train_data, validation_data=val_data, initial_epoch=initial_epoch, epochs=epochs,
+                         steps_per_epoch=steps - skip if val_steps else None, validation_steps=val_steps,
+                         callbacks=callbacks, verbose=verbose, shuffle=False).history
+
+    return fit
+
+
+@contextlib.contextmanager
+def _worker_failures(strategy: tf.distribute.Strategy, progress: cb.Progress):
+    """Turn the error a multi-worker run gets when a peer dies into a clear `ChargenError`."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+            tf.errors.InternalError, tf.errors.FailedPreconditionError) as err:
+        if num_workers(strategy) == 1:
+            raise
+        raise ChargenError(
+            f"lost contact with another worker ({type(err).__name__}); training stopped in epoch "
+            f"{progress.epoch + 1}. Restart every worker with the same command: it resumes from the last "
+            "backup.") from None
 
 
 def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:
