@@ -55,8 +55,16 @@ class RecurrentStep:
     """One step of the model: ids `(batch,)` + states → logits `(batch, vocab)` + new states.
 
     States are a flat list of `(batch, units)` tensors, per layer `[h, c]` for LSTM and `[h]` for
-    GRU / SimpleRNN, in layer order. The step calls the trained Keras cells themselves, so it
-    computes exactly what the sequence model computes.
+    GRU / SimpleRNN, in layer order. The step reads the trained Keras weights and computes the
+    cells' equations with plain TF ops (Keras LSTM gate order i, f, c, o; GRU z, r, h with
+    `reset_after=True`, the Keras 3 default), so it computes exactly what the sequence model
+    computes, in a graph that XLA compiles and TFLite / ONNX convert to builtins.
+
+    Generation loops call `folded_weights()` once, outside the loop, and pass the result to every
+    step: it folds the embedding into the first layer's input kernel and bias, a `(vocab,
+    gates * units)` table, so the first layer's input matmul becomes a row gather. Without it
+    (`step(ids, states)`), each call gathers the embedding and multiplies, reading the variables
+    directly: no per-call copy of the weights, which suits a single step (the `step` signature).
 
     Args:
         model: keras.Model from `build_model` (stateful or not; only its weights are used).
@@ -66,6 +74,8 @@ class RecurrentStep:
         self.embedding = model.get_layer("embedding")
         self.cells = [layer.cell for layer in model.layers if isinstance(layer, tuple(RNN_LAYERS.values()))]
         self.dense = model.get_layer("logits")
+        for cell in self.cells:
+            _check_cell(cell)
         self.state_sizes = [size for cell in self.cells for size in _state_sizes(cell)]
 
     @property
@@ -79,17 +89,81 @@ class RecurrentStep:
     def initial_states(self, batch_size) -> list[tf.Tensor]:
         return [tf.zeros(tf.stack([batch_size, size])) for size in self.state_sizes]
 
-    def __call__(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        x = self.embedding(ids)  # (batch, embedding_dim)
+    def folded_weights(self) -> tf.Tensor:
+        """The first layer's input projection of every id, `embedding @ kernel + input bias`: `(vocab, gates * units)`.
+
+        Build it once per graph, outside the loop (vocab × embedding_dim × gates × units multiply-adds).
+        """
+        cell = self.cells[0]
+        return tf.matmul(self.embedding.embeddings.value, cell.kernel.value) + _input_bias(cell)
+
+    def __call__(self, ids: tf.Tensor, states: list[tf.Tensor],
+                 folded: tf.Tensor | None = None) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Logits `(batch, vocab)` and the new states after feeding `ids` `(batch,)`.
+
+        Args:
+            ids: int32 `(batch,)`.
+            states: list of float32 `(batch, units)`, see `state_names`.
+            folded: the result of `folded_weights()` in this graph, or None to compute from the
+                embedding. Default None.
+        """
+        ids = tf.cast(ids, tf.int32)
         new_states, offset = [], 0
-        for cell in self.cells:
+        x = None
+        for i, cell in enumerate(self.cells):
             count = len(_state_sizes(cell))
-            x, cell_states = cell(x, states[offset: offset + count], training=False)
-            new_states += list(cell_states) if isinstance(cell_states, (list, tuple)) else [cell_states]
+            if i == 0 and folded is not None:
+                projected = tf.gather(folded, ids)  # (batch, gates * units)
+            else:
+                if i == 0:
+                    x = tf.gather(self.embedding.embeddings.value, ids)  # (batch, embedding_dim)
+                projected = tf.matmul(x, cell.kernel.value) + _input_bias(cell)
+            x, cell_states = _cell_step(cell, projected, states[offset: offset + count])
+            new_states += cell_states
             offset += count
-        return self.dense(x), new_states  # (batch, vocab)
+        return tf.matmul(x, self.dense.kernel.value) + self.dense.bias.value, new_states  # (batch, vocab)
 
 
 def _state_sizes(cell) -> list[int]:
     size = cell.state_size
     return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
+def _check_cell(cell) -> None:
+    """`RecurrentStep` hard-codes the cell equations of `build_model`'s cells; refuse any other setting."""
+    expected = {"activation": "tanh", "use_bias": True}
+    if isinstance(cell, (keras.layers.LSTMCell, keras.layers.GRUCell)):
+        expected["recurrent_activation"] = "sigmoid"
+    if isinstance(cell, keras.layers.GRUCell):
+        expected["reset_after"] = True
+    config = cell.get_config()
+    for name, value in expected.items():
+        if config.get(name) != value:
+            raise ValueError(f"RecurrentStep supports {name}={value!r} only; cell {cell.name} has {config.get(name)!r}")
+
+
+def _input_bias(cell) -> tf.Tensor:
+    """The bias added to `x @ kernel` (a GRU with `reset_after` keeps a second, recurrent bias row)."""
+    bias = cell.bias.value
+    return bias[0] if isinstance(cell, keras.layers.GRUCell) else bias
+
+
+def _cell_step(cell, projected: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """One cell step from `projected = x @ kernel + input bias` `(batch, gates * units)`: output and new states."""
+    h = states[0]
+    recurrent = tf.matmul(h, cell.recurrent_kernel.value)  # (batch, gates * units)
+    if isinstance(cell, keras.layers.LSTMCell):
+        i, f, c, o = tf.split(projected + recurrent, 4, axis=1)
+        c = tf.sigmoid(f) * states[1] + tf.sigmoid(i) * tf.tanh(c)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return h, [h, c]
+    if isinstance(cell, keras.layers.GRUCell):
+        x_z, x_r, x_h = tf.split(projected, 3, axis=1)
+        r_z, r_r, r_h = tf.split(recurrent + cell.bias.value[1], 3, axis=1)
+        z = tf.sigmoid(x_z + r_z)
+        r = tf.sigmoid(x_r + r_r)
+        candidate = tf.tanh(x_h + r * r_h)
+        h = z * h + (1 - z) * candidate
+        return h, [h]
+    h = tf.tanh(projected + recurrent)  # SimpleRNN
+    return h, [h]
