@@ -13,8 +13,13 @@ Variants:
 - `gemv`: the loop + only the step's weight matmuls (every weight read once per iteration);
 - `keras_cells`: sampling + the step through the Keras cells (`RecurrentStep` before this profile);
 - `step`: sampling + `RecurrentStep` (plain TF ops, embedding gathered then multiplied);
-- `step_folded`: sampling + `RecurrentStep` with `folded_weights()` (the generation default);
-- `*_xla`: the same loop compiled with XLA (`jit_compile=True`).
+- `step_loop`: sampling + `RecurrentStep` with `loop_weights()` (folded embedding, stacked and
+  transposed kernels: the generation default);
+- `*_xla`: the same loop compiled with XLA (`jit_compile=True`);
+- `*_xlastep`: a plain loop calling the step compiled with XLA (one XLA launch per character).
+
+CPU time is the process's user + system time per iteration (both cores together): on a shared
+machine it is steadier than wall time and shows the work a variant does.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ VOCAB = 66
 class KerasCellStep(RecurrentStep):
     """The step as it was: the trained Keras layers and cells called one step at a time."""
 
-    def __call__(self, ids, states, folded=None):
+    def __call__(self, ids, states, weights=None):
         x = self.embedding(ids)
         new_states, offset = [], 0
         for cell in self.cells:
@@ -49,12 +54,13 @@ class KerasCellStep(RecurrentStep):
         return self.dense(x), new_states
 
 
-def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool):
+def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool, jit_step: bool = False):
     temperature = tf.fill([batch], 0.8)
+    call_step = tf.function(step.__call__, jit_compile=True) if jit_step else step
 
     @tf.function(jit_compile=jit)
     def run():
-        folded = step.folded_weights() if body_kind == "step_folded" else None
+        loop_weights = step.loop_weights() if body_kind == "step_loop" else None
         weights = [w.value for cell in step.cells for w in (cell.kernel, cell.recurrent_kernel)] + [
             step.dense.kernel.value]
 
@@ -71,7 +77,7 @@ def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool)
                          for w in weights]
                 return t + 1, logits + tf.add_n(total) * 0.0, [states[0] + 1e-6] + states[1:]
             ids = sample_next(logits, temperature, seed)
-            logits, states = step(ids, states, folded)
+            logits, states = call_step(ids, states, loop_weights)
             return t + 1, logits, states
 
         logits = tf.zeros([batch, VOCAB])
@@ -87,33 +93,42 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--cell", default="lstm")
-    parser.add_argument("--variants", default="empty,sample,gemv,gemv_xla,keras_cells,step,step_folded,"
-                        "keras_cells_xla,step_folded_xla")
+    parser.add_argument("--threads", type=int, default=0, help="intra- and inter-op threads; 0 = TF's default")
+    parser.add_argument("--variants", default="empty,sample,gemv,gemv_xla,keras_cells,step,step_loop,"
+                        "keras_cells_xla,step_loop_xla")
     args = parser.parse_args()
     model = build_model(ChargenConfig(cell=args.cell), VOCAB)
     ours, old = RecurrentStep(model), KerasCellStep(model)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     variants = {}
     for name in args.variants.split(","):
-        kind = name.removesuffix("_xla")
+        kind = name.removesuffix("_xla").removesuffix("_xlastep")
         variants[name] = loop(old if kind == "keras_cells" else ours, args.batch, args.chars,
-                              "step" if kind == "keras_cells" else kind, name.endswith("_xla"))
+                              "step" if kind == "keras_cells" else kind, name.endswith("_xla"),
+                              name.endswith("_xlastep"))
     for run in variants.values():
         run()
     times = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, run in variants.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), sum(os.times()[:2])
             run().numpy()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(sum(os.times()[:2]) - start_cpu)
     weight_bytes = 4 * sum(int(w.numpy().size) for cell in ours.cells for w in (cell.kernel, cell.recurrent_kernel))
     weight_bytes += 4 * int(ours.dense.kernel.numpy().size)
     print(f"batch {args.batch}, {args.chars} iterations, {args.repeats} interleaved runs; "
           f"step weights {weight_bytes / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':18s} {'us/iter median':>15s} {'best':>8s} {'chars/s median':>15s} {'best':>8s} {'GB/s best':>10s}")
+    print(f"{'variant':20s} {'us/iter median':>15s} {'best':>8s} {'chars/s median':>15s} {'best':>8s} "
+          f"{'GB/s best':>10s} {'CPU us/iter':>12s}")
     for name, values in times.items():
         median, best = statistics.median(values) / args.chars, min(values) / args.chars
-        print(f"{name:18s} {median * 1e6:15.1f} {best * 1e6:8.1f} {args.batch / median:15,.0f} "
-              f"{args.batch / best:8,.0f} {weight_bytes / best / 1e9:10.1f}")
+        print(f"{name:20s} {median * 1e6:15.1f} {best * 1e6:8.1f} {args.batch / median:15,.0f} "
+              f"{args.batch / best:8,.0f} {weight_bytes / best / 1e9:10.1f} "
+              f"{statistics.median(cpu[name]) / args.chars * 1e6:12.1f}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_stateful_training_model_carries_state_and_shares_weights():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_raw_op_step_equals_the_keras_cells_with_and_without_the_folded_embedding(cell, num_layers):
+def test_raw_op_step_equals_the_keras_cells_with_and_without_loop_weights(cell, num_layers):
     config = ChargenConfig(cell=cell, units=16, num_layers=num_layers, embedding_dim=6)
     model = build_model(config, vocab_size=9)
     rng = np.random.default_rng(2)
@@ -46,9 +46,9 @@ def test_raw_op_step_equals_the_keras_cells_with_and_without_the_folded_embeddin
     cells = [layer.cell for layer in model.layers if hasattr(layer, "cell")]
     dense = model.get_layer("logits")
     step = RecurrentStep(model)
-    folded = step.folded_weights()
+    weights = step.loop_weights()
     ids = rng.integers(0, 9, size=(4, 12)).astype(np.int32)
-    keras_states = plain = with_folded = step.initial_states(4)
+    keras_states = plain = with_loop_weights = step.initial_states(4)
     for t in range(12):
         x = embedding(ids[:, t])
         new_keras_states, offset = [], 0
@@ -59,10 +59,10 @@ def test_raw_op_step_equals_the_keras_cells_with_and_without_the_folded_embeddin
             offset += count
         keras_states, expected = new_keras_states, dense(x).numpy()
         logits, plain = step(tf.constant(ids[:, t]), plain)
-        folded_logits, with_folded = step(tf.constant(ids[:, t]), with_folded, folded)
+        loop_logits, with_loop_weights = step(tf.constant(ids[:, t]), with_loop_weights, weights)
         np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
-        np.testing.assert_allclose(folded_logits.numpy(), expected, atol=1e-5)
-        for ours, theirs in zip(with_folded, keras_states):
+        np.testing.assert_allclose(loop_logits.numpy(), expected, atol=1e-5)
+        for ours, theirs in zip(with_loop_weights, keras_states):
             np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5)
 
 
