@@ -6,8 +6,9 @@ Generation modes (chars/s, 1000 new characters after a 100-character prompt):
   `return_state`, `StringLookup` in and out and `tf.random.categorical`, in one `tf.function`
   called from Python once per character, written faithfully over our weights;
 - `keras_window`: the Keras char-LSTM example: `model.predict` on the whole window per character;
-- `ingraph`: our `CharGenerator` (one `tf.function`, `tf.while_loop`), and `ingraph_xla` its id-level
-  loop compiled with XLA (`jit_compile=True`);
+- `ingraph`: our `CharGenerator` (one `tf.function`, `tf.while_loop`, the step on
+  `RecurrentStep.loop_weights()`), what the SavedModel runs; `ingraph_xla` its id-level loop
+  compiled with XLA (`jit_compile=True`) for one fixed shape (XLA compiles again per new shape);
 - `tflite_step_*`: a Python loop over `step.tflite` (fp32 / dynamic-range int8) in the LiteRT
   interpreter; `tflite_generator`: `generate.tflite`, the whole loop in the interpreter;
 - `onnx_step` / `onnx_generator`: the same with `step.onnx` / `generate.onnx` in onnxruntime.
@@ -368,6 +369,10 @@ def write_report(report: dict, out_dir: Path) -> None:
         "",
         "Training (`train_*`): chars/s of `fit` on the same windows and model, our stateful `tf.data` "
         "pipeline vs NumPy arrays in memory.",
+        "",
+        "Profile: where a batch-1 step goes, the weight layout the in-graph loop uses and why XLA is not "
+        "on by default (it recompiles for every new batch size, prompt length and output length, and "
+        "TF Serving runs XLA only behind an experimental flag): [profile.md](profile.md).",
         "",
         "![chars/s per mode](benchmarks.png)",
     ]

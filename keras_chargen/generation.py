@@ -89,9 +89,10 @@ class CharGenerator(keras.layers.Layer):
         batch = tf.shape(ids)[0]
         states = self.step.initial_states(batch)
         logits = tf.zeros(tf.stack([batch, len(self.vocabulary) + 1]))
+        weights = self.step.loop_weights()  # once, outside the loop
 
         def body(t, logits, states):
-            new_logits, new_states = self.step(ids[:, t], states)
+            new_logits, new_states = self.step(ids[:, t], states, weights)
             active = (t < lengths)[:, None]  # (batch, 1)
             logits = tf.where(active, new_logits, logits)
             states = [tf.where(active, new, old) for new, old in zip(new_states, states)]
@@ -113,11 +114,12 @@ class CharGenerator(keras.layers.Layer):
                    num_chars: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Generate `num_chars` ids per row `(batch, num_chars)`, starting from primed logits/states."""
         never_oov = tf.one_hot(0, tf.shape(logits)[1], on_value=-1e9, off_value=0.0)  # OOV is never generated
+        weights = self.step.loop_weights()  # once, outside the loop
 
         def body(t, logits, states, out):
             next_ids = sample_next(logits + never_oov, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
             out = out.write(t, next_ids)
-            logits, states = self.step(next_ids, states)
+            logits, states = self.step(next_ids, states, weights)
             return t + 1, logits, states, out
 
         out = tf.TensorArray(tf.int32, size=num_chars)

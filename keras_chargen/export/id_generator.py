@@ -96,13 +96,14 @@ class IdGenerator:
         ids, lengths = self.prompt_lengths(prompt_ids)
         logits, states = self.generator.prime(ids, lengths)
         batch = tf.shape(ids)[0]
+        weights = self.recurrent_step.loop_weights()  # once, outside the loop
 
         def body(t, logits, states, out):
             next_ids = self.sample(logits, temperature)
             # a growing tensor, not a TensorArray: TFLite lowers TensorLists to builtins only when
             # the element shape is static, and the batch is not
             out = tf.concat([out, next_ids[:, None]], axis=1)
-            logits, states = self.recurrent_step(next_ids, states)
+            logits, states = self.recurrent_step(next_ids, states, weights)
             return t + 1, logits, states, out
 
         out = tf.zeros(tf.stack([batch, 0]), tf.int32)
