@@ -148,7 +148,9 @@ import tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 prompts = json.loads(sys.argv[2])
 out = serve(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.9, 1.2]),
-            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64))
+            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64),
+            top_k=tf.constant([0, 0, 0]), top_p=tf.constant([1.0, 1.0, 1.0]),
+            repetition_penalty=tf.constant([1.0, 1.0, 1.0]), stop=tf.constant(["", "", ""]))
 print(json.dumps([t.decode("utf-8") for t in out["text"].numpy()]))
 """
 
