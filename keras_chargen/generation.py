@@ -29,7 +29,7 @@ OOV_POLICIES = ("error", "skip")
 
 @keras.saving.register_keras_serializable(package="keras_chargen")
 class CharGenerator(keras.layers.Layer):
-    """Generate continuations of a batch of prompts in-graph: temperature, top-k, top-p, repetition penalty, stop strings.
+    """Generate continuations of a batch of prompts in-graph: temperature, top-k, top-p, penalty, stop strings.
 
     Unknown prompt characters are skipped in-graph (the Python `generate` method rejects them
     first unless `oov="skip"`). An empty prompt starts from the zero state primed on a newline

@@ -121,7 +121,8 @@ def test_caps_are_checked_before_the_model_runs():
     for change, fragment in [({"prompt": np.array([b"abcd"], object)}, "4 characters"),
                              ({"max_new_chars": np.array([11], np.int32)}, "cap of 10"),
                              ({"temperature": np.array([np.inf], np.float32)}, "finite"),
-                             ({"top_k": np.array([3, -2], np.int32)}, r"top_k must be an integer >= 0 \(0 = off\); got -2"),
+                             ({"top_k": np.array([3, -2], np.int32)},
+                              r"top_k must be an integer >= 0 \(0 = off\); got -2"),
                              ({"top_p": np.array([np.nan], np.float32)}, r"top_p must be a number in \(0, 1\]"),
                              ({"repetition_penalty": np.array([-1], np.float32)}, "repetition_penalty must be"),
                              ({"prompt": np.array([b"a"] * 3, object)}, "3 rows")]:
