@@ -87,7 +87,7 @@ class CharGenerator(keras.layers.Layer):
         return logits, states
 
     def pieces(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-        """The text each token `ids` adds after token `prev_ids` (same shape): tf.string, same shape.
+        """The text each token `ids` adds after the token `prev_ids` (both int32, any same shape): tf.string.
 
         All output text (the joined continuation and the text checked for stop strings) is built
         from this method. Character level: the character itself, whatever came before.
@@ -148,8 +148,8 @@ class CharGenerator(keras.layers.Layer):
             logits, states = self.step(next_ids, states)
             return t + 1, logits, states, next_ids, seen, done, count, tail, out
 
-        def more(t, *loop_vars):
-            return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(loop_vars[4])))
+        def more(t, logits, states, prev_ids, seen, done, *_):
+            return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(done)))
 
         out = tf.TensorArray(tf.int32, size=num_steps)
         t, *_, count, _, out = tf.while_loop(more, body, (0, logits, states, prev_ids, seen, done, count, tail, out))
@@ -203,8 +203,9 @@ class CharGenerator(keras.layers.Layer):
             tf.debugging.assert_all_finite(penalty, "repetition_penalty must be a finite number"),
             tf.debugging.assert_greater(penalty, 0.0, message="repetition_penalty must be > 0 (1 = off)"),
         ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(checks):  # before anything is sized by max_new_chars
             seed = tf.where(seed < 0, tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64), seed)
+            max_new_chars = tf.identity(max_new_chars)
         ids, lengths = self.encode(prompt)
         logits, states = self.prime(ids, lengths)
         last_ids = tf.gather(ids, lengths - 1, batch_dims=1)  # (batch,) the last prompt id
