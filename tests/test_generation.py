@@ -192,7 +192,7 @@ def test_top_k_1_and_top_p_near_0_equal_greedy(generator):
 
 def test_top_k_samples_stay_in_the_top_k_at_every_step(generator):
     prompt, k = "DMITRI:\n", 3
-    texts = generator.generate([prompt] * 2, 2.0, 150, seed=6, top_k=k)
+    texts = generator.generate([prompt] * 2, 2.0, 100, seed=6, top_k=k)
     assert texts[0] != texts[1]
     for text in texts:
         logits = step_logits_of_generation(generator, prompt, text)
@@ -202,7 +202,7 @@ def test_top_k_samples_stay_in_the_top_k_at_every_step(generator):
 
 def test_top_p_samples_stay_in_the_nucleus_at_every_step(generator):
     prompt, p, temperature = "CÉLINE:\n", 0.6, 1.3
-    texts = generator.generate([prompt] * 2, temperature, 150, seed=8, top_p=p)
+    texts = generator.generate([prompt] * 2, temperature, 100, seed=8, top_p=p)
     for text in texts:
         logits = step_logits_of_generation(generator, prompt, text) / temperature
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -210,7 +210,7 @@ def test_top_p_samples_stay_in_the_nucleus_at_every_step(generator):
         for row, c in zip(probs, text):
             chosen = row[generator.vocabulary.index(c) + 1]
             assert row[row > chosen].sum() < p + 1e-5  # the mass ranked before it is below p
-    assert texts[0] != texts[1] != generator.generate([prompt], 0.0, 150)[0]
+    assert texts[0] != texts[1] != generator.generate([prompt], 0.0, 100)[0]
 
 
 def test_repetition_penalty_greedy_matches_the_step_by_step_reference(generator):
