@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
 from keras_chargen.sampling import (PENALTY_OFF, TOP_K_OFF, TOP_P_OFF, SamplingSettings, check_repetition_penalty,
-                                    check_top_k, check_top_p, next_token, sampling_settings)
+                                    check_top_k, check_top_p, next_token, processors_in_use, sampling_settings)
 from keras_chargen.vocab import OOV_TOKEN
 
 MAX_NEW_CHARS = 100_000  # cap on characters generated per call (per row)
@@ -128,17 +128,19 @@ class CharGenerator(keras.layers.Layer):
         # the last bytes of each row's text, as many as its stop string has (no strings under XLA)
         tail = tf.constant(0) if stop is None else tf.fill([batch], "")
         has_stop = tf.constant(False) if stop is None else tf.reduce_any(tf.strings.length(stop) > 0)
+        in_use = processors_in_use(settings)  # loop invariants: found once, not at every step
 
         def check_stop(tail, prev_ids, next_ids):
             return ends_with_stop(tail, self.pieces(prev_ids, next_ids), stop)
 
         def body(t, logits, states, prev_ids, seen, done, count, tail, out):
-            next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]))
+            next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use)
             active = tf.logical_not(done)
             out = out.write(t, tf.where(active, next_ids, 0))
             count += tf.cast(active, tf.int32)
-            seen = tf.logical_or(seen, tf.logical_and(tf.one_hot(next_ids, vocab, on_value=True, off_value=False),
-                                                      active[:, None]))
+            seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(tf.where(active, next_ids, -1), vocab,
+                                                                             on_value=True, off_value=False)),
+                           lambda: seen)  # only the penalty reads it
             if stop is None:
                 matched = tf.zeros_like(done)
             else:  # string ops only when some row has a stop string

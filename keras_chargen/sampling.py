@@ -94,7 +94,7 @@ def _when(condition: tf.Tensor, process, logits: tf.Tensor, setting: tf.Tensor) 
 
 
 def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor, top_k: tf.Tensor | None = None,
-                top_p: tf.Tensor | None = None) -> tf.Tensor:
+                top_p: tf.Tensor | None = None, in_use: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """Next ids `(batch,)` int32: a draw from the filtered `softmax(logits / T)`, or argmax where `T == 0`.
 
     The draw uses the Gumbel-max trick, `argmax(filtered logits / T + Gumbel noise)`, which samples
@@ -108,20 +108,34 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor, top_
         seed: int64 `(2,)`, the stateless seed of this step; the same seed gives the same draw.
         top_k: int32 `(batch,)` or None; 0 or None = off.
         top_p: float32 `(batch,)` or None; 1 or None = off.
+        in_use: whether any row uses top-k, top-p (bool scalars); None: found from `top_k`, `top_p`.
     """
+    use_top_k, use_top_p = in_use or (tf.reduce_any(top_k > 0) if top_k is not None else None,
+                                      tf.reduce_any(top_p < 1) if top_p is not None else None)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = apply_temperature(logits, temperature)
     if top_k is not None:
-        scaled = _when(tf.reduce_any(top_k > 0), apply_top_k, scaled, top_k)
+        scaled = _when(use_top_k, apply_top_k, scaled, top_k)
     if top_p is not None:
-        scaled = _when(tf.reduce_any(top_p < 1), apply_top_p, scaled, top_p)
+        scaled = _when(use_top_p, apply_top_p, scaled, top_p)
     uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-12, maxval=1.0)
     gumbel = -tf.math.log(-tf.math.log(uniform))  # (batch, vocab)
     sampled = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)
 
 
-def next_token(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings, seed: tf.Tensor) -> tf.Tensor:
+def processors_in_use(settings: SamplingSettings) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Whether any row uses the repetition penalty, top-k, top-p (bool scalars).
+
+    A generation loop computes them once, outside the loop: the processors of unused strategies
+    (sorts, for top-k and top-p) are then skipped at every step for the price of a `tf.cond`.
+    """
+    return (tf.reduce_any(settings.repetition_penalty != PENALTY_OFF), tf.reduce_any(settings.top_k > 0),
+            tf.reduce_any(settings.top_p < TOP_P_OFF))
+
+
+def next_token(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings, seed: tf.Tensor,
+               in_use: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
     Args:
@@ -129,10 +143,12 @@ def next_token(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings, s
         seen: bool `(batch, vocab)`, the tokens already in each row's text (for the repetition penalty).
         settings: SamplingSettings, one value per row.
         seed: int64 `(2,)`, the stateless seed of this step.
+        in_use: `processors_in_use(settings)`, or None to find it here.
     """
-    penalty = settings.repetition_penalty
-    logits = _when(tf.reduce_any(penalty != 1), lambda x, p: apply_repetition_penalty(x, seen, p), logits, penalty)
-    return sample_next(logits, settings.temperature, seed, settings.top_k, settings.top_p)
+    use_penalty, use_top_k, use_top_p = in_use or processors_in_use(settings)
+    logits = _when(use_penalty, lambda x, p: apply_repetition_penalty(x, seen, p), logits,
+                   settings.repetition_penalty)
+    return sample_next(logits, settings.temperature, seed, settings.top_k, settings.top_p, (use_top_k, use_top_p))
 
 
 # --- validation of explicit values (Python API, CLI); None means off ---
