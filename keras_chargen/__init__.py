@@ -1,4 +1,4 @@
-"""keras-chargen: character-level language models with Keras: train, generate in-graph, export, serve.
+"""keras-chargen: character- and word-level language models with Keras: train, generate in-graph, export, serve.
 
 The public API is imported lazily (PEP 562), so `import keras_chargen.client` does not load TensorFlow.
 """
@@ -15,9 +15,9 @@ _EXPORTS = {
     "FileSource": "corpus", "TfdsSource": "corpus", "PreparedCorpus": "corpus", "make_source": "corpus",
     "prepare_corpus": "corpus", "stateful_dataset": "data", "shuffled_dataset": "data",
     "build_model": "model", "RecurrentStep": "model", "BitsPerChar": "metrics", "Perplexity": "metrics",
-    "CharGenerator": "generation", "MAX_NEW_CHARS": "generation", "train": "training", "evaluate": "evaluate",
+    "CharGenerator": "generation", "MAX_NEW_CHARS": "generation", "train": "training", "evaluate": "evaluation",
     "load_model": "saving", "load_generator": "saving", "export_model": "export", "export_savedmodel": "export",
-    "CharNGram": "ngram",
+    "CharNGram": "ngram", "tokenize": "tokenizer", "detokenize": "tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -36,6 +36,7 @@ from keras_chargen.config import ChargenConfig
 from keras_chargen.data import stateful_dataset
 from keras_chargen.generation import CharGenerator
 from keras_chargen.model import RNN_LAYERS, build_model
+from keras_chargen.sampling import sampling_settings
 from keras_chargen.vocab import OOV_TOKEN, Vocabulary
 
 PROMPT_CHARS = 100
@@ -134,7 +135,9 @@ def xla_generator(generator: CharGenerator, chars: int):
     @tf.function(jit_compile=True)
     def run(ids, lengths, temperature, seed):
         logits, states = generator.prime(ids, lengths)
-        return generator.sample_ids(logits, states, temperature, chars, seed)
+        batch = tf.shape(ids)[0]
+        return generator.sample_ids(logits, states, sampling_settings(batch, temperature), tf.fill([batch], chars),
+                                    seed)[0]
 
     return run
 

@@ -38,6 +38,15 @@ def _source(args: argparse.Namespace, encoding_errors: str = "strict"):
                        data_dir=args.tfds_data_dir, manual_dir=args.tfds_manual_dir)
 
 
+def unescape(text: str) -> str:
+    r"""Backslash escapes typed on a shell (`
+`, `	`, `\`, `é`) → the characters; other text unchanged."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as err:
+        raise argparse.ArgumentTypeError(f"invalid escape in {text!r}: {err.reason}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-chargen", description=(
         "Train character-level language models with Keras, generate text in-graph, export them."))
@@ -62,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     generate.add_argument("model_dir", metavar="MODEL_DIR")
     generate.add_argument("--prompt", default="", help="text to continue ('' starts at a line start)")
-    generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature >= 0; 0 is greedy")
+    generate.add_argument("--temperature", type=float, nargs="+", default=[0.8], metavar="T",
+                          help="sampling temperature >= 0, 0 is greedy; several values give one sample each")
     generate.add_argument("--length", type=int, default=500, help="tokens (characters or words) to generate "
                                                                    "(at most 100000)")
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
@@ -70,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--oov", choices=("error", "skip", "unk"), default="error",
                           help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
                                "or feed them as [UNK] (words)")
+    generate.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
+    generate.add_argument("--top-p", type=float, default=None,
+                          help="sample only from the most likely tokens whose probabilities sum to p, in (0, 1]")
+    generate.add_argument("--repetition-penalty", type=float, default=None,
+                          help="> 1 discourages tokens already in the prompt or the text (CTRL's penalty)")
+    generate.add_argument("--stop", type=unescape, default=None,
+                          help=r"stop a sample once it ends with this text (included); escapes like \n work")
 
     evaluate = commands.add_parser("evaluate", help="loss, bits/char and perplexity on a text",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -107,22 +124,27 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.num_samples < 1 or args.num_samples > 1000:
         raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
     generator = load_generator(args.model_dir)
-    texts = generator.generate([args.prompt] * args.num_samples, args.temperature, args.length, args.seed, args.oov)
-    for i, text in enumerate(texts):
-        if args.num_samples > 1:
+    temps = args.temperature * args.num_samples  # every sample at every temperature
+    texts = generator.generate([args.prompt] * len(temps), temps, args.length, args.seed, args.oov, top_k=args.top_k,
+                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop)
+    for i, (temperature, text) in enumerate(zip(temps, texts)):
+        if len(args.temperature) > 1:
+            sample = i // len(args.temperature) + 1
+            print(f"===== sample {sample} of {args.num_samples}, temperature {temperature:g} =====")
+        elif args.num_samples > 1:
             print(f"===== sample {i + 1} of {args.num_samples} =====")
         print(args.prompt + text)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from keras_chargen.evaluate import evaluate
+    from keras_chargen.evaluation import evaluate
 
     from keras_chargen.saving import CONFIG_FILE
 
     source = _source(args, args.encoding_errors)
     unit = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE).level if Path(args.model_dir).is_dir() else "char"
     if args.ngram_order:
-        from keras_chargen.evaluate import ngram_baseline
+        from keras_chargen.evaluation import ngram_baseline
 
         nats = ngram_baseline(args.model_dir, source, args.ngram_order)
         print(f"order-{args.ngram_order} n-gram baseline: {nats:.4f} nats/{unit}, {nats / math.log(2):.4f} bits/{unit}")

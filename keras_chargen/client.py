@@ -69,23 +69,39 @@ class ChargenClient:
         path = f"{self.url}/v1/models/{urllib.parse.quote(self.model, safe='')}"
         return path if self.version is None else f"{path}/versions/{self.version}"
 
-    def generate(self, prompt: str | Sequence[str], temperature: float = 0.8, length: int = 200,
-                 seed: int | None = None) -> str | list[str]:
+    def generate(self, prompt: str | Sequence[str], temperature: float | Sequence[float] = 0.8, length: int = 200,
+                 seed: int | None = None, *, top_k: int | None = None, top_p: float | None = None,
+                 repetition_penalty: float | None = None, stop: str | None = None) -> str | list[str]:
         """The continuation of `prompt` (a list of them for a list of prompts), without the prompt.
+
+        Every input of `serving_default` is sent (TF Serving requires them all), so versions exported
+        before top_k/top_p/repetition_penalty/stop existed answer 400 `unknown input`: re-export them.
 
         Args:
             prompt: str or list[str].
-            temperature: float >= 0; 0 is greedy. Default 0.8.
+            temperature: float >= 0, 0 is greedy; or one per prompt, or several for one prompt (one
+                continuation each, a list is returned). Default 0.8.
             length: int >= 0, characters to generate per prompt. Default 200.
             seed: int >= 0 for a reproducible draw (it seeds the whole batch), None for random.
+            top_k: int >= 1, or None (off). top_p: float in (0, 1], or None (off).
+            repetition_penalty: float > 0, or None (off). stop: non-empty str, or None (off); each
+                continuation ends with it when it stopped there.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
-        _check_args(prompts, temperature, length, seed)
+        temps = list(temperature) if isinstance(temperature, (list, tuple)) else None
+        if prompts and temps is not None and len(prompts) == 1 and len(temps) > 1:
+            prompts = prompts * len(temps)
+        temps = temps if temps is not None else [temperature] * len(prompts or [])
+        if prompts and len(temps) != len(prompts):
+            raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
+        for value in temps or [temperature]:
+            _check_args(prompts, value, length, seed)
+        sampling = _check_sampling(top_k, top_p, repetition_penalty, stop)
         rows = len(prompts)
-        inputs = {"prompt": prompts, "temperature": [float(temperature)] * rows, "max_new_chars": [length] * rows,
-                  "seed": [-1 if seed is None else seed] * rows}
+        inputs = {"prompt": prompts, "temperature": [float(t) for t in temps], "max_new_chars": [length] * rows,
+                  "seed": [-1 if seed is None else seed] * rows, **{k: [v] * rows for k, v in sampling.items()}}
         generated = self.predict(inputs)["generated"]
-        return generated[0] if isinstance(prompt, str) else generated
+        return generated[0] if isinstance(prompt, str) and rows == 1 else generated
 
     def predict(self, inputs: dict[str, Any], signature_name: str | None = None) -> Any:
         """Raw columnar predict: `inputs` (name → list, batch first) → the response's `outputs`.
@@ -137,11 +153,12 @@ class ChargenClient:
             raise ServingError(None, f"cannot reach {self.url}: {err.reason}") from None
 
 
-def generate(prompt: str | Sequence[str], temperature: float = 0.8, length: int = 200, *, model: str,
-             url: str = DEFAULT_URL, version: int | None = None, seed: int | None = None,
-             timeout: float = 60.0) -> str | list[str]:
-    """One-call form of `ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed)`."""
-    return ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed)
+def generate(prompt: str | Sequence[str], temperature: float | Sequence[float] = 0.8, length: int = 200, *,
+             model: str, url: str = DEFAULT_URL, version: int | None = None, seed: int | None = None,
+             timeout: float = 60.0, **sampling: Any) -> str | list[str]:
+    """One-call form of `ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed,
+    **sampling)` (`top_k`, `top_p`, `repetition_penalty`, `stop`)."""
+    return ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed, **sampling)
 
 
 def _check_args(prompts: list | None, temperature: float, length: int, seed: int | None) -> None:
@@ -155,6 +172,24 @@ def _check_args(prompts: list | None, temperature: float, length: int, seed: int
         raise ChargenError(f"length must be an integer >= 0; got {length!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ChargenError(f"seed must be an integer >= 0 or None; got {seed!r}")
+
+
+def _check_sampling(top_k: int | None, top_p: float | None, repetition_penalty: float | None,
+                    stop: str | None) -> dict[str, Any]:
+    """The sampling inputs with None turned into their off values; `ChargenError` on invalid values."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ChargenError(f"top_k must be an integer >= 1; got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ChargenError(f"top_p must be a number in (0, 1]; got {top_p!r}")
+    if repetition_penalty is not None and (isinstance(repetition_penalty, bool)
+                                           or not isinstance(repetition_penalty, (int, float))
+                                           or not math.isfinite(repetition_penalty) or repetition_penalty <= 0):
+        raise ChargenError(f"repetition_penalty must be a finite number > 0; got {repetition_penalty!r}")
+    if stop is not None and (not isinstance(stop, str) or not stop):
+        raise ChargenError(f"stop must be a non-empty string; got {stop!r}")
+    return {"top_k": top_k or 0, "top_p": 1.0 if top_p is None else float(top_p),
+            "repetition_penalty": 1.0 if repetition_penalty is None else float(repetition_penalty),
+            "stop": stop or ""}
 
 
 def _error_message(err: urllib.error.HTTPError) -> str:

@@ -17,18 +17,20 @@ import tensorflow as tf
 
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
-from keras_chargen.sampling import sample_next
+from keras_chargen.sampling import (PENALTY_OFF, TOP_K_OFF, TOP_P_OFF, SamplingSettings, check_repetition_penalty,
+                                    check_top_k, check_top_p, next_token, processors_in_use, sampling_settings)
 from keras_chargen.tokenizer import WordPieces, split_words, tokenize
 from keras_chargen.vocab import OOV_TOKEN
 
 MAX_NEW_CHARS = 100_000  # cap on characters generated per call (per row)
 MAX_PROMPT_CHARS = 100_000  # cap on prompt length for the Python API
+MAX_STOP_CHARS = 1_000  # cap on a stop string's length for the Python API
 OOV_POLICIES = {"char": ("error", "skip"), "word": ("error", "unk")}  # what `generate` may do with unknown tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_chargen")
 class CharGenerator(keras.layers.Layer):
-    """Generate continuations of a batch of prompts with in-graph temperature sampling.
+    """Generate continuations of a batch of prompts in-graph: temperature, top-k, top-p, penalty, stop strings.
 
     Character level: unknown prompt characters are skipped in-graph. Word level: prompts are split
     into words as in training (`keras_chargen.tokenizer`), unknown words are fed as the `[UNK]` token
@@ -102,31 +104,95 @@ class CharGenerator(keras.layers.Layer):
         return logits, states
 
     def pieces(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-        """The text each token `ids` adds after token `prev_ids` (same shapes): tf.string.
+        """The text each token `ids` adds after the token `prev_ids` (both int32, any same shape): tf.string.
 
-        A character adds itself; a word adds itself with a space before it unless the
-        detokenization rules of `keras_chargen.tokenizer` join it directly.
+        All output text (the joined continuation and the text checked for stop strings) is built
+        from this method. A character adds itself; a word adds itself with a space before it unless
+        the detokenization rules of `keras_chargen.tokenizer` join it directly.
         """
         text = self.decoder(ids)
         return text if self.word_pieces is None else self.word_pieces(text, prev_ids, ids)
 
-    def sample_ids(self, logits: tf.Tensor, states: list[tf.Tensor], temperature: tf.Tensor,
-                   num_chars: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Generate `num_chars` ids per row `(batch, num_chars)`, starting from primed logits/states."""
-        never_oov = tf.one_hot(0, tf.shape(logits)[1], on_value=-1e9, off_value=0.0)  # OOV is never generated
-        weights = self.step.loop_weights()  # once, outside the loop
+    def sample_ids(self, logits: tf.Tensor, states: list[tf.Tensor], settings: SamplingSettings,
+                   max_new_chars: tf.Tensor, seed: tf.Tensor, seen: tf.Tensor | None = None,
+                   prev_ids: tf.Tensor | None = None, stop: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Generate up to `max_new_chars` ids per row, starting from primed logits/states.
 
-        def body(t, logits, states, out):
-            next_ids = sample_next(logits + never_oov, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
-            out = out.write(t, next_ids)
+        A row stops at its length or once its generated text ends with its `stop` string; after
+        that it emits the padding id 0, and the loop ends when every row has stopped.
+
+        Args:
+            logits: float32 `(batch, vocab)`, the primed logits; states: the primed states.
+            settings: SamplingSettings, one value per row.
+            max_new_chars: int32 `(batch,)`, the most ids each row generates.
+            seed: int64 `()`, the seed; step t draws with `(seed, t)`.
+            seen: bool `(batch, vocab)`, the ids already in each row's text (repetition penalty);
+                None: none.
+            prev_ids: int32 `(batch,)`, each row's last prompt id (the first token's previous token);
+                needed with `stop`.
+            stop: tf.string `(batch,)`, "" = no stop string; None (no string ops in the loop, so it
+                compiles under XLA) = none.
+
+        Returns:
+            ids int32 `(batch, steps)`, right-padded with 0 after each row's end, and the number of
+            ids each row generated `(batch,)`.
+        """
+        batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+        never_oov = tf.one_hot(0, vocab, on_value=-1e9, off_value=0.0)  # OOV is never generated
+        seen = tf.zeros([batch, vocab], tf.bool) if seen is None else seen
+        prev_ids = tf.fill([batch], self.start_id) if prev_ids is None else prev_ids
+        num_steps = tf.reduce_max(tf.concat([max_new_chars, [0]], 0))
+        done = max_new_chars <= 0  # (batch,)
+        count = tf.zeros([batch], tf.int32)
+        # the last bytes of each row's text, as many as its stop string has (no strings under XLA)
+        tail = tf.constant(0) if stop is None else tf.fill([batch], "")
+        has_stop = tf.constant(False) if stop is None else tf.reduce_any(tf.strings.length(stop) > 0)
+        in_use = processors_in_use(settings)  # loop invariants: found once, not at every step
+        weights = self.step.loop_weights()
+
+        def check_stop(tail, prev_ids, next_ids):
+            return ends_with_stop(tail, self.pieces(prev_ids, next_ids), stop)
+
+        def body(t, logits, states, prev_ids, seen, done, count, tail, out):
+            next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use)
+            active = tf.logical_not(done)
+            out = out.write(t, tf.where(active, next_ids, 0))
+            count += tf.cast(active, tf.int32)
+            seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(tf.where(active, next_ids, -1), vocab,
+                                                                             on_value=True, off_value=False)),
+                           lambda: seen)  # only the penalty reads it
+            if stop is None:
+                matched = tf.zeros_like(done)
+            else:  # string ops only when some row has a stop string
+                tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
+                                        lambda: (tail, tf.zeros_like(done)))
+            done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
             logits, states = self.step(next_ids, states, weights)
-            return t + 1, logits, states, out
+            return t + 1, logits, states, next_ids, seen, done, count, tail, out
 
-        out = tf.TensorArray(tf.int32, size=num_chars)
-        *_, out = tf.while_loop(lambda t, *_: t < num_chars, body, (0, logits, states, out))
-        return tf.transpose(out.stack())  # (batch, num_chars)
+        def more(t, logits, states, prev_ids, seen, done, *_):
+            return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(done)))
 
-    def call(self, prompt, temperature, max_new_chars, seed):
+        out = tf.TensorArray(tf.int32, size=num_steps)
+        t, *_, count, _, out = tf.while_loop(more, body, (0, logits, states, prev_ids, seen, done, count, tail, out))
+        return tf.transpose(out.stack())[:, :t], count  # (batch, steps) padded with 0, (batch,)
+
+    def seen_ids(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """Bool `(batch, vocab)`: which ids occur in each row's first `lengths` `ids` `(batch, time)`."""
+        positions = tf.where(tf.sequence_mask(lengths, tf.shape(ids)[1]))  # (n, 2): row, time
+        pairs = tf.stack([positions[:, 0], tf.cast(tf.gather_nd(ids, positions), tf.int64)], axis=1)
+        shape = tf.cast(tf.stack([tf.shape(ids)[0], len(self.vocabulary) + 1]), tf.int64)
+        return tf.scatter_nd(pairs, tf.ones(tf.shape(pairs)[:1], tf.int32), shape) > 0
+
+    def detokenize(self, prev_ids: tf.Tensor, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        """Generated ids `(batch, steps)` (the first one following `prev_ids` `(batch,)`) → text `(batch,)`."""
+        previous = tf.concat([prev_ids[:, None], ids[:, :-1]], axis=1)  # (batch, steps)
+        text = self.pieces(previous, ids)
+        keep = tf.sequence_mask(lengths, tf.shape(ids)[1])  # padding adds nothing
+        return tf.strings.reduce_join(tf.where(keep, text, ""), axis=1)
+
+    def call(self, prompt, temperature, max_new_chars, seed, top_k=TOP_K_OFF, top_p=TOP_P_OFF,
+             repetition_penalty=PENALTY_OFF, stop=""):
         """Generate; all inputs are broadcast to `(batch,)`. Returns `{"text", "generated"}` strings.
 
         Args:
@@ -134,29 +200,40 @@ class CharGenerator(keras.layers.Layer):
             temperature: float `()` or `(batch,)`, >= 0; 0 is greedy.
             max_new_chars: int `()` or `(batch,)`, 0..MAX_NEW_CHARS, characters generated per row.
             seed: int `()` or `(batch,)`; the first value seeds the batch, a negative one draws a random seed.
+            top_k: int `()` or `(batch,)`, >= 0; 0 = off.
+            top_p: float `()` or `(batch,)`, in (0, 1]; 1 = off.
+            repetition_penalty: float `()` or `(batch,)`, > 0; 1 = off.
+            stop: tf.string `()` or `(batch,)`; a row stops after the token that makes its generated
+                text end with it (included in the output); "" = off.
         """
         prompt = tf.reshape(tf.convert_to_tensor(prompt, tf.string), [-1])
         batch = tf.shape(prompt)[0]
-        temperature = tf.broadcast_to(tf.cast(temperature, tf.float32), [batch])
+        settings = sampling_settings(batch, temperature, top_k, top_p, repetition_penalty)
         max_new_chars = tf.broadcast_to(tf.cast(max_new_chars, tf.int32), [batch])
+        stop = tf.broadcast_to(tf.convert_to_tensor(stop, tf.string), [batch])
         seed = tf.reshape(tf.cast(seed, tf.int64), [-1])[0]
+        temperature, top_k, top_p, penalty = settings
         checks = [
             tf.debugging.assert_all_finite(temperature, "temperature must be a finite number"),
             tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0"),
             tf.debugging.assert_greater_equal(max_new_chars, 0, message="max_new_chars must be >= 0"),
             tf.debugging.assert_less_equal(max_new_chars, MAX_NEW_CHARS,
                                            message=f"max_new_chars must be <= {MAX_NEW_CHARS}"),
+            tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)"),
+            tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1] (1 = off)"),
+            tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1] (1 = off)"),
+            tf.debugging.assert_all_finite(penalty, "repetition_penalty must be a finite number"),
+            tf.debugging.assert_greater(penalty, 0.0, message="repetition_penalty must be > 0 (1 = off)"),
         ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(checks):  # before anything is sized by max_new_chars
             seed = tf.where(seed < 0, tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64), seed)
-            num_chars = tf.reduce_max(tf.concat([max_new_chars, [0]], 0))
-        prompt_ids, lengths = self.encode(prompt)
-        logits, states = self.prime(prompt_ids, lengths)
-        ids = self.sample_ids(logits, states, temperature, num_chars, seed)
-        last_prompt_id = tf.gather(prompt_ids, lengths - 1, batch_dims=1)
-        chars = self.pieces(tf.concat([last_prompt_id[:, None], ids[:, :-1]], 1), ids)  # (batch, num_chars)
-        keep = tf.sequence_mask(max_new_chars, num_chars)  # each row stops at its own length
-        generated = tf.strings.reduce_join(tf.where(keep, chars, ""), axis=1)
+            max_new_chars = tf.identity(max_new_chars)
+        ids, lengths = self.encode(prompt)
+        logits, states = self.prime(ids, lengths)
+        last_ids = tf.gather(ids, lengths - 1, batch_dims=1)  # (batch,) the last prompt id
+        new_ids, counts = self.sample_ids(logits, states, settings, max_new_chars, seed,
+                                          seen=self.seen_ids(ids, lengths), prev_ids=last_ids, stop=stop)
+        generated = self.detokenize(last_ids, new_ids, counts)
         if self.level == "word":  # "to be " + " or" would double the space
             ends_in_space = tf.strings.regex_full_match(prompt, r"(?s).*\s")
             generated = tf.where(ends_in_space, tf.strings.regex_replace(generated, "^ ", ""), generated)
@@ -164,20 +241,32 @@ class CharGenerator(keras.layers.Layer):
 
     # --- Python convenience API ---
     def generate(self, prompts: str | Sequence[str], temperature: float | Sequence[float] = 0.8,
-                 max_new_chars: int = 500, seed: int | None = None, oov: str = "error") -> list[str]:
+                 max_new_chars: int = 500, seed: int | None = None, oov: str = "error", *,
+                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+                 stop: str | None = None) -> list[str]:
         """Continuations (without the prompt) of each prompt, validated and run in one compiled call.
 
         Args:
             prompts: str or list[str].
-            temperature: float or one per prompt, >= 0 (0 = greedy). Default 0.8.
+            temperature: float, or one per prompt, >= 0 (0 = greedy); several for one prompt give one
+                row per temperature (`generate("A", [0.2, 1.0])` → 2 texts). Default 0.8.
             max_new_chars: int in 1..MAX_NEW_CHARS. Default 500.
             seed: int >= 0 for reproducible output, None for a random draw.
             oov: what to do with prompt tokens outside the vocabulary: "error" (default) names them;
                 "skip" drops unknown characters (char level); "unk" feeds unknown words as the `[UNK]`
                 token the model was trained on (word level).
+            top_k: int >= 1, sample only from the k most likely tokens; None (default) = off.
+            top_p: float in (0, 1], sample only from the nucleus of probability p; None (default) = off.
+            repetition_penalty: float > 0 (CTRL's; > 1 discourages tokens already in the prompt or
+                the generated text); None (default) = off.
+            stop: str, stop each row once its generated text ends with it (it is included in the
+                output); None (default) = generate `max_new_chars`.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = expand_temperatures(prompts, temperature)
         temps = check_generation_args(prompts, temperature, max_new_chars, seed)
+        top_k, top_p = check_top_k(top_k), check_top_p(top_p)
+        repetition_penalty, stop = check_repetition_penalty(repetition_penalty), check_stop(stop)
         if oov not in OOV_POLICIES[self.level]:
             raise ChargenError(f"oov must be one of {', '.join(OOV_POLICIES[self.level])} for a {self.level}-level "
                                f"model; got {oov!r}")
@@ -186,10 +275,13 @@ class CharGenerator(keras.layers.Layer):
         if self._compiled is None:  # trace once; every call reuses the graph
             self._compiled = tf.function(self.call, input_signature=[
                 tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)])
-        outputs = self._compiled(tf.constant(prompts), tf.constant(temps, tf.float32),
-                                 tf.fill([len(prompts)], max_new_chars),
-                                 tf.constant([-1 if seed is None else seed], tf.int64))
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.string)])
+        rows = len(prompts)
+        outputs = self._compiled(tf.constant(prompts), tf.constant(temps, tf.float32), tf.fill([rows], max_new_chars),
+                                 tf.constant([-1 if seed is None else seed], tf.int64), tf.fill([rows], top_k),
+                                 tf.fill([rows], top_p), tf.fill([rows], repetition_penalty), tf.fill([rows], stop))
         return [s.decode("utf-8") for s in outputs["generated"].numpy()]
 
     def _check_known(self, prompts: Sequence[str]) -> None:
@@ -246,3 +338,35 @@ def check_generation_args(prompts: Sequence[str], temperature, max_new_chars: in
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ChargenError(f"seed must be an integer >= 0; got {seed!r}")
     return [float(t) for t in temps]
+
+
+def ends_with_stop(tail: tf.Tensor, piece: tf.Tensor, stop: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Append `piece` to `tail` (all tf.string `(batch,)`), keep as many last bytes as `stop` has.
+
+    Returns the new tail and whether it equals `stop` (never for an empty `stop`): since the tail
+    holds the last bytes of the generated text, that is "the text now ends with `stop`" (a UTF-8
+    suffix match on bytes is a match on characters).
+    """
+    size = tf.strings.length(stop)  # bytes
+    text = tail + piece
+    start = tf.maximum(tf.strings.length(text) - size, 0)
+    tail = tf.strings.substr(text, start, size)
+    return tail, tf.logical_and(size > 0, tf.equal(tail, stop))
+
+
+def check_stop(stop: str | None) -> str:
+    """A stop string: a non-empty str of at most MAX_STOP_CHARS characters ("" = off for None)."""
+    if stop is None:
+        return ""
+    if not isinstance(stop, str) or not stop:
+        raise ChargenError(f"stop must be a non-empty string; got {stop!r}")
+    if len(stop) > MAX_STOP_CHARS:
+        raise ChargenError(f"stop has {len(stop)} characters; the maximum is {MAX_STOP_CHARS}")
+    return stop
+
+
+def expand_temperatures(prompts: list[str], temperature) -> list[str]:
+    """One prompt with several temperatures → the prompt once per temperature (one row each)."""
+    if len(prompts) == 1 and isinstance(temperature, (list, tuple, np.ndarray)) and len(temperature) > 1:
+        return prompts * len(temperature)
+    return prompts

@@ -26,6 +26,9 @@ from keras_chargen.export.runtimes import (OnnxStep, TFLiteStep, bits_per_char, 
 
 QUANTIZATIONS = ("none", "dynamic", "float16")
 STREAMS = 16
+# serving_default's sampling inputs at their off values (the SavedModel needs every input)
+SAMPLING_OFF = {"top_k": tf.constant([0]), "top_p": tf.constant([1.0]), "repetition_penalty": tf.constant([1.0]),
+                "stop": tf.constant([""])}
 
 
 class KerasStep:
@@ -166,7 +169,7 @@ def main() -> None:
     print(f"\n## Greedy 200 chars from {args.prompt!r}\n\nKeras: {expected!r}\n")
     greedy = {"SavedModel serving_default": serving(
         prompt=tf.constant([args.prompt]), temperature=tf.constant([0.0]), max_new_chars=tf.constant([200]),
-        seed=tf.constant([0], tf.int64))["generated"].numpy()[0].decode("utf-8")}
+        seed=tf.constant([0], tf.int64), **SAMPLING_OFF)["generated"].numpy()[0].decode("utf-8")}
     greedy |= {name: vocab.decode(run(prompt_ids, 0.0, 200)) for name, run in generators.items()}
     greedy |= {f"{name} step loop": vocab.decode(greedy_ids(step, step.initial_states(1), prompt_ids, 200))
                for name, step in steps.items()}
@@ -177,7 +180,7 @@ def main() -> None:
     speeds = {"Keras CharGenerator.generate": lambda n: generator.generate([args.prompt], 1.0, n, seed=1),
               "SavedModel serving_default": lambda n: serving(
                   prompt=tf.constant([args.prompt]), temperature=tf.constant([1.0]), max_new_chars=tf.constant([n]),
-                  seed=tf.constant([1], tf.int64))}
+                  seed=tf.constant([1], tf.int64), **SAMPLING_OFF)}
     speeds |= {name: (lambda n, run=run: run(prompt_ids, 1.0, n)) for name, run in generators.items()}
     for name in ("tflite none", "tflite dynamic", "onnx"):
         step = steps[name]

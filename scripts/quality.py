@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from keras_chargen import ChargenConfig, FileSource, evaluate, load_generator, train
-from keras_chargen.evaluate import ngram_baseline
+from keras_chargen.evaluation import ngram_baseline
 
 # The TF "Text generation with an RNN" tutorial's model and training, in our config terms:
 # Embedding 256 → GRU 1024 → Dense, non-overlapping shuffled 100-char windows, batch 64, Adam 1e-3.

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from keras_chargen import FileSource, evaluate, load_generator
 from keras_chargen.bench import NEW_CHARS, measure
-from keras_chargen.evaluate import ngram_baseline
+from keras_chargen.evaluation import ngram_baseline
 from keras_chargen.config import ChargenConfig
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches
 

@@ -54,6 +54,24 @@ def test_generate_prints_prompt_then_text_and_separates_samples(trained_dir, cap
     assert out.count("ANNA:") >= 3
 
 
+def test_generate_sampling_flags(trained_dir, capsys):
+    from keras_chargen import load_generator
+
+    generator = load_generator(trained_dir)
+    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "60", "--seed", "3",
+                           "--top-k", "40", "--top-p", "0.9", "--repetition-penalty", "1.2", "--stop", r"\n\n",
+                           "--temperature", "0.2", "0.5", "1.0", "--num-samples", "2")
+    assert code == 0
+    expected = generator.generate(["ANNA:"] * 6, [0.2, 0.5, 1.0] * 2, 60, seed=3, top_k=40, top_p=0.9,
+                                  repetition_penalty=1.2, stop="\n\n")
+    headers = [f"===== sample {i} of 2, temperature {t} =====" for i in (1, 2) for t in ("0.2", "0.5", "1")]
+    assert out == "".join(f"{h}\nANNA:{text}\n" for h, text in zip(headers, expected))
+    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "200",
+                           "--temperature", "0", "--stop", r"\n")
+    greedy = generator.generate("ANNA:", 0.0, 200)[0]
+    assert code == 0 and out == "ANNA:" + greedy[:greedy.index("\n") + 1] + "\n"
+
+
 def test_evaluate_last_line_is_bits_per_char(trained_dir, capsys):
     code, out, _ = run_cli(capsys, "evaluate", trained_dir, "--text", CORPUS)
     assert code == 0
@@ -92,6 +110,13 @@ def test_generate_bad_inputs(trained_dir, tmp_path, capsys):
         (["--length", "0"], "length must be between 1 and 100000"),
         (["--length", "1000000000"], "length must be between 1 and 100000"),
         (["--num-samples", "0"], "num-samples must be between 1 and 1000"),
+        (["--top-k", "0"], "top_k must be an integer >= 1; got 0"),
+        (["--top-p", "0"], "top_p must be a number in (0, 1]; got 0.0"),
+        (["--top-p", "1.5"], "top_p must be a number in (0, 1]"),
+        (["--top-p", "nan"], "top_p must be a number in (0, 1]; got nan"),
+        (["--repetition-penalty", "-1"], "repetition_penalty must be a finite number > 0"),
+        (["--stop", ""], "stop must be a non-empty string"),
+        (["--temperature", "0.5", "-1"], "temperature must be a finite number >= 0; got -1.0"),
     ]
     for extra, fragment in cases:
         code, _, err = run_cli(capsys, "generate", trained_dir, *extra)

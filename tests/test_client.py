@@ -19,8 +19,22 @@ def client(server):
 def test_generate_matches_the_savedmodel_for_a_seed(client, base):
     function = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
     expected = function(prompt=tf.constant(["ROMEO:"]), temperature=tf.constant([0.6]),
-                        max_new_chars=tf.constant([80]), seed=tf.constant([4], tf.int64))["generated"]
+                        max_new_chars=tf.constant([80]), seed=tf.constant([4], tf.int64), top_k=tf.constant([0]),
+                        top_p=tf.constant([1.0]), repetition_penalty=tf.constant([1.0]),
+                        stop=tf.constant([""]))["generated"]
     assert client.generate("ROMEO:", 0.6, 80, seed=4) == expected.numpy()[0].decode("utf-8")
+
+
+def test_generate_with_sampling_settings_and_several_temperatures(client, base):
+    function = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
+    expected = function(prompt=tf.constant(["ROMEO:"] * 3), temperature=tf.constant([0.0, 0.8, 1.2]),
+                        max_new_chars=tf.constant([80]), seed=tf.constant([4], tf.int64), top_k=tf.constant([5]),
+                        top_p=tf.constant([0.9]), repetition_penalty=tf.constant([1.3]),
+                        stop=tf.constant(["e"]))["generated"]
+    texts = client.generate("ROMEO:", [0.0, 0.8, 1.2], 80, seed=4, top_k=5, top_p=0.9, repetition_penalty=1.3,
+                            stop="e")
+    assert texts == [t.decode("utf-8") for t in expected.numpy()]
+    assert all(t.endswith("e") or len(t) == 80 for t in texts)
 
 
 def test_generate_takes_lists_and_the_one_call_form_works(client, server):
@@ -64,5 +78,10 @@ def test_unreachable_server_and_bad_arguments_fail_before_any_output():
             client.generate(*args)
     with pytest.raises(ChargenError, match="seed"):
         client.generate("A", 0.5, 5, seed=-3)
+    for kwargs, fragment in [(dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.2), "top_p"),
+                             (dict(repetition_penalty=float("nan")), "repetition_penalty"), (dict(stop=""), "stop"),
+                             (dict(temperature=[0.5, 0.5, 0.5], prompt=["A", "B"]), "3 temperatures for 2 prompts")]:
+        with pytest.raises(ChargenError, match=fragment):
+            client.generate(**({"prompt": "A", "temperature": 0.5, "length": 5} | kwargs))
     with pytest.raises(ChargenError, match="model must be a name"):
         ChargenClient("a/b")

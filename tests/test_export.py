@@ -20,6 +20,10 @@ GREEDY_PROMPT = "ANNA:\n"
 BATCH_PROMPTS = ["", "A", "É", "CÉLINE:\nThe café", "a naïve ", "My lord is near!\n\nDMITRI:\n", "§ the ☃ king",
                  "ÉLODIE:\nThe garden seems sweet.\n" * 3]
 SEED = 1234
+STRATEGIES = [dict(temperature=1.2, top_k=5), dict(temperature=1.0, top_p=0.8),
+              dict(temperature=0.0, repetition_penalty=1.5), dict(temperature=1.0, stop="\n"),
+              dict(temperature=1.0, top_k=10, top_p=0.9, repetition_penalty=1.3, stop="e"),
+              dict(temperature=[0.2, 0.6, 1.4])]
 
 # Run in a fresh interpreter where importing keras_chargen fails, as on a host without it installed.
 LOADER = r'''
@@ -38,11 +42,13 @@ import tensorflow as tf
 args = json.loads(sys.argv[1])
 first, second = tf.saved_model.load(args["path"]), tf.saved_model.load(args["path"])
 
-def serve(model, prompts, temperature, lengths, seed):
+def serve(model, prompts, temperature, lengths, seed, top_k=0, top_p=1.0, repetition_penalty=1.0, stop=""):
     n = len(prompts)
     out = model.signatures["serving_default"](
-        prompt=tf.constant(prompts), temperature=tf.fill([n], float(temperature)),
-        max_new_chars=tf.constant(lengths, tf.int32), seed=tf.fill([n], tf.constant(seed, tf.int64)))
+        prompt=tf.constant(prompts), temperature=tf.broadcast_to(tf.constant(temperature, tf.float32), [n]),
+        max_new_chars=tf.constant(lengths, tf.int32), seed=tf.fill([n], tf.constant(seed, tf.int64)),
+        top_k=tf.fill([n], top_k), top_p=tf.fill([n], float(top_p)),
+        repetition_penalty=tf.fill([n], float(repetition_penalty)), stop=tf.fill([n], stop))
     return {k: [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}
 
 step, encode, decode = (first.signatures[k] for k in ("step", "encode", "decode"))
@@ -73,12 +79,15 @@ roundtrip = encode(prompt=tf.constant(args["batch_prompts"]))
 print(json.dumps({
     "signatures": sorted(first.signatures.keys()),
     "step_outputs": sorted(step.structured_outputs),
+    "serving_inputs": sorted(first.signatures["serving_default"].structured_input_signature[1]),
     "greedy_serving": serve(first, [args["greedy_prompt"]], 0.0, [args["greedy_chars"]], 0)["generated"][0],
     "greedy_step_loop": decode(ids=tf.constant([generated]))["text"].numpy()[0].decode("utf-8"),
     "seeded_first": serve(first, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"])["generated"],
     "seeded_second": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"])["generated"],
     "seeded_other": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"] + 1)["generated"],
     "batch": serve(first, args["batch_prompts"], 0.0, args["batch_lengths"], 0),
+    "strategies": [serve(first, [args["greedy_prompt"]] * 3, kwargs.pop("temperature"), [80] * 3, args["seed"],
+                         **kwargs)["generated"] for kwargs in args["strategies"]],
     "roundtrip": [s.decode("utf-8") for s in decode(ids=roundtrip["ids"])["text"].numpy()],
     "roundtrip_lengths": roundtrip["lengths"].numpy().tolist(),
     "imported": sorted(m for m in sys.modules if m.split(".")[0] == "keras_chargen"),
@@ -103,7 +112,7 @@ def reloaded(savedmodel_dir, generator, tmp_path_factory) -> dict:
     logits_file = tmp_path_factory.mktemp("reloaded") / "logits.npy"
     args = {"path": str(savedmodel_dir), "logits_file": str(logits_file), "greedy_prompt": GREEDY_PROMPT,
             "greedy_chars": 200, "parity_ids": vocab.encode(PARITY_PROMPT)[:100].tolist(), "seed": SEED,
-            "batch_prompts": BATCH_PROMPTS, "batch_lengths": [5 * (i + 1) for i in range(len(BATCH_PROMPTS))]}
+            "strategies": STRATEGIES, "batch_prompts": BATCH_PROMPTS, "batch_lengths": [5 * (i + 1) for i in range(len(BATCH_PROMPTS))]}
     assert len(args["parity_ids"]) == 100 and min(args["parity_ids"]) > 0
     proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(args)], capture_output=True, text=True,
                           timeout=300)
@@ -117,6 +126,8 @@ def test_savedmodel_loads_without_keras_chargen_and_has_the_signatures(reloaded,
     assert reloaded["imported"] == []
     assert reloaded["signatures"] == ["decode", "encode", "serving_default", "step"]
     assert reloaded["step_outputs"] == ["c_0", "h_0", "logits"]
+    assert reloaded["serving_inputs"] == ["max_new_chars", "prompt", "repetition_penalty", "seed", "stop",
+                                          "temperature", "top_k", "top_p"]
     asset = savedmodel_dir / "assets" / "vocab.json"
     assert asset.read_text("utf-8") == (trained_dir / "vocab.json").read_text("utf-8")
 
@@ -140,6 +151,15 @@ def test_savedmodel_seeded_sampling_reproduces_across_reloads(reloaded, generato
     assert first == generator.generate([GREEDY_PROMPT] * 2, 1.0, 80, seed=SEED)  # same stateless draws as Keras
     assert other != first
     assert first[0] != first[1]  # the rows of one batch are independent samples
+
+
+def test_savedmodel_gives_the_seeded_in_process_output_for_each_strategy(reloaded, generator):
+    for kwargs, served in zip(STRATEGIES, reloaded["strategies"]):
+        expected = generator.generate([GREEDY_PROMPT] * 3, max_new_chars=80, seed=SEED, **kwargs)
+        assert served == expected, kwargs
+        if "stop" in kwargs:
+            assert all(text.endswith(kwargs["stop"]) or len(text) == 80 for text in served)
+            assert any(len(text) < 80 for text in served)
 
 
 def test_savedmodel_answers_a_batch_of_8_ragged_non_ascii_prompts(reloaded, generator):

@@ -7,6 +7,8 @@ import tensorflow as tf
 
 from keras_chargen import MAX_NEW_CHARS, ChargenError, RecurrentStep
 
+from conftest import keras_step_logits
+
 
 def reference_greedy(generator, prompt: str, length: int) -> str:
     """Step-by-step reference: feed the prompt, then argmax each step (OOV excluded), in Python."""
@@ -97,8 +99,23 @@ def test_unknown_prompt_characters(generator):
     (dict(max_new_chars=0), "length must be between 1"),
     (dict(max_new_chars=MAX_NEW_CHARS + 1), "length must be between 1"),
     (dict(seed=-3), "seed must be an integer >= 0"),
-    (dict(temperature=[0.5, 0.5]), "got 2 temperatures for 1 prompts"),
+    (dict(prompts=["A", "B"], temperature=[0.5, 0.5, 0.5]), "got 3 temperatures for 2 prompts"),
     (dict(oov="ignore"), "oov must be one of"),
+    (dict(top_k=0), "top_k must be an integer >= 1; got 0"),
+    (dict(top_k=-3), "top_k must be an integer >= 1"),
+    (dict(top_k=2.5), "top_k must be an integer >= 1; got 2.5"),
+    (dict(top_k=True), "top_k must be an integer >= 1"),
+    (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]; got 0.0"),
+    (dict(top_p=1.01), r"top_p must be a number in \(0, 1\]"),
+    (dict(top_p=float("nan")), r"top_p must be a number in \(0, 1\]; got nan"),
+    (dict(top_p="0.9"), r"top_p must be a number in \(0, 1\]"),
+    (dict(repetition_penalty=0.0), "repetition_penalty must be a finite number > 0; got 0.0"),
+    (dict(repetition_penalty=-1.2), "repetition_penalty must be a finite number > 0"),
+    (dict(repetition_penalty=float("nan")), "repetition_penalty must be a finite number > 0; got nan"),
+    (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number > 0; got inf"),
+    (dict(stop=""), "stop must be a non-empty string; got ''"),
+    (dict(stop=5), "stop must be a non-empty string; got 5"),
+    (dict(stop="x" * 1001), "stop has 1001 characters; the maximum is 1000"),
 ])
 def test_invalid_generation_arguments(generator, kwargs, message):
     args = dict(prompts=["ANNA"], temperature=0.5, max_new_chars=10, seed=None) | kwargs
@@ -131,7 +148,9 @@ import tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 prompts = json.loads(sys.argv[2])
 out = serve(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.9, 1.2]),
-            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64))
+            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64),
+            top_k=tf.constant([0, 0, 0]), top_p=tf.constant([1.0, 1.0, 1.0]),
+            repetition_penalty=tf.constant([1.0, 1.0, 1.0]), stop=tf.constant(["", "", ""]))
 print(json.dumps([t.decode("utf-8") for t in out["text"].numpy()]))
 """
 
@@ -151,3 +170,139 @@ def test_savedmodel_reloads_without_keras_chargen_and_matches(generator, tmp_pat
     texts = json.loads(done.stdout.strip().splitlines()[-1])
     expected = generator.generate(prompts, [0.0, 0.9, 1.2], 80, seed=11)
     assert texts == [p + g for p, g in zip(prompts, expected)]
+
+
+# --- sampling strategies and stop strings ---
+
+def step_logits_of_generation(generator, prompt: str, generated: str) -> np.ndarray:
+    """The logits that chose each generated character `(len(generated), vocab)`, OOV excluded (-inf)."""
+    vocab = generator.vocabulary
+    ids = [vocab.index(c) + 1 for c in prompt + generated]
+    logits = keras_step_logits(generator, ids[:-1])[len(prompt) - 1:]
+    logits[:, 0] = -np.inf
+    return logits
+
+
+def test_top_k_1_and_top_p_near_0_equal_greedy(generator):
+    prompts = ["ANNA:\n", "", "The king"]
+    greedy = generator.generate(prompts, 0.0, 80)
+    assert generator.generate(prompts, 1.5, 80, seed=4, top_k=1) == greedy
+    assert generator.generate(prompts, 1.5, 80, seed=4, top_p=1e-7) == greedy
+
+
+def test_top_k_samples_stay_in_the_top_k_at_every_step(generator):
+    prompt, k = "DMITRI:\n", 3
+    texts = generator.generate([prompt] * 2, 2.0, 100, seed=6, top_k=k)
+    assert texts[0] != texts[1]
+    for text in texts:
+        logits = step_logits_of_generation(generator, prompt, text)
+        ranks = [int((row > row[generator.vocabulary.index(c) + 1]).sum()) for row, c in zip(logits, text)]
+        assert max(ranks) < k and len(set(ranks)) == k  # inside the top k, and not just greedy
+
+
+def test_top_p_samples_stay_in_the_nucleus_at_every_step(generator):
+    prompt, p, temperature = "CÉLINE:\n", 0.6, 1.3
+    texts = generator.generate([prompt] * 2, temperature, 100, seed=8, top_p=p)
+    for text in texts:
+        logits = step_logits_of_generation(generator, prompt, text) / temperature
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        for row, c in zip(probs, text):
+            chosen = row[generator.vocabulary.index(c) + 1]
+            assert row[row > chosen].sum() < p + 1e-5  # the mass ranked before it is below p
+    assert texts[0] != texts[1] != generator.generate([prompt], 0.0, 100)[0]
+
+
+def test_repetition_penalty_greedy_matches_the_step_by_step_reference(generator):
+    prompt, penalty = "ANNA:\nThe ", 1.8
+    vocab = generator.vocabulary
+    ids = [vocab.index(c) + 1 for c in prompt]
+    step = RecurrentStep(generator.model)
+    states = step.initial_states(1)
+    for i in ids:
+        logits, states = step(tf.constant([i]), states)
+    seen, out = set(ids), []
+    for _ in range(100):
+        scores = logits.numpy()[0]
+        marked = np.array([i in seen for i in range(len(scores))])
+        scores = np.where(marked, np.where(scores > 0, scores / penalty, scores * penalty), scores)
+        scores[0] = -np.inf
+        nxt = int(np.argmax(scores))
+        seen.add(nxt)
+        out.append(vocab[nxt - 1])
+        logits, states = step(tf.constant([nxt]), states)
+    expected = "".join(out)
+    assert generator.generate([prompt], 0.0, 100, repetition_penalty=penalty)[0] == expected
+    assert expected != generator.generate([prompt], 0.0, 100)[0]
+
+
+def test_repetition_penalty_first_draw_follows_the_penalized_softmax(generator):
+    rows, prompt, penalty = 4000, "The king ", 2.5
+    firsts = [t[0] for t in generator.generate([prompt] * rows, 1.0, 1, seed=9, repetition_penalty=penalty)]
+    scores = step_logits_of_generation(generator, prompt, generator.vocabulary[-1])[0]
+    seen = np.zeros(len(scores), bool)
+    seen[[generator.vocabulary.index(c) + 1 for c in prompt]] = True
+    scores = np.where(seen, np.where(scores > 0, scores / penalty, scores * penalty), scores)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    counts = Counter(firsts)
+    for i, char in enumerate(generator.vocabulary, start=1):
+        expected = probs[i] * rows
+        assert abs(counts.get(char, 0) - expected) <= 5 * math.sqrt(expected + 1) + 2, char
+
+
+def test_several_temperatures_for_one_prompt_give_one_row_each(generator):
+    rows = generator.generate("ANNA:", [0.0, 0.7, 1.3], 60, seed=5)
+    assert rows == generator.generate(["ANNA:"] * 3, [0.0, 0.7, 1.3], 60, seed=5)
+    assert len(rows) == 3 and rows[0] == generator.generate("ANNA:", 0.0, 60)[0] and len(set(rows)) == 3
+
+
+def test_stop_strings_end_each_row_where_expected_and_pad(generator):
+    prompts = ["ANNA:", "BRUNO:\n", "ANNA:", "", "CÉLINE:"]
+    greedy = generator.generate(prompts, 0.0, 120)
+    non_ascii = next((g[i:i + 2] for g in greedy for i, c in enumerate(g) if ord(c) > 127), greedy[4][5:7])
+    stops = ["\n", greedy[1][20:23], "", "zzz", non_ascii]  # "zzz" never comes: that row runs to its length
+    lengths = [120, 120, 50, 120, 120]
+    out = generator(tf.constant(prompts), tf.constant(0.0), tf.constant(lengths), tf.constant([0], tf.int64),
+                    stop=tf.constant(stops))
+    expected = [g[:g.index(s) + len(s)] if s and s in g[:n] else g[:n] for g, s, n in zip(greedy, stops, lengths)]
+    assert [g.decode() for g in out["generated"].numpy()] == expected
+    assert expected[0] == greedy[0][:greedy[0].index("\n") + 1] and expected[3] == greedy[3]
+    assert [t.decode() for t in out["text"].numpy()] == [p + e for p, e in zip(prompts, expected)]
+    assert generator.generate(prompts[:2], 0.0, 120, stop="\n")[0] == expected[0]
+
+
+def test_stopped_rows_are_padded_and_the_loop_ends_when_all_rows_stop(generator):
+    from keras_chargen.sampling import sampling_settings
+
+    prompts = tf.constant(["ANNA:", "ANNA:"])
+    greedy = generator.generate(["ANNA:"], 0.0, 100)[0]
+    stop = greedy[greedy.index(" ") - 1:greedy.index(" ") + 1]  # ends at the first space
+    ids, lengths = generator.encode(prompts)
+    logits, states = generator.prime(ids, lengths)
+    new_ids, counts = generator.sample_ids(logits, states, sampling_settings(2, 0.0), tf.constant([100, 3]),
+                                           tf.constant(0, tf.int64), prev_ids=ids[:, -1], stop=tf.constant([stop, ""]))
+    stop_at = greedy.index(stop) + len(stop)
+    assert counts.numpy().tolist() == [stop_at, 3]
+    assert new_ids.shape == (2, stop_at)  # no step after the last row stopped
+    assert (new_ids.numpy()[1, 3:] == 0).all() and (new_ids.numpy()[0] > 0).all()
+
+
+def test_ends_with_stop_works_on_utf8_bytes():
+    from keras_chargen.generation import ends_with_stop
+
+    tail, matched = ends_with_stop(tf.constant(["caf", "x", "ab", ""]), tf.constant(["é", "é", "c", "a"]),
+                                   tf.constant(["fé", "fé", "", "a"]))
+    assert [t.decode() for t in tail.numpy()] == ["fé", "xé", "", "a"]
+    assert matched.numpy().tolist() == [True, False, False, True]
+
+
+def test_graph_rejects_bad_sampling_settings_too(generator):
+    args = (tf.constant(["A"]), tf.constant([1.0]), tf.constant([3]), tf.constant([0], tf.int64))
+    for kwargs, message in [(dict(top_k=tf.constant([-1])), "top_k must be >= 0"),
+                            (dict(top_p=tf.constant([0.0])), r"top_p must be in \(0, 1\]"),
+                            (dict(top_p=tf.constant([1.5])), r"top_p must be in \(0, 1\]"),
+                            (dict(repetition_penalty=tf.constant([0.0])), "repetition_penalty must be > 0"),
+                            (dict(repetition_penalty=tf.constant([np.nan])), "repetition_penalty must be a finite")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            generator(*args, **kwargs)

@@ -23,7 +23,8 @@ from keras_chargen.errors import ChargenError
 from keras_chargen.serving import ModelRepository, RequestError, ServingConfig
 from keras_chargen.serving.batching import Dispatcher, merge_key
 from keras_chargen.serving.errors import from_tf_error
-from keras_chargen.serving.protocol import COLUMNAR, ROW, check_caps, decode_inputs, encode_outputs, parse_body
+from keras_chargen.serving.protocol import (COLUMNAR, ROW, check_caps, decode_inputs, defaults_for, encode_outputs,
+                                           parse_body)
 from keras_chargen.serving.streaming import sample_id
 
 from serving_support import MODEL, SERVER_FLAGS, ServerProcess, generate_body, request, sse_events
@@ -37,10 +38,12 @@ def reference(base):
     """serving_default of version 2, loaded in this process: what the server must return."""
     function = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
 
-    def generate(prompts, temperature, length, seed):
+    def generate(prompts, temperature, length, seed, top_k=0, top_p=1.0, repetition_penalty=1.0, stop=""):
         rows = len(prompts)
         out = function(prompt=tf.constant(prompts), temperature=tf.fill([rows], float(temperature)),
-                       max_new_chars=tf.fill([rows], length), seed=tf.constant([seed] * rows, tf.int64))
+                       max_new_chars=tf.fill([rows], length), seed=tf.constant([seed] * rows, tf.int64),
+                       top_k=tf.fill([rows], top_k), top_p=tf.fill([rows], float(top_p)),
+                       repetition_penalty=tf.fill([rows], float(repetition_penalty)), stop=tf.fill([rows], stop))
         return [s.decode("utf-8") for s in out["generated"].numpy()]
     return generate
 
@@ -90,6 +93,26 @@ def test_outputs_are_shaped_as_tf_serving_shapes_them():
     assert encode_outputs({"raw_bytes": np.array([b"ab"], dtype=object)}, ROW) == {"predictions": [{"b64": "YWI="}]}
 
 
+def test_sampling_inputs_may_be_left_out_and_get_their_off_values():
+    specs = {**GENERATE_SPECS, "top_k": tf.TensorSpec([None], tf.int32), "top_p": tf.TensorSpec([None], tf.float32),
+             "repetition_penalty": tf.TensorSpec([None], tf.float32), "stop": tf.TensorSpec([None], tf.string)}
+    defaults = defaults_for("serving_default", specs)
+    assert defaults == {"top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "stop": ""}
+    assert defaults_for("serving_default", GENERATE_SPECS) == {}  # a version exported before these inputs
+    assert defaults_for("encode", specs) == {}
+    rows = {"instances": [{"prompt": "a", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "top_k": 5},
+                          {"prompt": "b", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "stop": "\n"}]}
+    _, arrays = decode_inputs(rows, specs, defaults)
+    assert arrays["top_k"].tolist() == [5, 0] and arrays["stop"].tolist() == [b"", b"\n"]
+    assert arrays["top_p"].tolist() == [1.0, 1.0] and arrays["repetition_penalty"].dtype == np.float32
+    columns = {"inputs": {"prompt": ["a", "b"], "temperature": [1.0], "max_new_chars": [3], "seed": [1],
+                          "top_p": [0.9, 0.5]}}
+    _, arrays = decode_inputs(columns, specs, defaults)
+    assert arrays["top_p"].tolist() == [np.float32(0.9), 0.5] and arrays["top_k"].tolist() == [0]  # broadcast
+    with pytest.raises(RequestError, match="missing input seed .*optional: top_k, top_p, repetition_penalty, stop"):
+        decode_inputs({"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3]}}, specs, defaults)
+
+
 def test_caps_are_checked_before_the_model_runs():
     config = ServingConfig(max_prompt_chars=3, max_new_chars=10, max_batch=2)
     ok = decode_inputs({"inputs": {"prompt": ["éé"], "temperature": [0.0], "max_new_chars": [10], "seed": [1]}},
@@ -98,6 +121,10 @@ def test_caps_are_checked_before_the_model_runs():
     for change, fragment in [({"prompt": np.array([b"abcd"], object)}, "4 characters"),
                              ({"max_new_chars": np.array([11], np.int32)}, "cap of 10"),
                              ({"temperature": np.array([np.inf], np.float32)}, "finite"),
+                             ({"top_k": np.array([3, -2], np.int32)},
+                              r"top_k must be an integer >= 0 \(0 = off\); got -2"),
+                             ({"top_p": np.array([np.nan], np.float32)}, r"top_p must be a number in \(0, 1\]"),
+                             ({"repetition_penalty": np.array([-1], np.float32)}, "repetition_penalty must be"),
                              ({"prompt": np.array([b"a"] * 3, object)}, "3 rows")]:
         with pytest.raises(RequestError, match=fragment):
             check_caps({**ok, **change}, config)
@@ -223,8 +250,15 @@ def test_queue_cap_answers_503():
 
 def test_merge_key_buckets_lengths_and_skips_other_signatures():
     fake = FakeServable()
-    assert merge_key(fake, "serving_default", generate_inputs("a", length=100)) == (1, 128)
-    assert merge_key(fake, "serving_default", generate_inputs("a", length=128)) == (1, 128)
+    names = ("max_new_chars", "prompt", "seed", "temperature")
+    assert merge_key(fake, "serving_default", generate_inputs("a", length=100)) == (1, 128, names)
+    assert merge_key(fake, "serving_default", generate_inputs("a", length=128)) == (1, 128, names)
+    sampling = {"top_k": np.array([0], np.int32), "top_p": np.array([0.9, 1.0], np.float32),
+                "repetition_penalty": np.array([1.0], np.float32), "stop": np.array([b"\n"], object)}
+    two = {**generate_inputs("a"), "prompt": np.array([b"a", b"b"], object), **sampling}
+    assert merge_key(fake, "serving_default", two) == (1, 32, tuple(sorted(two)))  # per-row settings merge
+    assert merge_key(fake, "serving_default", {**two, "top_p": np.array([1.0] * 3, np.float32)}) is None
+    assert merge_key(fake, "serving_default", {**two, "extra": np.array([1])}) is None
     assert merge_key(fake, "serving_default", generate_inputs("a", seed=0)) is None
     assert merge_key(fake, "step", generate_inputs("a")) is None
 
@@ -293,6 +327,24 @@ def test_predict_row_format_matches_the_savedmodel(server, reference):
     assert all(len(g) == 60 for g in expected)
 
 
+def test_predict_with_each_sampling_strategy_matches_the_savedmodel(server, reference):
+    url = f"{server.url}/v1/models/{MODEL}:predict"
+    for sampling in [dict(top_k=3), dict(top_p=0.7), dict(repetition_penalty=1.6), dict(stop="\n"),
+                     dict(top_k=8, top_p=0.9, repetition_penalty=1.2, stop="e")]:
+        body = generate_body("ROMEO:", 1.1, 60, seed=7, rows=2)
+        for row in body["instances"]:
+            row.update(sampling)
+        status, answer, _ = request("POST", url, body)
+        assert status == 200, answer
+        assert [p["generated"] for p in answer["predictions"]] == reference(["ROMEO:"] * 2, 1.1, 60, 7, **sampling)
+    columnar = {"inputs": {"prompt": ["ROMEO:", "ANNA:"], "temperature": [0.0], "max_new_chars": [60],
+                           "seed": [0], "stop": ["\n", ""]}}  # per-row stop, the other inputs left out
+    status, answer, _ = request("POST", url, columnar)
+    assert status == 200
+    greedy = reference(["ROMEO:", "ANNA:"], 0.0, 60, 0)
+    assert answer["outputs"]["generated"] == [greedy[0][:greedy[0].index("\n") + 1], greedy[1]]
+
+
 def test_predict_columnar_format_gives_the_same_tensors(server):
     url = f"{server.url}/v1/models/{MODEL}:predict"
     rows = request("POST", url, generate_body("ANNA:", 0.9, 30, seed=11, rows=3))[1]["predictions"]
@@ -346,7 +398,17 @@ BAD_REQUESTS = [
     ("bad-base64", "POST", PREDICT, _row(prompt={"b64": "!!"}), 400, "not valid base64"),
     ("missing-input", "POST", PREDICT, {"instances": [{"prompt": "a", "temperature": 1.0, "seed": 1}]}, 400,
      "missing input max_new_chars"),
-    ("unknown-input", "POST", PREDICT, _row(top_k=5), 400, "unknown input 'top_k'"),
+    ("unknown-input", "POST", PREDICT, _row(top_q=5), 400, "unknown input 'top_q'"),
+    ("negative-top-k", "POST", PREDICT, _row(top_k=-1), 400, "top_k must be an integer >= 0 (0 = off); got -1"),
+    ("float-top-k", "POST", PREDICT, _row(top_k=2.5), 400, "key: top_k"),
+    ("zero-top-p", "POST", PREDICT, _row(top_p=0), 400, "top_p must be a number in (0, 1] (1 = off); got 0"),
+    ("top-p-above-1", "POST", PREDICT, _row(top_p=1.5), 400, "top_p must be a number in (0, 1]"),
+    ("zero-penalty", "POST", PREDICT, _row(repetition_penalty=0), 400,
+     "repetition_penalty must be a finite number > 0 (1 = off); got 0"),
+    ("nan-penalty", "POST", PREDICT, b'{"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3], '
+     b'"seed": [1], "repetition_penalty": [NaN]}}', 400, "repetition_penalty must be a finite number > 0"),
+    ("stop-number", "POST", PREDICT, _row(stop=3), 400, "key: stop"),
+    ("stop-above-cap", "POST", PREDICT, _row(stop="\n" * 501), 400, "stop has 501 characters"),
     ("scalar-in-columnar", "POST", PREDICT, {"inputs": {"prompt": "a", "temperature": [1.0], "max_new_chars": [2],
                                                         "seed": [1]}}, 400, "wrap it in a list"),
     ("ragged-columnar", "POST", PREDICT, {"inputs": {"prompt": ["a", ["b"]], "temperature": [1.0],

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from keras_chargen import ChargenError, FileSource, Vocabulary, load_generator, train
 from keras_chargen.corpus import prepare_corpus, word_chunks
-from keras_chargen.evaluate import evaluate, ngram_baseline
+from keras_chargen.evaluation import evaluate, ngram_baseline
 from keras_chargen.tokenizer import detokenize, split_words, tokenize
 
 from conftest import CORPUS, SHAKESPEARE, keras_step_logits, needs_shakespeare, tiny_config
@@ -131,6 +131,11 @@ def test_unknown_prompt_words(word_generator):
     assert unk == other != known  # any unknown word is fed as the same [UNK] token, not dropped
 
 
+def test_word_stop_string_ends_at_a_newline_token(word_generator):
+    texts = word_generator.generate("ANNA:\nThe river", temperature=1.0, max_new_chars=60, seed=4, stop="\n")
+    assert texts[0].endswith("\n") and texts[0].count("\n") == 1 and not texts[0].endswith(" \n")
+
+
 def test_trailing_space_in_prompt_is_not_doubled(word_generator):
     text = word_generator.generate("The river ", temperature=0.0, max_new_chars=3)[0]
     assert not text.startswith(" ") and text == word_generator.generate(
@@ -163,11 +168,13 @@ def test_word_savedmodel_matches_in_process(word_dir, word_generator, tmp_path):
     export_model(word_dir, tmp_path / "exp", "savedmodel")
     loaded = tf.saved_model.load(str(tmp_path / "exp" / "1"))
     prompts = ["The river", "", "ANNA:\nMy lord is"]
-    out = loaded.signatures["serving_default"](
-        prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.8, 1.0]),
-        max_new_chars=tf.constant([10, 10, 10]), seed=tf.constant([7, 7, 7], tf.int64))
-    exported = [t.decode("utf-8") for t in out["generated"].numpy()]
-    assert exported == word_generator.generate(prompts, [0.0, 0.8, 1.0], 10, seed=7)
+    inputs = dict(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.8, 1.0]),
+                  max_new_chars=tf.constant([10, 10, 10]), seed=tf.constant([7, 7, 7], tf.int64),
+                  top_k=tf.constant([0, 5, 0]), top_p=tf.constant([1.0, 1.0, 0.9]),
+                  repetition_penalty=tf.constant([1.0, 1.0, 1.2]), stop=tf.constant(["", "", "\n"]))
+    exported = loaded.signatures["serving_default"](**inputs)["generated"].numpy().tolist()
+    assert exported == word_generator(**inputs)["generated"].numpy().tolist()  # same seeded rows in-process
+    assert exported[0].decode() == word_generator.generate(prompts[0], 0.0, 10)[0]
     encoded = loaded.signatures["encode"](prompt=tf.constant(["My lord is zebra"]))
     ids = encoded["ids"].numpy()[0][: encoded["lengths"].numpy()[0]]
     assert ids[-1] == 0 and len(ids) == 4  # the unknown word is [UNK], not dropped

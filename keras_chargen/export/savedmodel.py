@@ -1,7 +1,9 @@
 """SavedModel export of the in-graph generator and its pieces: loads without keras_chargen (or Keras).
 
 Signatures (every input has a leading batch dimension, as TF Serving's row format needs):
-- `serving_default`: prompt, temperature, max_new_chars, seed → text, generated (strings);
+- `serving_default`: prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty,
+  stop → text, generated (strings); TF Serving needs every input in every request (off values:
+  top_k 0, top_p 1, repetition_penalty 1, stop "", as in `SERVING_DEFAULTS`);
 - `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
 - `encode`: prompt → ids (right-padded with 0), lengths;
 - `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized).
@@ -16,13 +18,21 @@ import tensorflow as tf
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import staged_dirs
 from keras_chargen.generation import CharGenerator
+from keras_chargen.sampling import PENALTY_OFF, TOP_K_OFF, TOP_P_OFF
 
 SERVING_SIGNATURE = [
     tf.TensorSpec([None], tf.string, name="prompt"),
     tf.TensorSpec([None], tf.float32, name="temperature"),
     tf.TensorSpec([None], tf.int32, name="max_new_chars"),
     tf.TensorSpec([None], tf.int64, name="seed"),
+    tf.TensorSpec([None], tf.int32, name="top_k"),
+    tf.TensorSpec([None], tf.float32, name="top_p"),
+    tf.TensorSpec([None], tf.float32, name="repetition_penalty"),
+    tf.TensorSpec([None], tf.string, name="stop"),
 ]
+# The "off" value of each sampling input: what `keras-chargen serve` fills in for a request that
+# leaves the input out (TF Serving itself requires them all).
+SERVING_DEFAULTS = {"top_k": TOP_K_OFF, "top_p": TOP_P_OFF, "repetition_penalty": PENALTY_OFF, "stop": ""}
 SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode")
 
 
@@ -38,12 +48,13 @@ class GeneratorModule(tf.Module):
         self.step = tf.function(ids.step, input_signature=ids.step_signature())
 
     @tf.function(input_signature=SERVING_SIGNATURE)
-    def serve(self, prompt, temperature, max_new_chars, seed):
-        """All inputs have a leading batch dimension (TF Serving's row format needs it).
+    def serve(self, prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop):
+        """All inputs have a leading batch dimension (TF Serving's row format needs it); `[1]` broadcasts.
 
         `seed`: the first row's value seeds the whole batch; a negative value draws a random seed.
+        `top_k` 0, `top_p` 1, `repetition_penalty` 1 and `stop` "" are off.
         """
-        return self.generator(prompt, temperature, max_new_chars, seed)
+        return self.generator(prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
     def encode(self, prompt):

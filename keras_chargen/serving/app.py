@@ -158,7 +158,8 @@ class ServingApp:
         """TF Serving's predict: decode, check the caps, run (maybe merged with others), encode."""
         doc = protocol.parse_body(await read_body(request, self.config.max_body_bytes))
         signature = protocol.signature_of(doc)
-        fmt, inputs = protocol.decode_inputs(doc, servable.input_specs(signature))
+        specs = servable.input_specs(signature)
+        fmt, inputs = protocol.decode_inputs(doc, specs, protocol.defaults_for(signature, specs))
         protocol.check_caps(inputs, self.config)
         outputs = await self.dispatcher.run(servable, signature, inputs)
         return JSONBody(protocol.encode_outputs(outputs, fmt))

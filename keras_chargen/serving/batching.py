@@ -5,7 +5,8 @@ while every worker is busy wait in the queue, and when a worker frees up it take
 together with every queued request it can merge with. Light load costs no added latency; heavy
 load turns into larger batches, which a recurrent generator runs for almost the price of one row.
 
-Only `serving_default` requests that draw random seeds (`seed < 0` in every row) are merged: with
+Only `serving_default` requests that draw random seeds (`seed < 0` in every row) are merged (every
+other input is per row: temperature, length, top-k, top-p, penalty and stop string may differ): with
 a fixed seed the first row seeds the whole batch, so merging would change a seeded request's
 output. Merged requests are also grouped by length bucket (the next power of two of their longest
 `max_new_chars`), so a short request never waits for a much longer one.
@@ -25,7 +26,8 @@ from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
 
-GENERATE_INPUTS = ("max_new_chars", "prompt", "seed", "temperature")
+# serving_default's inputs with one value per prompt row (or one for all rows); `seed` seeds the batch
+ROW_INPUTS = ("max_new_chars", "repetition_penalty", "stop", "temperature", "top_k", "top_p")
 
 
 @dataclass
@@ -40,26 +42,26 @@ class _Job:
 
 def merge_key(servable: ServableVersion, signature: str, inputs: Mapping[str, np.ndarray]) -> Hashable | None:
     """Requests with equal keys can run as one call; None for requests that must run alone."""
-    if signature != DEFAULT_SIGNATURE or tuple(sorted(inputs)) != GENERATE_INPUTS:
+    names = tuple(sorted(inputs))
+    if signature != DEFAULT_SIGNATURE or not {"prompt", "seed", "max_new_chars"} <= set(names) \
+            or not set(names) <= {"prompt", "seed", *ROW_INPUTS}:
         return None
     prompt = inputs["prompt"]
     if prompt.ndim != 1 or prompt.shape[0] == 0 or inputs["seed"].size == 0 or (inputs["seed"] >= 0).any():
         return None
     rows = prompt.shape[0]
-    if any(inputs[name].shape not in ((1,), (rows,)) for name in ("temperature", "max_new_chars")):
+    if any(inputs[name].shape not in ((1,), (rows,)) for name in names if name in ROW_INPUTS):
         return None
     longest = int(inputs["max_new_chars"].max())
     bucket = 1 << max(longest - 1, 0).bit_length()  # next power of two
-    return servable.version, bucket
+    return servable.version, bucket, names
 
 
 def _rows_of(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A generate request with every input broadcast to one value per prompt row (seeds all -1)."""
     rows = inputs["prompt"].shape[0]
-    return {"prompt": inputs["prompt"],
-            "temperature": np.broadcast_to(inputs["temperature"], (rows,)),
-            "max_new_chars": np.broadcast_to(inputs["max_new_chars"], (rows,)),
-            "seed": np.full((rows,), -1, dtype=np.int64)}
+    return {"prompt": inputs["prompt"], "seed": np.full((rows,), -1, dtype=np.int64),
+            **{name: np.broadcast_to(value, (rows,)) for name, value in inputs.items() if name in ROW_INPUTS}}
 
 
 class Dispatcher:
@@ -161,7 +163,7 @@ class Dispatcher:
         self.requests += 1
 
     async def _run_merged(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        merged = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in GENERATE_INPUTS}
+        merged = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in jobs[0].inputs}
         try:
             outputs = await loop.run_in_executor(self._executor, jobs[0].servable.run, jobs[0].signature, merged)
         except RequestError:

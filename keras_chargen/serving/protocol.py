@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
+from keras_chargen.export.savedmodel import SERVING_DEFAULTS
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion
 
 ROW, COLUMNAR = "row", "columnar"
@@ -52,19 +53,34 @@ def signature_of(doc: Mapping[str, Any]) -> str:
     return name or DEFAULT_SIGNATURE
 
 
-def decode_inputs(doc: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec]) -> tuple[str, dict[str, np.ndarray]]:
-    """(format, input name → array) from a predict request body, checked against the signature's specs."""
+def defaults_for(signature: str, specs: Mapping[str, tf.TensorSpec]) -> dict[str, Any]:
+    """The inputs of `signature` a request may leave out, with their values: the sampling inputs of
+    `serving_default` at their off values (an extension: TF Serving requires every input)."""
+    if signature != DEFAULT_SIGNATURE:
+        return {}
+    return {name: value for name, value in SERVING_DEFAULTS.items() if name in specs}
+
+
+def decode_inputs(doc: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec],
+                  defaults: Mapping[str, Any] | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """(format, input name → array) from a predict request body, checked against the signature's specs.
+
+    Inputs named in `defaults` may be left out: every row gets the default value (columnar: `[value]`,
+    which the graph broadcasts over the rows).
+    """
+    defaults = defaults or {}
     has_rows, has_columns = "instances" in doc, "inputs" in doc
     if has_rows and has_columns:
         raise RequestError(400, "Not formatted correctly: expecting only one of 'inputs' or 'instances' keys")
     if has_rows:
-        return ROW, _decode_instances(doc["instances"], specs)
+        return ROW, _decode_instances(doc["instances"], specs, defaults)
     if has_columns:
-        return COLUMNAR, _decode_columns(doc["inputs"], specs)
+        return COLUMNAR, _decode_columns(doc["inputs"], specs, defaults)
     raise RequestError(400, "Missing 'inputs' or 'instances' key")
 
 
-def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec],
+                      defaults: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Row format: one list entry per batch row; entries are objects keyed by input name."""
     if not isinstance(instances, list):
         raise RequestError(400, f"Expecting 'instances' to be a list/array; got {_json_type(instances)}")
@@ -82,9 +98,9 @@ def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dic
         if not _is_object(item):
             raise RequestError(400, f"Failed to process element: {i} of 'instances' list: expecting an object "
                                     f"with keys {', '.join(names)}; got {_json_type(item)}")
-        _check_keys(item, names, f"Failed to process element: {i} of 'instances' list")
+        _check_keys(item, names, f"Failed to process element: {i} of 'instances' list", defaults)
         for name in names:
-            columns[name].append(item[name])
+            columns[name].append(item[name] if name in item else defaults[name])
     arrays = {}
     for name, spec in specs.items():
         if spec.shape.rank == 0:
@@ -93,7 +109,8 @@ def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dic
     return arrays
 
 
-def _decode_columns(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+def _decode_columns(inputs: Any, specs: Mapping[str, tf.TensorSpec],
+                    defaults: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Columnar format: whole tensors, an object keyed by input name (or a bare value for one input)."""
     names = list(specs)
     if not _is_object(inputs):
@@ -101,17 +118,20 @@ def _decode_columns(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str
             raise RequestError(400, "inputs is a plain value/list, but expecting an object as multiple input "
                                     f"tensors are required: {', '.join(names)}")
         inputs = {names[0]: inputs}
-    _check_keys(inputs, names, "'inputs' object")
-    return {name: to_array(inputs[name], spec, name, row_format=False) for name, spec in specs.items()}
+    _check_keys(inputs, names, "'inputs' object", defaults)
+    return {name: to_array(inputs[name] if name in inputs else [defaults[name]], spec, name, row_format=False)
+            for name, spec in specs.items()}
 
 
-def _check_keys(item: Mapping[str, Any], names: list[str], where: str) -> None:
-    missing = [name for name in names if name not in item]
+def _check_keys(item: Mapping[str, Any], names: list[str], where: str, defaults: Mapping[str, Any]) -> None:
+    missing = [name for name in names if name not in item and name not in defaults]
     unknown = [key for key in item if key not in names]
     if missing or unknown:
         parts = ([f"missing input {', '.join(missing)}"] if missing else []) + \
                 ([f"unknown input {', '.join(map(repr, unknown))}"] if unknown else [])
-        raise RequestError(400, f"{where}: {'; '.join(parts)} (the signature takes {', '.join(names)})")
+        required = [name for name in names if name not in defaults]
+        optional = f"; optional: {', '.join(defaults)}" if defaults else ""
+        raise RequestError(400, f"{where}: {'; '.join(parts)} (the signature takes {', '.join(required)}{optional})")
 
 
 def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np.ndarray:
@@ -209,7 +229,7 @@ def _type_error(dtype: tf.DType):
 
 
 def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
-    """The server's caps on rows, string sizes, `max_new_chars` and `temperature`; 400 naming the cap."""
+    """The server's caps on rows, string sizes and `max_new_chars`, and the sampling inputs' ranges; 400s."""
     for name, array in inputs.items():
         if array.ndim and array.shape[0] > config.max_batch:
             raise RequestError(400, f"{array.shape[0]} rows in input {name}; this server's cap is "
@@ -230,11 +250,25 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
         if lengths.max() > config.max_new_chars:
             raise RequestError(400, f"max_new_chars {lengths.max()} is above this server's cap of "
                                     f"{config.max_new_chars}")
-    if "temperature" in inputs and inputs["temperature"].size:
-        temps = inputs["temperature"].astype(np.float64)
-        bad = temps[~np.isfinite(temps) | (temps < 0)]
-        if bad.size:
-            raise RequestError(400, f"temperature must be a finite number >= 0; got {bad[0]}")
+    for name, valid, rule in _RANGES:
+        if name in inputs and inputs[name].size:
+            values = inputs[name].astype(np.float64)
+            bad = values[~valid(values)]
+            if bad.size:
+                raise RequestError(400, f"{name} must be {rule}; got {_number(bad[0])}")
+
+
+# Sampling inputs of `serving_default`: (name, which values are valid, the rule in words).
+_RANGES = [
+    ("temperature", lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0"),
+    ("top_k", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    ("top_p", lambda v: (v > 0) & (v <= 1), "a number in (0, 1] (1 = off)"),
+    ("repetition_penalty", lambda v: np.isfinite(v) & (v > 0), "a finite number > 0 (1 = off)"),
+]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else str(value)
 
 
 def encode_outputs(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any]:
