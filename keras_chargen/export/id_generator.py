@@ -94,16 +94,15 @@ class IdGenerator:
     def generate(self, prompt_ids: tf.Tensor, temperature: tf.Tensor, num_chars: tf.Tensor) -> dict[str, tf.Tensor]:
         """Prime on the prompts, then sample `num_chars` ids per row in one `tf.while_loop`."""
         ids, lengths = self.prompt_lengths(prompt_ids)
-        logits, states = self.generator.prime(ids, lengths)
+        logits, states = self.generator.prime(ids, lengths, fused=False)  # plain matmuls convert best
         batch = tf.shape(ids)[0]
-        weights = self.recurrent_step.loop_weights()  # once, outside the loop
 
         def body(t, logits, states, out):
             next_ids = self.sample(logits, temperature)
             # a growing tensor, not a TensorArray: TFLite lowers TensorLists to builtins only when
             # the element shape is static, and the batch is not
             out = tf.concat([out, next_ids[:, None]], axis=1)
-            logits, states = self.recurrent_step(next_ids, states, weights)
+            logits, states = self.recurrent_step(next_ids, states)
             return t + 1, logits, states, out
 
         out = tf.zeros(tf.stack([batch, 0]), tf.int32)
