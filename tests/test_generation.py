@@ -60,11 +60,16 @@ def test_sampled_frequencies_follow_softmax_of_scaled_logits(generator):
         logits, states = step(tf.constant([generator.vocabulary.index(c) + 1]), states)
     scores = logits.numpy()[0] / temperature
     scores[0] = -np.inf
+    assert_draws_follow(firsts, scores, generator.vocabulary)
+
+
+def assert_draws_follow(firsts: list[str], scores: np.ndarray, vocabulary: list[str]) -> None:
+    """The first characters drawn, one per row, are distributed as softmax(scores) (5-sigma bounds)."""
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     counts = Counter(firsts)
-    for i, char in enumerate(generator.vocabulary, start=1):
-        expected = probs[i] * rows
+    for i, char in enumerate(vocabulary, start=1):
+        expected = probs[i] * len(firsts)
         assert abs(counts.get(char, 0) - expected) <= 5 * math.sqrt(expected + 1) + 2, char
 
 
@@ -243,12 +248,7 @@ def test_repetition_penalty_first_draw_follows_the_penalized_softmax(generator):
     seen = np.zeros(len(scores), bool)
     seen[[generator.vocabulary.index(c) + 1 for c in prompt]] = True
     scores = np.where(seen, np.where(scores > 0, scores / penalty, scores * penalty), scores)
-    probs = np.exp(scores - scores.max())
-    probs /= probs.sum()
-    counts = Counter(firsts)
-    for i, char in enumerate(generator.vocabulary, start=1):
-        expected = probs[i] * rows
-        assert abs(counts.get(char, 0) - expected) <= 5 * math.sqrt(expected + 1) + 2, char
+    assert_draws_follow(firsts, scores, generator.vocabulary)
 
 
 def test_several_temperatures_for_one_prompt_give_one_row_each(generator):
