@@ -164,11 +164,6 @@ class PreparedCorpus:
         return np.memmap(path, dtype=self.vocab.id_dtype, mode="r")
 
 
-def count_chars(source: TextSource) -> int:
-    """Number of code points in the corpus (one streaming pass)."""
-    return sum(len(chunk) for chunk in source.chunks())
-
-
 def split_sizes(num_tokens: int, val_fraction: float) -> tuple[int, int]:
     """(train, validation) token counts; validation is the last `val_fraction` of the text."""
     num_val = int(round(num_tokens * val_fraction))
