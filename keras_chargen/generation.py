@@ -18,7 +18,8 @@ import tensorflow as tf
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
 from keras_chargen.sampling import (PENALTY_OFF, TOP_K_OFF, TOP_P_OFF, SamplingSettings, check_repetition_penalty,
-                                    check_top_k, check_top_p, next_token, processors_in_use, sampling_settings)
+                                    check_top_k, check_top_p, next_token, processors_in_use, sample_next,
+                                    sampling_settings)
 from keras_chargen.tokenizer import WordPieces, split_words, tokenize
 from keras_chargen.vocab import OOV_TOKEN
 
@@ -155,29 +156,51 @@ class CharGenerator(keras.layers.Layer):
         def check_stop(tail, prev_ids, next_ids):
             return ends_with_stop(tail, self.pieces(prev_ids, next_ids), stop)
 
-        def body(t, logits, states, prev_ids, seen, done, count, tail, out):
-            next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use)
-            active = tf.logical_not(done)
-            out = out.write(t, tf.where(active, next_ids, 0))
-            count += tf.cast(active, tf.int32)
-            seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(tf.where(active, next_ids, -1), vocab,
-                                                                             on_value=True, off_value=False)),
-                           lambda: seen)  # only the penalty reads it
-            if stop is None:
+        def loop(plain: bool):
+            """The sampling loop; `plain`: temperature only (no processor, no stop string in any row),
+            so the per-step conditionals are left out of the graph rather than skipped at each step."""
+            def body(t, logits, states, prev_ids, seen, done, count, tail, out):
+                step_seed = tf.stack([seed, tf.cast(t, tf.int64)])
+                if plain:  # the same draw as next_token with every processor off
+                    next_ids = sample_next(logits + never_oov, settings.temperature, step_seed)
+                else:
+                    next_ids = next_token(logits + never_oov, seen, settings, step_seed, in_use)
+                active = tf.logical_not(done)
+                out = out.write(t, tf.where(active, next_ids, 0))
+                count += tf.cast(active, tf.int32)
                 matched = tf.zeros_like(done)
-            else:  # string ops only when some row has a stop string
-                tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
-                                        lambda: (tail, tf.zeros_like(done)))
-            done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
-            logits, states = self.step(next_ids, states, weights)
-            return t + 1, logits, states, next_ids, seen, done, count, tail, out
+                if not plain:
+                    seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(
+                        tf.where(active, next_ids, -1), vocab, on_value=True, off_value=False)),
+                                   lambda: seen)  # only the penalty reads it
+                    if stop is not None:  # string ops only when some row has a stop string
+                        tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
+                                                lambda: (tail, tf.zeros_like(done)))
+                done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
+                logits, states = self.step(next_ids, states, weights)
+                return t + 1, logits, states, next_ids, seen, done, count, tail, out
 
-        def more(t, logits, states, prev_ids, seen, done, *_):
-            return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(done)))
+            def more(t, logits, states, prev_ids, seen, done, *_):
+                return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(done)))
 
-        out = tf.TensorArray(tf.int32, size=num_steps)
-        t, *_, count, _, out = tf.while_loop(more, body, (0, logits, states, prev_ids, seen, done, count, tail, out))
-        return tf.transpose(out.stack())[:, :t], count  # (batch, steps) padded with 0, (batch,)
+            start = (0, logits, states, prev_ids, seen, done, count, tail, tf.TensorArray(tf.int32, size=num_steps))
+            steps, *_, counts, _, out = tf.while_loop(more, body, start)
+            return tf.transpose(out.stack())[:, :steps], counts  # (batch, steps) padded with 0, (batch,)
+
+        def plain_loop():
+            """Temperature only (no row uses a processor or a stop string): the same draws as `loop`,
+            with no per-step conditionals or stop bookkeeping (each row runs its `max_new_chars`)."""
+            def body(t, logits, states, out):
+                next_ids = sample_next(logits + never_oov, settings.temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
+                logits, states = self.step(next_ids, states, weights)
+                return t + 1, logits, states, out.write(t, next_ids)
+
+            start = (0, logits, states, tf.TensorArray(tf.int32, size=num_steps))
+            out = tf.while_loop(lambda t, *_: t < num_steps, body, start)[-1]
+            counts = tf.maximum(max_new_chars, 0)
+            return tf.where(tf.sequence_mask(counts, num_steps), tf.transpose(out.stack()), 0), counts
+
+        return tf.cond(tf.reduce_any(tf.stack([*in_use, has_stop])), lambda: loop(False), plain_loop)
 
     def seen_ids(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """Bool `(batch, vocab)`: which ids occur in each row's first `lengths` `ids` `(batch, time)`."""

@@ -61,14 +61,15 @@ class RecurrentStep:
     computes, in a graph that XLA compiles and TFLite / ONNX convert to builtins.
 
     Generation loops call `loop_weights()` once, outside the loop, and pass the result to every
-    step. It rearranges the weights for speed: the embedding is folded into the first layer's input
-    kernel and bias (a `(vocab, gates * units)` table, so that matmul becomes a row gather), a
-    deeper LSTM / SimpleRNN layer's kernels are stacked so `[x, h] @ [W; U]` is one matmul, and
-    every matrix is stored transposed, `(outputs, inputs)`: TF's CPU MatMul reads a batch-1
-    product (a matrix-vector product, bound by reading the weights) much faster in that layout
-    (see docs/BENCHMARKS.md, "Profile"). Without it (`step(ids, states)`), each call reads the
-    variables as they are, with no per-call copy of the weights, which suits a single step (the
-    `step` signature).
+    step. It rearranges the weights for speed on TF's CPU executor: the embedding is folded into the
+    first layer's input kernel and bias (a `(vocab, gates * units)` table, so that matmul becomes a
+    row gather), and every kernel is split into one `(inputs, units)` matrix per gate. A batch-1
+    product is bound by reading the weights, and TF's MatMul reads one large matrix on about one
+    core; several independent per-gate products run side by side on the inter-op threads, feed
+    the gate activations directly (no split) and a layer's recurrent products start before the
+    layer below has finished (see docs/profile.md). Without it (`step(ids, states)`), each call
+    reads the variables as they are, with no per-call copy of the weights, which suits a single
+    step (the `step` signature) and the TFLite / ONNX converters.
 
     Args:
         model: keras.Model from `build_model` (stateful or not; only its weights are used).
@@ -96,17 +97,22 @@ class RecurrentStep:
     def loop_weights(self) -> dict:
         """The weights rearranged for a generation loop (see the class docstring); build once per graph.
 
-        Returns `{"table": (vocab, gates * units), "kernels": [per layer, transposed], "dense": (vocab, units)}`.
+        Returns `{"table": [per gate (vocab, units)], "layers": [per layer {"kernel", "bias",
+        "recurrent", "recurrent_bias"}: lists with one entry per gate]}`; layer 0 has no `kernel`
+        or `bias` (they are in the table), and only a GRU has a `recurrent_bias`.
         """
         first = self.cells[0]
         table = tf.matmul(self.embedding.embeddings.value, first.kernel.value) + _input_bias(first)
-        kernels = [tf.transpose(first.recurrent_kernel.value)]  # (gates * units, units)
-        for cell in self.cells[1:]:
-            if isinstance(cell, keras.layers.GRUCell):  # reset_after scales the recurrent part alone
-                kernels.append((tf.transpose(cell.kernel.value), tf.transpose(cell.recurrent_kernel.value)))
-            else:  # (gates * units, inputs + units)
-                kernels.append(tf.transpose(tf.concat([cell.kernel.value, cell.recurrent_kernel.value], 0)))
-        return {"table": table, "kernels": kernels, "dense": tf.transpose(self.dense.kernel.value)}
+        layers = []
+        for i, cell in enumerate(self.cells):
+            gates = _num_gates(cell)
+            recurrent_bias = _recurrent_bias(cell)
+            layers.append({
+                "kernel": None if i == 0 else tf.split(cell.kernel.value, gates, axis=1),
+                "bias": None if i == 0 else tf.split(_input_bias(cell), gates),
+                "recurrent": tf.split(cell.recurrent_kernel.value, gates, axis=1),
+                "recurrent_bias": None if recurrent_bias is None else tf.split(recurrent_bias, gates)})
+        return {"table": tf.split(table, _num_gates(first), axis=1), "layers": layers}
 
     def __call__(self, ids: tf.Tensor, states: list[tf.Tensor],
                  weights: dict | None = None) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -121,34 +127,39 @@ class RecurrentStep:
         ids = tf.cast(ids, tf.int32)
         new_states, offset, x = [], 0, None
         for i, cell in enumerate(self.cells):
-            count = len(_state_sizes(cell))
+            count, gates = len(_state_sizes(cell)), _num_gates(cell)
             h = states[offset]
-            if weights is None:
+            if weights is None:  # full-width products, split into gates
                 if i == 0:
                     x = tf.gather(self.embedding.embeddings.value, ids)  # (batch, embedding_dim)
                 x_part = tf.matmul(x, cell.kernel.value) + _input_bias(cell)  # (batch, gates * units)
-                h_part = tf.matmul(h, cell.recurrent_kernel.value)
-            elif i == 0:
-                x_part = tf.gather(weights["table"], ids)
-                h_part = _matmul_transposed(h, weights["kernels"][0])
-            elif isinstance(cell, keras.layers.GRUCell):
-                kernel, recurrent_kernel = weights["kernels"][i]
-                x_part = _matmul_transposed(x, kernel) + _input_bias(cell)
-                h_part = _matmul_transposed(h, recurrent_kernel)
-            else:
-                x_part = _matmul_transposed(tf.concat([x, h], 1), weights["kernels"][i]) + cell.bias.value
-                h_part = None  # already in x_part
-            x, cell_states = _cell_step(cell, x_part, h_part, states[offset: offset + count])
+                h_part = _affine(h, cell.recurrent_kernel.value, _recurrent_bias(cell))
+                if isinstance(cell, keras.layers.GRUCell):  # reset_after scales the recurrent part alone
+                    x_gates, h_gates = tf.split(x_part, gates, axis=1), tf.split(h_part, gates, axis=1)
+                else:
+                    x_gates, h_gates = tf.split(x_part + h_part, gates, axis=1), None
+            else:  # one product per gate
+                layer = weights["layers"][i]
+                if i == 0:
+                    x_gates = [tf.gather(table, ids) for table in weights["table"]]
+                else:
+                    x_gates = [_affine(x, k, b) for k, b in zip(layer["kernel"], layer["bias"])]
+                biases = layer["recurrent_bias"] or [None] * gates
+                h_gates = [_affine(h, u, b) for u, b in zip(layer["recurrent"], biases)]
+            x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset: offset + count])
             new_states += cell_states
             offset += count
-        if weights is None:
-            return tf.matmul(x, self.dense.kernel.value) + self.dense.bias.value, new_states  # (batch, vocab)
-        return _matmul_transposed(x, weights["dense"]) + self.dense.bias.value, new_states
+        return tf.matmul(x, self.dense.kernel.value) + self.dense.bias.value, new_states  # (batch, vocab)
 
 
 def _state_sizes(cell) -> list[int]:
     size = cell.state_size
     return list(size) if isinstance(size, (list, tuple)) else [size]
+
+
+def _num_gates(cell) -> int:
+    """Gate blocks in the cell's kernels: LSTM 4 (i, f, c, o), GRU 3 (z, r, h), SimpleRNN 1."""
+    return {keras.layers.LSTMCell: 4, keras.layers.GRUCell: 3}.get(type(cell), 1)
 
 
 def _check_cell(cell) -> None:
@@ -164,14 +175,9 @@ def _check_cell(cell) -> None:
             raise ValueError(f"RecurrentStep supports {name}={value!r} only; cell {cell.name} has {config.get(name)!r}")
 
 
-def _matmul_transposed(x: tf.Tensor, kernel_t: tf.Tensor) -> tf.Tensor:
-    """`x @ kernel` `(batch, outputs)` from the transposed kernel `(outputs, inputs)`, as `(kernel_t @ x^T)^T`.
-
-    Of the ways to write it, this one is fast at both ends on TF's CPU MatMul (2 cores, 2×512 LSTM,
-    see docs/BENCHMARKS.md, "Profile"): at batch 1 as fast as `x @ kernel_t^T` and ~1.5× faster than
-    `x @ kernel`; at batch 64 as fast as `x @ kernel`, where `x @ kernel_t^T` is 3-4× slower.
-    """
-    return tf.transpose(tf.matmul(kernel_t, x, transpose_b=True))
+def _affine(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+    product = tf.matmul(x, kernel)
+    return product if bias is None else product + bias
 
 
 def _input_bias(cell) -> tf.Tensor:
@@ -180,24 +186,30 @@ def _input_bias(cell) -> tf.Tensor:
     return bias[0] if isinstance(cell, keras.layers.GRUCell) else bias
 
 
-def _cell_step(cell, x_part: tf.Tensor, h_part: tf.Tensor | None,
+def _recurrent_bias(cell) -> tf.Tensor | None:
+    """The bias added to `h @ recurrent_kernel`: a GRU's second bias row; None for the other cells."""
+    return cell.bias.value[1] if isinstance(cell, keras.layers.GRUCell) else None
+
+
+def _cell_step(cell, x_gates: list[tf.Tensor], h_gates: list[tf.Tensor] | None,
                states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    """One cell step from `x_part = x @ kernel + input bias` and `h_part = h @ recurrent_kernel`
-    (both `(batch, gates * units)`; `h_part` None when `x_part` already holds the sum): output, new states."""
+    """One cell step from per-gate pre-activations `(batch, units)`: `x_gates[g] = x @ kernel_g +
+    input bias_g`, `h_gates[g] = h @ recurrent_kernel_g (+ recurrent bias_g)`, or `h_gates` None when
+    `x_gates` already hold the sums (never for a GRU, whose reset gate scales the recurrent part):
+    output, new states."""
     h = states[0]
     if isinstance(cell, keras.layers.GRUCell):
-        x_z, x_r, x_h = tf.split(x_part, 3, axis=1)
-        r_z, r_r, r_h = tf.split(h_part + cell.bias.value[1], 3, axis=1)
+        (x_z, x_r, x_h), (r_z, r_r, r_h) = x_gates, h_gates
         z = tf.sigmoid(x_z + r_z)
         r = tf.sigmoid(x_r + r_r)
         candidate = tf.tanh(x_h + r * r_h)
         h = z * h + (1 - z) * candidate
         return h, [h]
-    gates = x_part if h_part is None else x_part + h_part
+    gates = x_gates if h_gates is None else [a + b for a, b in zip(x_gates, h_gates)]
     if isinstance(cell, keras.layers.LSTMCell):
-        i, f, c, o = tf.split(gates, 4, axis=1)
+        i, f, c, o = gates
         c = tf.sigmoid(f) * states[1] + tf.sigmoid(i) * tf.tanh(c)
         h = tf.sigmoid(o) * tf.tanh(c)
         return h, [h, c]
-    h = tf.tanh(gates)  # SimpleRNN
+    h = tf.tanh(gates[0])  # SimpleRNN
     return h, [h]
