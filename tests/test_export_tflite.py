@@ -87,6 +87,24 @@ def test_step_matches_keras_over_100_steps(tflite_dirs, generator):
     assert np.abs(np.stack(logits) - expected).max() <= 1e-4
 
 
+def test_step_client_follows_batch_size_changes_like_the_signature_runner(tflite_dirs):
+    """`TFLiteStep` resizes only when the batch size changes; each call must equal the runner's."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tflite_dirs["none"] / "step.tflite"
+    step, runner = TFLiteStep(path), Interpreter(model_path=str(path)).get_signature_runner("step")
+    rng = np.random.default_rng(0)
+    for batch in (1, 3, 3, 1, 2):
+        ids = rng.integers(1, 10, batch).astype(np.int32)
+        states = [rng.normal(size=(batch, size)).astype(np.float32) for size in step.state_sizes]
+        logits, new_states = step(ids, states)
+        expected = runner(ids=ids, **dict(zip(step.state_names, states)))
+        assert logits.shape[0] == batch
+        np.testing.assert_array_equal(logits, expected["logits"])
+        for name, value in zip(step.state_names, new_states):
+            np.testing.assert_array_equal(value, expected[name])
+
+
 def test_greedy_text_from_generate_and_step_loop_matches_keras(tflite_dirs, generator):
     vocab = Vocabulary(generator.vocabulary)
     expected = generator.generate([GREEDY_PROMPT], 0.0, 200)[0]

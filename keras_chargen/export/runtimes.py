@@ -18,7 +18,11 @@ StepFn = Callable[[np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndar
 
 
 class TFLiteStep:
-    """`step.tflite` through its `step` signature runner.
+    """`step.tflite` in the LiteRT interpreter, by the names of its `step` signature.
+
+    A signature runner resizes and allocates every input at every call (~35 µs of the ~85 µs of an
+    int8 2×512 step here); this client resizes only when the batch size changes and otherwise sets
+    the inputs and invokes the interpreter directly (public `Interpreter` calls only).
 
     Args:
         path: str | Path, a `step.tflite`.
@@ -33,17 +37,30 @@ class TFLiteStep:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self.runner = self.interpreter.get_signature_runner("step")
-        details = self.runner.get_input_details()
-        self.state_names = state_order([n for n in details if n != "ids"])
-        self.state_sizes = [int(details[n]["shape_signature"][1]) for n in self.state_names]
+        runner = self.interpreter.get_signature_runner("step")  # for the names; it must not outlive this
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        del runner  # the interpreter refuses to resize or invoke while a runner holds it
+        self.state_names = state_order([n for n in inputs if n != "ids"])
+        self.state_sizes = [int(inputs[n]["shape_signature"][1]) for n in self.state_names]
+        self._inputs = [inputs[n]["index"] for n in ["ids", *self.state_names]]
+        self._outputs = [outputs[n]["index"] for n in ["logits", *self.state_names]]
+        self._batch = None  # the batch size the tensors are allocated for
 
     def initial_states(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, size), np.float32) for size in self.state_sizes]
 
     def __call__(self, ids: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = self.runner(ids=np.asarray(ids, np.int32), **dict(zip(self.state_names, states)))
-        return out["logits"], [out[name] for name in self.state_names]
+        values = [np.asarray(ids, np.int32), *(np.asarray(s, np.float32) for s in states)]
+        if values[0].shape[0] != self._batch:
+            for index, value in zip(self._inputs, values):
+                self.interpreter.resize_tensor_input(index, value.shape)
+            self.interpreter.allocate_tensors()
+            self._batch = values[0].shape[0]
+        for index, value in zip(self._inputs, values):
+            self.interpreter.set_tensor(index, value)
+        self.interpreter.invoke()
+        logits, *states = [self.interpreter.get_tensor(index) for index in self._outputs]
+        return logits, states
 
 
 class OnnxStep:
