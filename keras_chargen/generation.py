@@ -84,17 +84,17 @@ class CharGenerator(keras.layers.Layer):
         dense = ids.to_tensor(default_value=self.start_id, shape=tf.stack([tf.size(lengths), width]))
         return dense, tf.maximum(lengths, 1)
 
-    def prime(self, ids: tf.Tensor, lengths: tf.Tensor, fused: bool = True) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def prime(self, ids: tf.Tensor, lengths: tf.Tensor, per_gate: bool = True) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """Run the prompt ids through the model in one loop; rows stop updating after their length.
 
         Returns the logits after each row's last prompt character `(batch, vocab)` and the states.
-        `fused=False` reads the weights as they are (`RecurrentStep.loop_weights` is for TF's own
-        kernels; the TFLite and ONNX converters map plain matmuls onto their fast kernels better).
+        `per_gate=False` reads the weights as they are (`RecurrentStep.loop_weights`, one product per
+        gate, suits TF's executor; the TFLite and ONNX runtimes run one whole-layer product faster).
         """
         batch = tf.shape(ids)[0]
         states = self.step.initial_states(batch)
         logits = tf.zeros(tf.stack([batch, len(self.vocabulary) + 1]))
-        weights = self.step.loop_weights() if fused else None  # once, outside the loop
+        weights = self.step.loop_weights() if per_gate else None  # once, outside the loop
 
         def body(t, logits, states):
             new_logits, new_states = self.step(ids[:, t], states, weights)

@@ -13,8 +13,8 @@ Variants:
 - `gemv`: the loop + only the step's weight matmuls (every weight read once per iteration);
 - `keras_cells`: sampling + the step through the Keras cells (`RecurrentStep` before this profile);
 - `step`: sampling + `RecurrentStep` (plain TF ops, embedding gathered then multiplied);
-- `step_loop`: sampling + `RecurrentStep` with `loop_weights()` (folded embedding, stacked and
-  transposed kernels: the generation default);
+- `step_loop`: sampling + `RecurrentStep` with `loop_weights()` (folded embedding, one kernel per
+  gate: the generation default);
 - `*_xla`: the same loop compiled with XLA (`jit_compile=True`);
 - `*_xlastep`: a plain loop calling the step compiled with XLA (one XLA launch per character).
 

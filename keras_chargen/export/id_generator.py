@@ -94,7 +94,7 @@ class IdGenerator:
     def generate(self, prompt_ids: tf.Tensor, temperature: tf.Tensor, num_chars: tf.Tensor) -> dict[str, tf.Tensor]:
         """Prime on the prompts, then sample `num_chars` ids per row in one `tf.while_loop`."""
         ids, lengths = self.prompt_lengths(prompt_ids)
-        logits, states = self.generator.prime(ids, lengths, fused=False)  # plain matmuls convert best
+        logits, states = self.generator.prime(ids, lengths, per_gate=False)  # whole-layer products run faster there
         batch = tf.shape(ids)[0]
 
         def body(t, logits, states, out):
