@@ -91,20 +91,16 @@ class CharGenerator(keras.layers.Layer):
         `per_gate=False` reads the weights as they are (`RecurrentStep.loop_weights`, one product per
         gate, suits TF's executor; the TFLite and ONNX runtimes run one whole-layer product faster).
         """
-        batch = tf.shape(ids)[0]
-        states = self.step.initial_states(batch)
-        logits = tf.zeros(tf.stack([batch, len(self.vocabulary) + 1]))
         weights = self.step.loop_weights() if per_gate else None  # once, outside the loop
 
-        def body(t, logits, states):
-            new_logits, new_states = self.step(ids[:, t], states, weights)
+        def body(t, states):
+            new_states = self.step.recurrent(ids[:, t], states, weights)
             active = (t < lengths)[:, None]  # (batch, 1)
-            logits = tf.where(active, new_logits, logits)
-            states = [tf.where(active, new, old) for new, old in zip(new_states, states)]
-            return t + 1, logits, states
+            return t + 1, [tf.where(active, new, old) for new, old in zip(new_states, states)]
 
-        _, logits, states = tf.while_loop(lambda t, *_: t < tf.shape(ids)[1], body, (0, logits, states))
-        return logits, states
+        start = (0, self.step.initial_states(tf.shape(ids)[0]))
+        _, states = tf.while_loop(lambda t, *_: t < tf.shape(ids)[1], body, start)
+        return self.step.logits(states), states  # the logits after each row's last id, from its final h
 
     def pieces(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         """The text each token `ids` adds after the token `prev_ids` (both int32, any same shape): tf.string.

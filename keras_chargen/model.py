@@ -124,6 +124,16 @@ class RecurrentStep:
             weights: `loop_weights()` built in this graph, or None to read the variables as they
                 are. Default None.
         """
+        new_states = self.recurrent(ids, states, weights)
+        return self.logits(new_states), new_states
+
+    def logits(self, states: list[tf.Tensor]) -> tf.Tensor:
+        """Logits `(batch, vocab)` from the states: the output layer on the last layer's `h`."""
+        h = states[len(states) - len(_state_sizes(self.cells[-1]))]
+        return tf.matmul(h, self.dense.kernel.value) + self.dense.bias.value
+
+    def recurrent(self, ids: tf.Tensor, states: list[tf.Tensor], weights: dict | None = None) -> list[tf.Tensor]:
+        """The new states after feeding `ids` `(batch,)`, without the output layer (arguments as `__call__`)."""
         ids = tf.cast(ids, tf.int32)
         new_states, offset, x = [], 0, None
         for i, cell in enumerate(self.cells):
@@ -149,7 +159,7 @@ class RecurrentStep:
             x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset: offset + count])
             new_states += cell_states
             offset += count
-        return tf.matmul(x, self.dense.kernel.value) + self.dense.bias.value, new_states  # (batch, vocab)
+        return new_states
 
 
 def _state_sizes(cell) -> list[int]:
