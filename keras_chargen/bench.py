@@ -28,6 +28,7 @@ import platform
 import resource
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -56,6 +57,39 @@ def measure(fn: Callable[[], object], chars: int, repeats: int) -> dict:
         fn()
         rates.append(chars / (time.perf_counter() - start))
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "runs": repeats}
+
+
+class PeakRSS:
+    """Context manager: the process's peak resident memory (MiB) while it is open, polled every 10 ms
+    from `/proc/self/status` (`peak_mib` stays None where that file does not exist)."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak_mib, self._stop = None, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while True:
+            rss = _rss_mib()
+            if rss is not None:
+                self.peak_mib = max(self.peak_mib or 0.0, rss)
+            if self._stop.wait(0.01):
+                return
+
+
+def _rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 # --- the reference approaches, written as their sources write them ---
@@ -221,7 +255,9 @@ def training_speeds(config: ChargenConfig, vocab: Vocabulary, ids_path: Path, nu
         else:
             def fit():
                 model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
-        results[name] = measure(fit, chars, repeats=1 if batches < 10 else 2)
+        with PeakRSS() as rss:
+            results[name] = measure(fit, chars, repeats=1 if batches < 10 else 2)
+        results[name]["peak_rss_mib"] = rss.peak_mib
     return results
 
 
@@ -439,7 +475,11 @@ def write_report(report: dict, out_dir: Path) -> None:
         "measured matmul rate.",
         "",
         "Training (`train_*`): chars/s of `fit` on the same windows and model, our stateful `tf.data` "
-        "pipeline vs NumPy arrays in memory.",
+        "pipeline vs NumPy arrays in memory; peak resident memory of the process during each: "
+        + ", ".join(f"{name} {results[name]['peak_rss_mib']:,.0f} MiB" for name in ("train_pipeline", "train_bare")
+                    if results.get(name, {}).get("peak_rss_mib"))
+        + " (both in the benchmark process, after the generation runs; docs/memory.md has the memory "
+        "of training on a 100 MB corpus in a fresh process).",
         "",
         "Profile: where a batch-1 step goes, the weight layout the in-graph loop uses, why a missed target "
         "is missed and why XLA is not on by default (it recompiles for every new batch size, prompt length "

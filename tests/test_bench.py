@@ -1,10 +1,11 @@
 import json
+import time
 
 import numpy as np
 import pytest
 
 from keras_chargen import load_model
-from keras_chargen.bench import OneStep, TutorialModel, onestep_loop, target_rows
+from keras_chargen.bench import OneStep, PeakRSS, TutorialModel, _rss_mib, onestep_loop, target_rows
 from keras_chargen.cli import main
 
 from conftest import CORPUS
@@ -37,6 +38,7 @@ def test_quick_bench_writes_the_report_and_prints_json_last(trained_dir, tmp_pat
     assert "| ingraph_b1 |" in report and "× tutorial OneStep" in report
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
     assert "| TFLite whole generator, fp32, batch 1 |" in report and "of the weight-read bound" in report
+    assert "train_pipeline" in report and "MiB, train_bare" in report
     machine = json.loads((tmp_path / "benchmarks.json").read_text())["machine"]
     assert machine["weights_bandwidth_bytes_per_s"] > 1e8 and machine["dram_bandwidth_bytes_per_s"] > 1e8
 
@@ -51,3 +53,14 @@ def test_target_rows_compare_the_best_mode_with_the_target_ratio():
         "in-graph generation (what the SavedModel runs), batch 1": (4.5, 5.0, False),
         "in-graph generation, batch 64, plain or XLA, whichever wins": (25.0, 20.0, True),
         "training: our pipeline vs a bare fit on in-memory arrays": (0.95, 0.9, True)}
+
+
+@pytest.mark.skipif(_rss_mib() is None, reason="no /proc/self/status on this system")
+def test_peak_rss_sees_memory_allocated_while_open():
+    before = _rss_mib()
+    with PeakRSS() as rss:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        block += 1
+        time.sleep(0.1)
+    del block
+    assert rss.peak_mib >= before + 150
