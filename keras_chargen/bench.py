@@ -61,10 +61,15 @@ def measure(fn: Callable[[], object], chars: int, repeats: int) -> dict:
 
 class PeakRSS:
     """Context manager: the process's peak resident memory (MiB) while it is open, polled every 10 ms
-    from `/proc/self/status` (`peak_mib` stays None where that file does not exist)."""
+    from `/proc/self/status`, and how far it rose above the resident memory at the start
+    (`peak_mib`, `growth_mib`; None where that file does not exist)."""
+
+    @property
+    def growth_mib(self) -> float | None:
+        return None if self.peak_mib is None or self.start_mib is None else self.peak_mib - self.start_mib
 
     def __enter__(self) -> "PeakRSS":
-        self.peak_mib, self._stop = None, threading.Event()
+        self.start_mib, self.peak_mib, self._stop = _rss_mib(), None, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         return self
@@ -242,22 +247,23 @@ def training_speeds(config: ChargenConfig, vocab: Vocabulary, ids_path: Path, nu
     from keras_chargen.training import compile_model
 
     dataset = stateful_dataset(ids_path, num_ids, vocab.id_dtype, config.batch_size, config.seq_len).take(batches)
-    x = np.concatenate([a.numpy() for a, _ in dataset])
-    y = np.concatenate([b.numpy() for _, b in dataset])
     chars = batches * config.batch_size * config.seq_len
     results = {}
     for name in ("pipeline", "bare"):
-        model = build_model(config, vocab.size, config.batch_size, stateful=True)
-        compile_model(model, config, batches)
-        if name == "pipeline":
-            def fit():
-                model.fit(dataset, verbose=0, shuffle=False)
-        else:
-            def fit():
-                model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
-        with PeakRSS() as rss:
+        with PeakRSS() as rss:  # the model, the NumPy windows (bare) and the fits
+            model = build_model(config, vocab.size, config.batch_size, stateful=True)
+            compile_model(model, config, batches)
+            if name == "pipeline":
+                def fit():
+                    model.fit(dataset, verbose=0, shuffle=False)
+            else:
+                x = np.concatenate([a.numpy() for a, _ in dataset])
+                y = np.concatenate([b.numpy() for _, b in dataset])
+
+                def fit():
+                    model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
             results[name] = measure(fit, chars, repeats=1 if batches < 10 else 2)
-        results[name]["peak_rss_mib"] = rss.peak_mib
+        results[name]["rss_growth_mib"] = rss.growth_mib
     return results
 
 
@@ -475,11 +481,13 @@ def write_report(report: dict, out_dir: Path) -> None:
         "measured matmul rate.",
         "",
         "Training (`train_*`): chars/s of `fit` on the same windows and model, our stateful `tf.data` "
-        "pipeline vs NumPy arrays in memory; peak resident memory of the process during each: "
-        + ", ".join(f"{name} {results[name]['peak_rss_mib']:,.0f} MiB" for name in ("train_pipeline", "train_bare")
-                    if results.get(name, {}).get("peak_rss_mib"))
-        + " (both in the benchmark process, after the generation runs; docs/memory.md has the memory "
-        "of training on a 100 MB corpus in a fresh process).",
+        "pipeline vs NumPy arrays in memory. Peak resident memory above the process's at the start of "
+        "each (model, windows, fits): "
+        + ", ".join(f"{name} +{results[name]['rss_growth_mib']:,.0f} MiB" for name in ("train_pipeline", "train_bare")
+                    if results.get(name, {}).get("rss_growth_mib") is not None)
+        + ". Both run in the benchmark process after the generation runs, whose allocations TF keeps "
+        "and reuses, so these are lower bounds; docs/memory.md has training on a 100 MB corpus in a "
+        "fresh process.",
         "",
         "Profile: where a batch-1 step goes, the weight layout the in-graph loop uses, why a missed target "
         "is missed and why XLA is not on by default (it recompiles for every new batch size, prompt length "
