@@ -152,26 +152,21 @@ class CharGenerator(keras.layers.Layer):
         def check_stop(tail, prev_ids, next_ids):
             return ends_with_stop(tail, self.pieces(prev_ids, next_ids), stop)
 
-        def loop(plain: bool):
-            """The sampling loop; `plain`: temperature only (no processor, no stop string in any row),
-            so the per-step conditionals are left out of the graph rather than skipped at each step."""
+        def general_loop():
+            """Any mix of processors and stop strings; a row ends at its length or its stop string."""
             def body(t, logits, states, prev_ids, seen, done, count, tail, out):
-                step_seed = tf.stack([seed, tf.cast(t, tf.int64)])
-                if plain:  # the same draw as next_token with every processor off
-                    next_ids = sample_next(logits + never_oov, settings.temperature, step_seed)
-                else:
-                    next_ids = next_token(logits + never_oov, seen, settings, step_seed, in_use)
+                next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use)
                 active = tf.logical_not(done)
                 out = out.write(t, tf.where(active, next_ids, 0))
                 count += tf.cast(active, tf.int32)
-                matched = tf.zeros_like(done)
-                if not plain:
-                    seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(
-                        tf.where(active, next_ids, -1), vocab, on_value=True, off_value=False)),
-                                   lambda: seen)  # only the penalty reads it
-                    if stop is not None:  # string ops only when some row has a stop string
-                        tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
-                                                lambda: (tail, tf.zeros_like(done)))
+                seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(
+                    tf.where(active, next_ids, -1), vocab, on_value=True, off_value=False)),
+                               lambda: seen)  # only the penalty reads it
+                if stop is None:
+                    matched = tf.zeros_like(done)
+                else:  # string ops only when some row has a stop string
+                    tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
+                                            lambda: (tail, tf.zeros_like(done)))
                 done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
                 logits, states = self.step(next_ids, states, weights)
                 return t + 1, logits, states, next_ids, seen, done, count, tail, out
@@ -184,8 +179,9 @@ class CharGenerator(keras.layers.Layer):
             return tf.transpose(out.stack())[:, :steps], counts  # (batch, steps) padded with 0, (batch,)
 
         def plain_loop():
-            """Temperature only (no row uses a processor or a stop string): the same draws as `loop`,
-            with no per-step conditionals or stop bookkeeping (each row runs its `max_new_chars`)."""
+            """Temperature only (no row uses a processor or a stop string): the same draws as
+            `general_loop`, without its per-step conditionals and stop bookkeeping (each row runs its
+            `max_new_chars`); decided once per call, so the common case pays for none of them."""
             def body(t, logits, states, out):
                 next_ids = sample_next(logits + never_oov, settings.temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
                 logits, states = self.step(next_ids, states, weights)
@@ -196,7 +192,7 @@ class CharGenerator(keras.layers.Layer):
             counts = tf.maximum(max_new_chars, 0)
             return tf.where(tf.sequence_mask(counts, num_steps), tf.transpose(out.stack()), 0), counts
 
-        return tf.cond(tf.reduce_any(tf.stack([*in_use, has_stop])), lambda: loop(False), plain_loop)
+        return tf.cond(tf.reduce_any(tf.stack([*in_use, has_stop])), general_loop, plain_loop)
 
     def seen_ids(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """Bool `(batch, vocab)`: which ids occur in each row's first `lengths` `ids` `(batch, time)`."""

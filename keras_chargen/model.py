@@ -186,6 +186,7 @@ def _check_cell(cell) -> None:
 
 
 def _affine(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None) -> tf.Tensor:
+    """`x @ kernel (+ bias)`."""
     product = tf.matmul(x, kernel)
     return product if bias is None else product + bias
 

@@ -27,9 +27,11 @@ from keras_chargen.evaluation import ngram_baseline
 # Embedding 256 → GRU 1024 → Dense, non-overlapping shuffled 100-char windows, batch 64, Adam 1e-3.
 TUTORIAL = dict(cell="gru", num_layers=1, units=1024, embedding_dim=256, layout="shuffled", seq_len=100,
                 batch_size=64, learning_rate=1e-3, clipnorm=0.0, lr_schedule="constant", epochs=30)
-# Our recommendation for a 10-minute CPU budget (see docs/quality.md for why).
+# Our recommendation for a 10-minute CPU budget (see docs/quality.md for why). `epochs` is as many as
+# fit the budget, so that the cosine schedule ends with it: 16 on the 2-core Xeon of docs/quality.md
+# (~37 s per epoch), 4 on the slower 2-core EPYC of its earlier section (~150 s per epoch).
 RECOMMENDED = dict(cell="lstm", num_layers=1, units=384, embedding_dim=64, layout="stateful", seq_len=64,
-                   batch_size=64, learning_rate=4e-3, clipnorm=5.0, lr_schedule="cosine", epochs=4)
+                   batch_size=64, learning_rate=4e-3, clipnorm=5.0, lr_schedule="cosine", epochs=16)
 TEMPERATURES = (0.2, 0.5, 0.8, 1.0)
 
 
