@@ -11,13 +11,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ChargenConfig": "config", "ChargenError": "errors", "Vocabulary": "vocab",
-    "FileSource": "corpus", "TfdsSource": "corpus", "PreparedCorpus": "corpus", "make_source": "corpus",
-    "prepare_corpus": "corpus", "stateful_dataset": "data", "shuffled_dataset": "data",
-    "build_model": "model", "RecurrentStep": "model", "BitsPerChar": "metrics", "Perplexity": "metrics",
-    "CharGenerator": "generation", "MAX_NEW_CHARS": "generation", "train": "training", "evaluate": "evaluation",
-    "load_model": "saving", "load_generator": "saving", "export_model": "export", "export_savedmodel": "export",
-    "CharNGram": "ngram", "tokenize": "tokenizer", "detokenize": "tokenizer",
+    "ChargenConfig": "config",
+    "ChargenError": "errors",
+    "Vocabulary": "vocab",
+    "FileSource": "corpus",
+    "TfdsSource": "corpus",
+    "PreparedCorpus": "corpus",
+    "make_source": "corpus",
+    "prepare_corpus": "corpus",
+    "stateful_dataset": "data",
+    "shuffled_dataset": "data",
+    "build_model": "model",
+    "RecurrentStep": "model",
+    "BitsPerChar": "metrics",
+    "Perplexity": "metrics",
+    "CharGenerator": "generation",
+    "MAX_NEW_CHARS": "generation",
+    "train": "training",
+    "evaluate": "evaluation",
+    "load_model": "saving",
+    "load_generator": "saving",
+    "export_model": "export",
+    "export_savedmodel": "export",
+    "CharNGram": "ngram",
+    "tokenize": "tokenizer",
+    "detokenize": "tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)

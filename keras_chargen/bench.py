@@ -30,8 +30,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -68,7 +68,7 @@ class PeakRSS:
     def growth_mib(self) -> float | None:
         return None if self.peak_mib is None or self.start_mib is None else self.peak_mib - self.start_mib
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start_mib, self.peak_mib, self._stop = _rss_mib(), None, threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -104,8 +104,10 @@ class TutorialModel(keras.Model):
     def __init__(self, config: ChargenConfig, vocab_size: int) -> None:
         super().__init__()
         self.embedding = keras.layers.Embedding(vocab_size, config.embedding_dim)
-        self.rnns = [RNN_LAYERS[config.cell](config.units, return_sequences=True, return_state=True)
-                     for _ in range(config.num_layers)]
+        self.rnns = [
+            RNN_LAYERS[config.cell](config.units, return_sequences=True, return_state=True)
+            for _ in range(config.num_layers)
+        ]
         self.dense = keras.layers.Dense(vocab_size)
 
     def call(self, inputs, states=None, return_state=False, training=False):
@@ -180,8 +182,9 @@ def xla_generator(generator: CharGenerator, chars: int):
     def run(ids, lengths, temperature, seed):
         logits, states = generator.prime(ids, lengths)
         batch = tf.shape(ids)[0]
-        return generator.sample_ids(logits, states, sampling_settings(batch, temperature), tf.fill([batch], chars),
-                                    seed)[0]
+        return generator.sample_ids(
+            logits, states, sampling_settings(batch, temperature), tf.fill([batch], chars), seed
+        )[0]
 
     return run
 
@@ -231,6 +234,7 @@ def matmul_flops(units: int = 512, products: int = 12, iterations: int = 200) ->
     def many():
         def body(acc, _):
             return acc + tf.add_n([tf.reduce_sum(tf.matmul(a, k)) for k in kernels])
+
         return tf.foldl(body, tf.range(iterations), initializer=0.0)
 
     many()
@@ -255,21 +259,28 @@ def training_speeds(config: ChargenConfig, vocab: Vocabulary, ids_path: Path, nu
             model = build_model(config, vocab.size, config.batch_size, stateful=True)
             compile_model(model, config, batches)
             if name == "pipeline":
-                def fit():
+
+                def fit(model=model):
                     model.fit(dataset, verbose=0, shuffle=False)
             else:
                 x = np.concatenate([a.numpy() for a, _ in dataset])
                 y = np.concatenate([b.numpy() for _, b in dataset])
 
-                def fit():
+                def fit(model=model, x=x, y=y):
                     model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
+
             results[name] = measure(fit, chars, repeats=1 if batches < 10 else 2)
         results[name]["rss_growth_mib"] = rss.growth_mib
     return results
 
 
-def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool = False,
-                   out_dir: str | Path = "docs", log: Callable[[str], None] = print) -> dict:
+def run_benchmarks(
+    model_dir: str | Path | None,
+    corpus: str | Path,
+    quick: bool = False,
+    out_dir: str | Path = "docs",
+    log: Callable[[str], None] = print,
+) -> dict:
     """Measure every mode; write `out_dir/BENCHMARKS.md` and `out_dir/benchmarks.png`; return the figures.
 
     Args:
@@ -309,18 +320,22 @@ def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool
         one_step = OneStep(tutorial, vocab.tokens)
         results["onestep_b1"] = measure(lambda: onestep_loop(one_step, [prompt], NEW_CHARS), NEW_CHARS, repeats)
         if not quick:  # --quick measures only the modes its JSON line must report
-            results["onestep_b64"] = measure(lambda: onestep_loop(one_step, [prompt] * 64, NEW_CHARS),
-                                             64 * NEW_CHARS, big_repeats)
+            results["onestep_b64"] = measure(
+                lambda: onestep_loop(one_step, [prompt] * 64, NEW_CHARS), 64 * NEW_CHARS, big_repeats
+            )
         log("generation: Keras example (predict on the window per character)")
         window_chars = 20 if quick else 50
         results["keras_window_b1"] = measure(
-            lambda: keras_window_loop(model, prompt_ids, window_chars, config.seq_len), window_chars, repeats)
+            lambda: keras_window_loop(model, prompt_ids, window_chars, config.seq_len), window_chars, repeats
+        )
 
         log("generation: in-graph")
         for batch in (1, 64):
             results[f"ingraph_b{batch}"] = measure(
-                lambda: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0), batch * NEW_CHARS,
-                repeats if batch == 1 else big_repeats)
+                lambda batch=batch: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0),
+                batch * NEW_CHARS,
+                repeats if batch == 1 else big_repeats,
+            )
         log("generation: in-graph with XLA")
         xla = xla_generator(generator, NEW_CHARS)
         for batch in (1,) if quick else (1, 64):
@@ -329,8 +344,12 @@ def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool
             temps = tf.fill([batch], 0.8)
             try:
                 results[f"ingraph_xla_b{batch}"] = measure(
-                    lambda: xla(ids, lengths, temps, tf.constant(0, tf.int64)).numpy(), batch * NEW_CHARS,
-                    repeats if batch == 1 else big_repeats)
+                    lambda ids=ids, lengths=lengths, temps=temps: xla(
+                        ids, lengths, temps, tf.constant(0, tf.int64)
+                    ).numpy(),
+                    batch * NEW_CHARS,
+                    repeats if batch == 1 else big_repeats,
+                )
             except Exception as err:  # report, do not abort the other measurements
                 results[f"ingraph_xla_b{batch}"] = {"error": str(err).splitlines()[0][:200]}
 
@@ -339,22 +358,30 @@ def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool
         export_model(model_dir, out, "tflite")
         export_model(model_dir, out, "tflite", quantize="dynamic")
         export_model(model_dir, out, "onnx")
-        steps = {"tflite_step_fp32": TFLiteStep(out / "tflite" / "1" / "step.tflite"),
-                 "tflite_step_int8": TFLiteStep(out / "tflite-dynamic" / "1" / "step.tflite"),
-                 "onnx_step": OnnxStep(out / "onnx" / "1" / "step.onnx")}
+        steps = {
+            "tflite_step_fp32": TFLiteStep(out / "tflite" / "1" / "step.tflite"),
+            "tflite_step_int8": TFLiteStep(out / "tflite-dynamic" / "1" / "step.tflite"),
+            "onnx_step": OnnxStep(out / "onnx" / "1" / "step.onnx"),
+        }
         for name, step in steps.items():
             log(f"generation: {name}")
-            results[f"{name}_b1"] = measure(lambda: step_loop(step, prompt_ids, 1, NEW_CHARS), NEW_CHARS, repeats)
+            results[f"{name}_b1"] = measure(
+                lambda step=step: step_loop(step, prompt_ids, 1, NEW_CHARS), NEW_CHARS, repeats
+            )
         if not quick:
             results["tflite_step_int8_b64"] = measure(
-                lambda: step_loop(steps["tflite_step_int8"], prompt_ids, 64, NEW_CHARS), 64 * NEW_CHARS, big_repeats)
+                lambda: step_loop(steps["tflite_step_int8"], prompt_ids, 64, NEW_CHARS), 64 * NEW_CHARS, big_repeats
+            )
         log("generation: whole-loop TFLite and ONNX generators")
         results["tflite_generator_b1"] = measure(
-            _tflite_generator(out / "tflite" / "1" / "generate.tflite", prompt_ids), NEW_CHARS, repeats)
+            _tflite_generator(out / "tflite" / "1" / "generate.tflite", prompt_ids), NEW_CHARS, repeats
+        )
         results["tflite_generator_int8_b1"] = measure(
-            _tflite_generator(out / "tflite-dynamic" / "1" / "generate.tflite", prompt_ids), NEW_CHARS, repeats)
+            _tflite_generator(out / "tflite-dynamic" / "1" / "generate.tflite", prompt_ids), NEW_CHARS, repeats
+        )
         results["onnx_generator_b1"] = measure(
-            _onnx_generator(out / "onnx" / "1" / "generate.onnx", prompt_ids), NEW_CHARS, repeats)
+            _onnx_generator(out / "onnx" / "1" / "generate.onnx", prompt_ids), NEW_CHARS, repeats
+        )
 
         log("training: pipeline vs bare fit")
         train = training_speeds(config, vocab, prepared.train_path, prepared.num_train, train_batches)
@@ -363,13 +390,27 @@ def run_benchmarks(model_dir: str | Path | None, corpus: str | Path, quick: bool
     log("machine: bandwidth and matmul FLOP/s")
     params = sum(int(np.prod(w.shape)) for w in model.weights)
     step_params = params - int(np.prod(model.get_layer("embedding").embeddings.shape))
-    machine = {"weights_bandwidth_bytes_per_s": weights_bandwidth(4 * step_params),
-               "dram_bandwidth_bytes_per_s": memory_bandwidth(), "matmul_flops": matmul_flops(config.units), "params": params,
-               "weight_bytes_per_step_fp32": 4 * step_params, "peak_rss_mib":
-               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    report = {"config": {"cell": config.cell, "layers": config.num_layers, "units": config.units,
-                         "vocab": vocab.size, "seq_len": config.seq_len, "batch_size": config.batch_size},
-              "quick": quick, "results": results, "machine": machine}
+    machine = {
+        "weights_bandwidth_bytes_per_s": weights_bandwidth(4 * step_params),
+        "dram_bandwidth_bytes_per_s": memory_bandwidth(),
+        "matmul_flops": matmul_flops(config.units),
+        "params": params,
+        "weight_bytes_per_step_fp32": 4 * step_params,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    report = {
+        "config": {
+            "cell": config.cell,
+            "layers": config.num_layers,
+            "units": config.units,
+            "vocab": vocab.size,
+            "seq_len": config.seq_len,
+            "batch_size": config.batch_size,
+        },
+        "quick": quick,
+        "results": results,
+        "machine": machine,
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_report(report, out_dir)
@@ -380,8 +421,11 @@ def _tflite_generator(path: Path, prompt_ids: np.ndarray) -> Callable[[], object
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path), num_threads=2).get_signature_runner("generate")
-    feeds = {"prompt_ids": prompt_ids[None].astype(np.int32), "temperature": np.array([0.8], np.float32),
-             "num_chars": np.array(NEW_CHARS, np.int32)}
+    feeds = {
+        "prompt_ids": prompt_ids[None].astype(np.int32),
+        "temperature": np.array([0.8], np.float32),
+        "num_chars": np.array(NEW_CHARS, np.int32),
+    }
     return lambda: runner(**feeds)
 
 
@@ -391,8 +435,11 @@ def _onnx_generator(path: Path, prompt_ids: np.ndarray) -> Callable[[], object]:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 2
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {"prompt_ids": prompt_ids[None].astype(np.int32), "temperature": np.array([0.8], np.float32),
-             "num_chars": np.array(NEW_CHARS, np.int32)}
+    feeds = {
+        "prompt_ids": prompt_ids[None].astype(np.int32),
+        "temperature": np.array([0.8], np.float32),
+        "num_chars": np.array(NEW_CHARS, np.int32),
+    }
     return lambda: session.run(None, feeds)
 
 
@@ -446,7 +493,8 @@ def write_report(report: dict, out_dir: Path) -> None:
         f"weights ({weight_bytes / 1e6:.1f} MB, BLAS matrix-vector product, all cores) "
         f"{machine['weights_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; DRAM (256 MiB copy) "
         f"{machine['dram_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; float32 matmul (independent batch-64 "
-        f"per-gate products, as the batch-64 loop multiplies) {machine['matmul_flops'] / 1e9:.1f} GFLOP/s; peak RSS of the benchmark process "
+        f"per-gate products, as the batch-64 loop multiplies) {machine['matmul_flops'] / 1e9:.1f} GFLOP/s; "
+        "peak RSS of the benchmark process "
         f"{machine['peak_rss_mib']:.0f} MiB.",
         "",
         "Reproduce: `keras-chargen bench --text ../shared/data/tinyshakespeare.txt"
@@ -464,10 +512,17 @@ def write_report(report: dict, out_dir: Path) -> None:
             roof = f"{value['median'] / (roof_b1 * (4 if 'int8' in name else 1)):.0%} of the weight-read bound"
         elif name.endswith("_b64") and "int8" not in name:  # int8 kernels are not bound by the fp32 rate
             roof = f"{value['median'] * flops_per_char / machine['matmul_flops']:.0%} of matmul FLOP/s"
-        lines.append(f"| {name} | {value['median']:,.0f} | {value['min']:,.0f}–{value['max']:,.0f} | "
-                     f"{value['median'] / base:.1f}× | {roof} |")
-    lines += ["", "Speed targets (ratios to `onestep_b1` measured in this run):", "",
-              "| target | measured | target | |", "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {value['median']:,.0f} | {value['min']:,.0f}–{value['max']:,.0f} | "
+            f"{value['median'] / base:.1f}× | {roof} |"
+        )
+    lines += [
+        "",
+        "Speed targets (ratios to `onestep_b1` measured in this run):",
+        "",
+        "| target | measured | target | |",
+        "|---|---|---|---|",
+    ]
     for what, ratio, target, met in target_rows(results):
         lines.append(f"| {what} | {ratio:.2f}× | ≥ {target:g}× | {'met' if met else '**missed**'} |")
     lines += [
@@ -484,8 +539,11 @@ def write_report(report: dict, out_dir: Path) -> None:
         "Training (`train_*`): chars/s of `fit` on the same windows and model, our stateful `tf.data` "
         "pipeline vs NumPy arrays in memory. Peak resident memory above the process's at the start of "
         "each (model, windows, fits): "
-        + ", ".join(f"{name} +{results[name]['rss_growth_mib']:,.0f} MiB" for name in ("train_pipeline", "train_bare")
-                    if results.get(name, {}).get("rss_growth_mib") is not None)
+        + ", ".join(
+            f"{name} +{results[name]['rss_growth_mib']:,.0f} MiB"
+            for name in ("train_pipeline", "train_bare")
+            if results.get(name, {}).get("rss_growth_mib") is not None
+        )
         + ". Both run in the benchmark process after the generation runs, whose allocations TF keeps "
         "and reuses, so these are lower bounds; docs/memory.md has training on a 100 MB corpus in a "
         "fresh process.",
@@ -511,8 +569,10 @@ def _plot(results: dict, path: Path) -> None:
     names = [n for n, v in results.items() if "median" in v]
     values = [results[n]["median"] for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
-    colors = ["tab:orange" if n.startswith("train") else "tab:gray" if n.startswith(("onestep", "keras"))
-              else "tab:blue" for n in names]
+    colors = [
+        "tab:orange" if n.startswith("train") else "tab:gray" if n.startswith(("onestep", "keras")) else "tab:blue"
+        for n in names
+    ]
     ax.barh(names, values, color=colors)
     ax.set_xscale("log")
     ax.set_xlabel("characters per second (log scale)")

@@ -43,7 +43,7 @@ class Progress:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Progress":
+    def load(cls, path: Path) -> Progress:
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
 
 
@@ -113,8 +113,9 @@ class TrainingBackup(keras.callbacks.Callback):
     loses at most `save_every` batches and a rerun of the same command continues from there.
     """
 
-    def __init__(self, directory: Path, progress: Progress, save_every: int, batches_per_epoch: int,
-                 step_offset: int = 0) -> None:
+    def __init__(
+        self, directory: Path, progress: Progress, save_every: int, batches_per_epoch: int, step_offset: int = 0
+    ) -> None:
         super().__init__()
         self.directory, self.progress, self.save_every = directory, progress, save_every
         self.batches_per_epoch, self.step_offset = batches_per_epoch, step_offset
@@ -154,9 +155,8 @@ class TrainingBackup(keras.callbacks.Callback):
         if self._states is None:
             self._states = ReplicaStates(self.model)
         states = self._states.read()
-        with atomic_path(self.states_path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, *states)
+        with atomic_path(self.states_path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, *states)
         self.progress.save(self.progress_path)
 
     def restore(self, source: Path | None = None) -> list[np.ndarray] | None:
@@ -212,8 +212,9 @@ class SampleText(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self.generator.model.set_weights(self.model.get_weights())
-        texts = self.generator.generate([""] * len(self.temperatures), list(self.temperatures),
-                                        self.length, seed=self.seed + epoch)
+        texts = self.generator.generate(
+            [""] * len(self.temperatures), list(self.temperatures), self.length, seed=self.seed + epoch
+        )
         for temperature, text in zip(self.temperatures, texts):
             print(f"\n--- sample after epoch {epoch + 1}, temperature {temperature} ---\n{text}")
         print("---")

@@ -13,8 +13,14 @@ from keras_chargen.errors import ChargenError
 
 # Config fields whose flag is not simply --field-name.
 FLAG_NAMES = {"num_layers": "--layers"}
-CHOICES = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES, "encoding_errors": ENCODING_ERRORS,
-           "level": LEVELS, "strategy": STRATEGIES}
+CHOICES = {
+    "cell": CELLS,
+    "layout": LAYOUTS,
+    "lr_schedule": LR_SCHEDULES,
+    "encoding_errors": ENCODING_ERRORS,
+    "level": LEVELS,
+    "strategy": STRATEGIES,
+}
 
 
 def flag_name(field: str) -> str:
@@ -34,13 +40,20 @@ def _add_corpus_args(parser: argparse.ArgumentParser) -> None:
 def _source(args: argparse.Namespace, encoding_errors: str = "strict"):
     from keras_chargen.corpus import make_source
 
-    return make_source(args.text, args.tfds, encoding_errors, split=args.tfds_split, feature=args.tfds_feature,
-                       data_dir=args.tfds_data_dir, manual_dir=args.tfds_manual_dir)
+    return make_source(
+        args.text,
+        args.tfds,
+        encoding_errors,
+        split=args.tfds_split,
+        feature=args.tfds_feature,
+        data_dir=args.tfds_data_dir,
+        manual_dir=args.tfds_manual_dir,
+    )
 
 
 def unescape(text: str) -> str:
     r"""Backslash escapes typed on a shell (`
-`, `	`, `\`, `é`) → the characters; other text unchanged."""
+    `, `	`, `\`, `é`) → the characters; other text unchanged."""
     try:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as err:
@@ -48,55 +61,103 @@ def unescape(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-chargen", description=(
-        "Train character-level language models with Keras, generate text in-graph, export them."))
+    parser = argparse.ArgumentParser(
+        prog="keras-chargen",
+        description=("Train character-level language models with Keras, generate text in-graph, export them."),
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model (rerun the same command to resume)",
-                                description="Train a model; rerunning the same command resumes where it stopped.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = commands.add_parser(
+        "train",
+        help="train a model (rerun the same command to resume)",
+        description="Train a model; rerunning the same command resumes where it stopped.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _add_corpus_args(train)
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory (created)")
     settings = train.add_argument_group("model and training settings (saved in MODEL_DIR/config.json)")
     for field in dataclasses.fields(ChargenConfig):
-        kind = {"action": argparse.BooleanOptionalAction} if isinstance(field.default, bool) else {
-            "type": type(field.default), "choices": CHOICES.get(field.name)}
-        settings.add_argument(flag_name(field.name), dest=field.name, default=field.default,
-                              help=field.metadata["help"].replace("%", "%%"), **kind)
+        kind = (
+            {"action": argparse.BooleanOptionalAction}
+            if isinstance(field.default, bool)
+            else {"type": type(field.default), "choices": CHOICES.get(field.name)}
+        )
+        settings.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            default=field.default,
+            help=field.metadata["help"].replace("%", "%%"),
+            **kind,
+        )
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 bar, 2 lines")
     train.add_argument("--no-samples", action="store_true", help="do not print samples after each epoch")
     train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")
 
-    generate = commands.add_parser("generate", help="generate text from a trained model",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    generate = commands.add_parser(
+        "generate", help="generate text from a trained model", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     generate.add_argument("model_dir", metavar="MODEL_DIR")
     generate.add_argument("--prompt", default="", help="text to continue ('' starts at a line start)")
-    generate.add_argument("--temperature", type=float, nargs="+", default=[0.8], metavar="T",
-                          help="sampling temperature >= 0, 0 is greedy; several values give one sample each")
-    generate.add_argument("--length", type=int, default=500, help="tokens (characters or words) to generate "
-                                                                   "(at most 100000)")
+    generate.add_argument(
+        "--temperature",
+        type=float,
+        nargs="+",
+        default=[0.8],
+        metavar="T",
+        help="sampling temperature >= 0, 0 is greedy; several values give one sample each",
+    )
+    generate.add_argument(
+        "--length", type=int, default=500, help="tokens (characters or words) to generate (at most 100000)"
+    )
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
     generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
-    generate.add_argument("--oov", choices=("error", "skip", "unk"), default="error",
-                          help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
-                               "or feed them as [UNK] (words)")
+    generate.add_argument(
+        "--oov",
+        choices=("error", "skip", "unk"),
+        default="error",
+        help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
+        "or feed them as [UNK] (words)",
+    )
     generate.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
-    generate.add_argument("--top-p", type=float, default=None,
-                          help="sample only from the most likely tokens whose probabilities sum to p, in (0, 1]")
-    generate.add_argument("--repetition-penalty", type=float, default=None,
-                          help="> 1 discourages tokens already in the prompt or the text (CTRL's penalty)")
-    generate.add_argument("--stop", type=unescape, default=None,
-                          help=r"stop a sample once it ends with this text (included); escapes like \n work")
+    generate.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample only from the most likely tokens whose probabilities sum to p, in (0, 1]",
+    )
+    generate.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=None,
+        help="> 1 discourages tokens already in the prompt or the text (CTRL's penalty)",
+    )
+    generate.add_argument(
+        "--stop",
+        type=unescape,
+        default=None,
+        help=r"stop a sample once it ends with this text (included); escapes like \n work",
+    )
 
-    evaluate = commands.add_parser("evaluate", help="loss, bits/char and perplexity on a text",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="loss, bits/char and perplexity on a text",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
     _add_corpus_args(evaluate)
-    evaluate.add_argument("--split", choices=("val", "all"), default="val",
-                          help="val: the last val_fraction of the text (as in training); all: the whole text")
+    evaluate.add_argument(
+        "--split",
+        choices=("val", "all"),
+        default="val",
+        help="val: the last val_fraction of the text (as in training); all: the whole text",
+    )
     evaluate.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
-    evaluate.add_argument("--ngram-order", type=int, default=0,
-                          help="also score a character n-gram baseline of this order (trained on the rest)")
+    evaluate.add_argument(
+        "--ngram-order",
+        type=int,
+        default=0,
+        help="also score a character n-gram baseline of this order (trained on the rest)",
+    )
 
     add_export_parser(commands)
     add_serve_parser(commands)
@@ -110,8 +171,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig)}
     config = ChargenConfig(**values)
-    result = train(config, _source(args, config.encoding_errors), args.out, verbose=args.verbose,
-                   sample_every_epoch=not args.no_samples)
+    result = train(
+        config,
+        _source(args, config.encoding_errors),
+        args.out,
+        verbose=args.verbose,
+        sample_every_epoch=not args.no_samples,
+    )
     print(f"best validation loss {result.progress.best_val_loss:.4f} nats/{config.level}; model in {result.model_dir}")
     if args.sample_length > 0:
         text = load_generator(args.out).generate([""], 0.8, args.sample_length, seed=config.seed)[0]
@@ -125,8 +191,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
-    texts = generator.generate([args.prompt] * len(temps), temps, args.length, args.seed, args.oov, top_k=args.top_k,
-                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, stop=args.stop)
+    texts = generator.generate(
+        [args.prompt] * len(temps),
+        temps,
+        args.length,
+        args.seed,
+        args.oov,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=args.stop,
+    )
     for i, (temperature, text) in enumerate(zip(temps, texts)):
         if len(args.temperature) > 1:
             sample = i // len(args.temperature) + 1
@@ -138,7 +213,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.evaluation import evaluate
-
     from keras_chargen.saving import CONFIG_FILE
 
     source = _source(args, args.encoding_errors)
@@ -157,17 +231,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 # --- export ---
 def add_export_parser(commands) -> None:
-    export = commands.add_parser("export", help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    export = commands.add_parser(
+        "export",
+        help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     export.add_argument("model_dir", metavar="MODEL_DIR")
-    export.add_argument("--format", choices=("savedmodel", "tflite", "onnx", "all"), default="savedmodel",
-                        help="artifact format")
-    export.add_argument("--out", required=True, help=(
-        "model base path, e.g. exported/NAME: the SavedModel goes to OUT/VERSION (TF Serving), TFLite to "
-        "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"))
+    export.add_argument(
+        "--format", choices=("savedmodel", "tflite", "onnx", "all"), default="savedmodel", help="artifact format"
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        help=(
+            "model base path, e.g. exported/NAME: the SavedModel goes to OUT/VERSION (TF Serving), TFLite to "
+            "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"
+        ),
+    )
     export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
-    export.add_argument("--quantize", choices=("none", "dynamic", "float16"), default="none",
-                        help="TFLite weight quantization")
+    export.add_argument(
+        "--quantize", choices=("none", "dynamic", "float16"), default="none", help="TFLite weight quantization"
+    )
     export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
 
 
@@ -180,8 +264,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 # --- serve ---
 def add_serve_parser(commands) -> None:
-    serve = commands.add_parser("serve", help="serve an exported model over TensorFlow Serving's REST API",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported model over TensorFlow Serving's REST API",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     serve.add_argument("--port", type=int, default=8501, help="TCP port (0: any free port)")
@@ -191,24 +278,41 @@ def add_serve_parser(commands) -> None:
 
     for field in dataclasses.fields(ServingConfig):
         if field.type in (bool, "bool"):  # --batching / --no-batching
-            serve.add_argument("--" + field.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
-                               default=field.default, help=field.metadata["help"])
+            serve.add_argument(
+                "--" + field.name.replace("_", "-"),
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=field.metadata["help"],
+            )
         else:
-            serve.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
-                               help=field.metadata["help"])
+            serve.add_argument(
+                "--" + field.name.replace("_", "-"),
+                type=type(field.default),
+                default=field.default,
+                help=field.metadata["help"],
+            )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from keras_chargen.serving import ServingConfig, serve
 
     config = ServingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServingConfig)})
-    serve(args.base_path, host=args.host, port=args.port, model_name=args.model_name, config=config,
-          log_level=args.log_level)
+    serve(
+        args.base_path,
+        host=args.host,
+        port=args.port,
+        model_name=args.model_name,
+        config=config,
+        log_level=args.log_level,
+    )
 
 
 def add_bench_parser(commands) -> None:
-    bench = commands.add_parser("bench", help="measure generation and training speed against reference approaches",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench = commands.add_parser(
+        "bench",
+        help="measure generation and training speed against reference approaches",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     bench.add_argument("--model-dir", help="a trained model (default: an untrained 2x512 LSTM; speed is the same)")
     bench.add_argument("--text", required=True, help="corpus for the prompt, vocabulary and training windows")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes on 2 cores)")
@@ -224,8 +328,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(chars_per_second(report)))
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate, "export": cmd_export,
-            "serve": cmd_serve, "bench": cmd_bench}
+COMMANDS = {
+    "train": cmd_train,
+    "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "serve": cmd_serve,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

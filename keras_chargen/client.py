@@ -18,7 +18,8 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from keras_chargen.errors import ChargenError
 
@@ -69,9 +70,18 @@ class ChargenClient:
         path = f"{self.url}/v1/models/{urllib.parse.quote(self.model, safe='')}"
         return path if self.version is None else f"{path}/versions/{self.version}"
 
-    def generate(self, prompt: str | Sequence[str], temperature: float | Sequence[float] = 0.8, length: int = 200,
-                 seed: int | None = None, *, top_k: int | None = None, top_p: float | None = None,
-                 repetition_penalty: float | None = None, stop: str | None = None) -> str | list[str]:
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        temperature: float | Sequence[float] = 0.8,
+        length: int = 200,
+        seed: int | None = None,
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | None = None,
+    ) -> str | list[str]:
         """The continuation of `prompt` (a list of them for a list of prompts), without the prompt.
 
         Every input of `serving_default` is sent (TF Serving requires them all), so versions exported
@@ -98,8 +108,13 @@ class ChargenClient:
             _check_args(prompts, value, length, seed)
         sampling = _check_sampling(top_k, top_p, repetition_penalty, stop)
         rows = len(prompts)
-        inputs = {"prompt": prompts, "temperature": [float(t) for t in temps], "max_new_chars": [length] * rows,
-                  "seed": [-1 if seed is None else seed] * rows, **{k: [v] * rows for k, v in sampling.items()}}
+        inputs = {
+            "prompt": prompts,
+            "temperature": [float(t) for t in temps],
+            "max_new_chars": [length] * rows,
+            "seed": [-1 if seed is None else seed] * rows,
+            **{k: [v] * rows for k, v in sampling.items()},
+        }
         generated = self.predict(inputs)["generated"]
         return generated[0] if isinstance(prompt, str) and rows == 1 else generated
 
@@ -121,12 +136,17 @@ class ChargenClient:
         """`GET .../metadata`: the signature defs of the (newest or chosen) version."""
         return self._request("GET", f"{self.model_url}/metadata")
 
-    def stream(self, prompt: str, temperature: float = 0.8, length: int = 200,
-               seed: int | None = None) -> Iterator[str]:
+    def stream(
+        self, prompt: str, temperature: float = 0.8, length: int = 200, seed: int | None = None
+    ) -> Iterator[str]:
         """Extension of `keras-chargen serve` only: pieces of the continuation as they are generated."""
         _check_args([prompt], temperature, length, seed)
-        body = {"prompt": prompt, "temperature": float(temperature), "max_new_chars": length,
-                "seed": -1 if seed is None else seed}
+        body = {
+            "prompt": prompt,
+            "temperature": float(temperature),
+            "max_new_chars": length,
+            "seed": -1 if seed is None else seed,
+        }
         with self._open("POST", f"{self.model_url}:stream", body) as response:
             for event, data in _sse_events(response):
                 if event == "text":
@@ -143,8 +163,9 @@ class ChargenClient:
 
     def _open(self, method: str, url: str, body: Any):
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+        )
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as err:
@@ -153,9 +174,18 @@ class ChargenClient:
             raise ServingError(None, f"cannot reach {self.url}: {err.reason}") from None
 
 
-def generate(prompt: str | Sequence[str], temperature: float | Sequence[float] = 0.8, length: int = 200, *,
-             model: str, url: str = DEFAULT_URL, version: int | None = None, seed: int | None = None,
-             timeout: float = 60.0, **sampling: Any) -> str | list[str]:
+def generate(
+    prompt: str | Sequence[str],
+    temperature: float | Sequence[float] = 0.8,
+    length: int = 200,
+    *,
+    model: str,
+    url: str = DEFAULT_URL,
+    version: int | None = None,
+    seed: int | None = None,
+    timeout: float = 60.0,
+    **sampling: Any,
+) -> str | list[str]:
     """One-call form of `ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed,
     **sampling)` (`top_k`, `top_p`, `repetition_penalty`, `stop`)."""
     return ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed, **sampling)
@@ -165,8 +195,12 @@ def _check_args(prompts: list | None, temperature: float, length: int, seed: int
     """Fail before the round trip on arguments no server would accept."""
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ChargenError("prompt must be a string or a non-empty list of strings")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
-            or temperature < 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
         raise ChargenError(f"temperature must be a finite number >= 0; got {temperature!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ChargenError(f"length must be an integer >= 0; got {length!r}")
@@ -174,22 +208,29 @@ def _check_args(prompts: list | None, temperature: float, length: int, seed: int
         raise ChargenError(f"seed must be an integer >= 0 or None; got {seed!r}")
 
 
-def _check_sampling(top_k: int | None, top_p: float | None, repetition_penalty: float | None,
-                    stop: str | None) -> dict[str, Any]:
+def _check_sampling(
+    top_k: int | None, top_p: float | None, repetition_penalty: float | None, stop: str | None
+) -> dict[str, Any]:
     """The sampling inputs with None turned into their off values; `ChargenError` on invalid values."""
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ChargenError(f"top_k must be an integer >= 1; got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ChargenError(f"top_p must be a number in (0, 1]; got {top_p!r}")
-    if repetition_penalty is not None and (isinstance(repetition_penalty, bool)
-                                           or not isinstance(repetition_penalty, (int, float))
-                                           or not math.isfinite(repetition_penalty) or repetition_penalty <= 0):
+    if repetition_penalty is not None and (
+        isinstance(repetition_penalty, bool)
+        or not isinstance(repetition_penalty, (int, float))
+        or not math.isfinite(repetition_penalty)
+        or repetition_penalty <= 0
+    ):
         raise ChargenError(f"repetition_penalty must be a finite number > 0; got {repetition_penalty!r}")
     if stop is not None and (not isinstance(stop, str) or not stop):
         raise ChargenError(f"stop must be a non-empty string; got {stop!r}")
-    return {"top_k": top_k or 0, "top_p": 1.0 if top_p is None else float(top_p),
-            "repetition_penalty": 1.0 if repetition_penalty is None else float(repetition_penalty),
-            "stop": stop or ""}
+    return {
+        "top_k": top_k or 0,
+        "top_p": 1.0 if top_p is None else float(top_p),
+        "repetition_penalty": 1.0 if repetition_penalty is None else float(repetition_penalty),
+        "stop": stop or "",
+    }
 
 
 def _error_message(err: urllib.error.HTTPError) -> str:

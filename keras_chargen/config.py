@@ -46,8 +46,11 @@ class ChargenConfig:
     seq_len: int = _field(100, "tokens per training window (truncated BPTT length)")
     batch_size: int = _field(64, "windows per batch (= parallel streams in the stateful layout)")
     layout: str = _field("stateful", "stateful (char-rnn streams, state carried) | shuffled (overlapping windows)")
-    state_reset_prob: float = _field(0.05, "stateful layout: chance a stream's carried state is zeroed before a "
-                                     "batch, so the model also learns to start from the zero state generation uses")
+    state_reset_prob: float = _field(
+        0.05,
+        "stateful layout: chance a stream's carried state is zeroed before a "
+        "batch, so the model also learns to start from the zero state generation uses",
+    )
     stride: int = _field(0, "shuffled layout: step between window starts; 0 means seq_len")
     val_fraction: float = _field(0.1, "last fraction of the text held out for validation")
     encoding_errors: str = _field("strict", "invalid UTF-8: strict (error) | replace (U+FFFD)")
@@ -61,18 +64,30 @@ class ChargenConfig:
     save_every: int = _field(200, "batches between resumable backups (also written at each epoch end)")
     seed: int = _field(0, "seed for weight init, shuffling and the per-epoch samples")
     # --- distribution (docs/distributed.md); may change when resuming ---
-    strategy: str = _field("default", "default (one device) | mirrored (all local GPUs, else the logical CPUs) | "
-                           "multiworker (the hosts in TF_CONFIG); the global batch is split over the replicas")
-    logical_cpus: int = _field(0, "split the CPU into this many logical devices first (tests and benchmarks of "
-                               "--strategy mirrored without GPUs; adds no compute); 0 = no split")
+    strategy: str = _field(
+        "default",
+        "default (one device) | mirrored (all local GPUs, else the logical CPUs) | "
+        "multiworker (the hosts in TF_CONFIG); the global batch is split over the replicas",
+    )
+    logical_cpus: int = _field(
+        0,
+        "split the CPU into this many logical devices first (tests and benchmarks of "
+        "--strategy mirrored without GPUs; adds no compute); 0 = no split",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise `ChargenError` naming the first field with an invalid value."""
-        choices = {"cell": CELLS, "layout": LAYOUTS, "lr_schedule": LR_SCHEDULES,
-                   "encoding_errors": ENCODING_ERRORS, "level": LEVELS, "strategy": STRATEGIES}
+        choices = {
+            "cell": CELLS,
+            "layout": LAYOUTS,
+            "lr_schedule": LR_SCHEDULES,
+            "encoding_errors": ENCODING_ERRORS,
+            "level": LEVELS,
+            "strategy": STRATEGIES,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -92,7 +107,7 @@ class ChargenConfig:
                 raise ChargenError(f"{name} must be in [{low}, {high}); got {value!r}")
         if not isinstance(self.state_reset_prob, (int, float)) or not 0.0 <= self.state_reset_prob <= 1.0:
             raise ChargenError(f"state_reset_prob must be in [0, 1]; got {self.state_reset_prob!r}")
-        if not 0.0 < self.val_fraction:
+        if not self.val_fraction > 0.0:
             raise ChargenError(f"val_fraction must be > 0 (validation drives checkpoints); got {self.val_fraction}")
         for name in ("learning_rate", "clipnorm", "max_minutes"):
             value = getattr(self, name)
@@ -110,7 +125,7 @@ class ChargenConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ChargenConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ChargenConfig:
         """Build from a dict; unknown keys are an error (a typo must not be silently ignored)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -124,7 +139,7 @@ class ChargenConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ChargenConfig":
+    def load(cls, path: str | Path) -> ChargenConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -74,14 +75,17 @@ class FileSource:
                         except UnicodeDecodeError as err:
                             raise ChargenError(
                                 f"{path}: invalid UTF-8 at byte {offset + err.start} "
-                                "(use --encoding-errors replace to substitute U+FFFD)") from None
+                                "(use --encoding-errors replace to substitute U+FFFD)"
+                            ) from None
                         offset += len(block)
                         if text:
                             yield text
                     tail = decoder.decode(b"", final=True)
             except UnicodeDecodeError:
-                raise ChargenError(f"{path}: truncated UTF-8 sequence at the end of the file "
-                                   "(use --encoding-errors replace to substitute U+FFFD)") from None
+                raise ChargenError(
+                    f"{path}: truncated UTF-8 sequence at the end of the file "
+                    "(use --encoding-errors replace to substitute U+FFFD)"
+                ) from None
             except OSError as err:
                 raise ChargenError(f"cannot read {path}: {err.strerror}") from None
             if tail:
@@ -130,8 +134,9 @@ class TfdsSource:
         first = True
         for example in self._dataset().as_numpy_iterator():
             if self.feature not in example:
-                raise ChargenError(f"TFDS dataset {self.name!r} has no feature {self.feature!r}; "
-                                   f"it has {', '.join(sorted(example))}")
+                raise ChargenError(
+                    f"TFDS dataset {self.name!r} has no feature {self.feature!r}; it has {', '.join(sorted(example))}"
+                )
             value = example[self.feature]
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
             yield text if first else "\n" + text
@@ -222,9 +227,15 @@ def build_vocabulary(chunks: Iterator[np.ndarray], level: str, lowercase: bool, 
     return Vocabulary(lookup.get_vocabulary()[1:], "word", lowercase)
 
 
-def prepare_corpus(source: TextSource, directory: str | Path, val_fraction: float,
-                   vocab: Vocabulary | None = None, level: str = "char", lowercase: bool = False,
-                   max_vocab: int = 0) -> PreparedCorpus:
+def prepare_corpus(
+    source: TextSource,
+    directory: str | Path,
+    val_fraction: float,
+    vocab: Vocabulary | None = None,
+    level: str = "char",
+    lowercase: bool = False,
+    max_vocab: int = 0,
+) -> PreparedCorpus:
     """Stream `source` into `directory/{train,val}.bin`, building the vocabulary from the training part.
 
     Args:
@@ -245,21 +256,29 @@ def prepare_corpus(source: TextSource, directory: str | Path, val_fraction: floa
         raise ChargenError(f"corpus is empty: {source.describe()}")
     num_train, num_val = split_sizes(num_tokens, val_fraction)
     if vocab is None:
-        vocab = build_vocabulary(_train_part(_token_chunks(source, level, lowercase), num_train),
-                                 level, lowercase, max_vocab)
+        vocab = build_vocabulary(
+            _train_part(_token_chunks(source, level, lowercase), num_train), level, lowercase, max_vocab
+        )
     directory.mkdir(parents=True, exist_ok=True)
     dtype = vocab.id_dtype.newbyteorder("<")
-    with atomic_path(directory / "train.bin") as train_tmp, atomic_path(directory / "val.bin") as val_tmp:
-        with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
-            seen = 0
-            for tokens in _token_chunks(source, level, lowercase):
-                ids = _token_ids(vocab, tokens).astype(dtype)
-                cut = min(max(num_train - seen, 0), len(ids))
-                train_file.write(ids[:cut].tobytes())
-                val_file.write(ids[cut:].tobytes())
-                seen += len(ids)
-    atomic_write_text(directory / "corpus.json", json.dumps(
-        {"source": source.describe(), "level": level, "num_train": num_train, "num_val": num_val}, indent=2) + "\n")
+    with (
+        atomic_path(directory / "train.bin") as train_tmp,
+        atomic_path(directory / "val.bin") as val_tmp,
+        open(train_tmp, "wb") as train_file,
+        open(val_tmp, "wb") as val_file,
+    ):
+        seen = 0
+        for tokens in _token_chunks(source, level, lowercase):
+            ids = _token_ids(vocab, tokens).astype(dtype)
+            cut = min(max(num_train - seen, 0), len(ids))
+            train_file.write(ids[:cut].tobytes())
+            val_file.write(ids[cut:].tobytes())
+            seen += len(ids)
+    atomic_write_text(
+        directory / "corpus.json",
+        json.dumps({"source": source.describe(), "level": level, "num_train": num_train, "num_val": num_val}, indent=2)
+        + "\n",
+    )
     return PreparedCorpus(directory, vocab, num_train, num_val)
 
 
@@ -270,8 +289,9 @@ def _token_ids(vocab: Vocabulary, tokens: np.ndarray) -> np.ndarray:
     return np.array([vocab.token_id(t.decode("utf-8")) for t in tokens.tolist()], dtype=np.int64)
 
 
-def make_source(text: Sequence[str | Path] | None = None, tfds: str | None = None,
-                encoding_errors: str = "strict", **tfds_kwargs) -> TextSource:
+def make_source(
+    text: Sequence[str | Path] | None = None, tfds: str | None = None, encoding_errors: str = "strict", **tfds_kwargs
+) -> TextSource:
     """A `FileSource` for `text` paths or a `TfdsSource` for a TFDS name (exactly one of them)."""
     if bool(text) == bool(tfds):
         raise ChargenError("give exactly one corpus: --text PATH [PATH...] or --tfds NAME")

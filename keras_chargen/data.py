@@ -22,8 +22,11 @@ def _records(path: Path, dtype: np.dtype, total: int, start, count, length) -> t
     """`count` consecutive records of `length` ids starting at id `start` of a file of `total` ids."""
     width = dtype.itemsize
     return tf.data.FixedLengthRecordDataset(
-        str(path), record_bytes=length * width, header_bytes=start * width,
-        footer_bytes=(total - start - count * length) * width)
+        str(path),
+        record_bytes=length * width,
+        header_bytes=start * width,
+        footer_bytes=(total - start - count * length) * width,
+    )
 
 
 def _decoder(dtype: np.dtype):
@@ -36,8 +39,9 @@ def stream_length(num_ids: int, batch_size: int, seq_len: int) -> int:
     return (num_ids - 1) // batch_size // seq_len * seq_len
 
 
-def stateful_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size: int, seq_len: int,
-                     name: str = "training") -> tf.data.Dataset:
+def stateful_dataset(
+    path: str | Path, num_ids: int, dtype: np.dtype, batch_size: int, seq_len: int, name: str = "training"
+) -> tf.data.Dataset:
     """Batches of (inputs, targets), both `(batch_size, seq_len)` int32, in char-rnn's stream layout.
 
     The ids are cut into `batch_size` contiguous streams of `L` characters; row i of batch k is
@@ -50,7 +54,8 @@ def stateful_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size
         raise ChargenError(
             f"{name} text has {num_ids} characters, fewer than one batch needs "
             f"(batch_size × seq_len + 1 = {batch_size * seq_len + 1}); "
-            "use a longer text or lower --batch-size / --seq-len")
+            "use a longer text or lower --batch-size / --seq-len"
+        )
     per_stream = length // seq_len
     decode = _decoder(dtype)
 
@@ -60,11 +65,11 @@ def stateful_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size
         targets = _records(path, dtype, num_ids, start + 1, per_stream, seq_len)
         return tf.data.Dataset.zip(inputs, targets).map(lambda x, y: (decode(x), decode(y)))
 
-    streams = tf.data.Dataset.range(batch_size).interleave(
-        stream, cycle_length=batch_size, block_length=1)
+    streams = tf.data.Dataset.range(batch_size).interleave(stream, cycle_length=batch_size, block_length=1)
     dataset = streams.batch(batch_size, drop_remainder=True)
-    dataset = dataset.map(lambda x, y: (tf.ensure_shape(x, (batch_size, seq_len)),
-                                        tf.ensure_shape(y, (batch_size, seq_len))))
+    dataset = dataset.map(
+        lambda x, y: (tf.ensure_shape(x, (batch_size, seq_len)), tf.ensure_shape(y, (batch_size, seq_len)))
+    )
     if num_ids <= CACHE_MAX_IDS:
         dataset = dataset.cache()
     # Keras needs the cardinality: with an unknown one, `evaluate` reports a wrong mean.
@@ -77,8 +82,9 @@ def num_stateful_batches(num_ids: int, batch_size: int, seq_len: int) -> int:
     return stream_length(num_ids, batch_size, seq_len) // seq_len
 
 
-def shuffled_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size: int, seq_len: int,
-                     stride: int, seed: int = 0) -> tf.data.Dataset:
+def shuffled_dataset(
+    path: str | Path, num_ids: int, dtype: np.dtype, batch_size: int, seq_len: int, stride: int, seed: int = 0
+) -> tf.data.Dataset:
     """Shuffled batches of overlapping windows (a new order every epoch) for stateless training.
 
     Windows of `seq_len + 1` ids start every `stride` ids; each is split into inputs and targets
@@ -90,7 +96,8 @@ def shuffled_dataset(path: str | Path, num_ids: int, dtype: np.dtype, batch_size
     if num_windows < batch_size:
         raise ChargenError(
             f"training text has {num_ids} characters, fewer windows ({max(num_windows, 0)}) than one batch "
-            f"({batch_size}); use a longer text or lower --batch-size / --seq-len / --stride")
+            f"({batch_size}); use a longer text or lower --batch-size / --seq-len / --stride"
+        )
     decode = _decoder(dtype)
     num_chunks = -(-num_windows // WINDOWS_PER_CHUNK)
 

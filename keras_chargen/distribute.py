@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -38,7 +38,8 @@ def configure_logical_cpus(count: int) -> None:
         if len(tf.config.list_logical_devices("CPU")) != count:
             raise ChargenError(
                 f"logical_cpus={count} must be set before TensorFlow initialises its devices; "
-                "start a new process (the CLI does this by itself)") from None
+                "start a new process (the CLI does this by itself)"
+            ) from None
 
 
 def make_strategy(name: str, logical_cpus: int = 0) -> tf.distribute.Strategy:
@@ -62,17 +63,20 @@ def make_strategy(name: str, logical_cpus: int = 0) -> tf.distribute.Strategy:
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError) as err:
-        raise ChargenError(f"cannot start the multi-worker strategy for cluster {cluster}: "
-                           f"{str(err).splitlines()[0][:300]}") from None
+        raise ChargenError(
+            f"cannot start the multi-worker strategy for cluster {cluster}: {str(err).splitlines()[0][:300]}"
+        ) from None
 
 
 def _tf_config_cluster() -> dict:
     """The `cluster` of `TF_CONFIG`, checked enough to give a clear error instead of a TensorFlow one."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ChargenError("--strategy multiworker needs the TF_CONFIG environment variable "
-                           '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                           '"task": {"type": "worker", "index": 0}}); see docs/distributed.md')
+        raise ChargenError(
+            "--strategy multiworker needs the TF_CONFIG environment variable "
+            '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}); see docs/distributed.md'
+        )
     try:
         config = json.loads(raw)
         cluster, task = config["cluster"], config["task"]
@@ -80,8 +84,10 @@ def _tf_config_cluster() -> dict:
         if kind not in cluster or not 0 <= index < len(cluster[kind]):
             raise KeyError(f"task {kind}:{index} is not in the cluster")
     except (ValueError, KeyError, TypeError) as err:
-        raise ChargenError(f"invalid TF_CONFIG ({err}): it must be JSON with 'cluster' (job → list of "
-                           "host:port) and 'task' ({'type': job, 'index': i} within that job)") from None
+        raise ChargenError(
+            f"invalid TF_CONFIG ({err}): it must be JSON with 'cluster' (job → list of "
+            "host:port) and 'task' ({'type': job, 'index': i} within that job)"
+        ) from None
     return cluster
 
 
@@ -118,13 +124,13 @@ def replica_batch_size(strategy: tf.distribute.Strategy, global_batch: int) -> i
     """Rows of the global batch each replica gets; the global batch must split evenly."""
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
-        raise ChargenError(f"batch_size {global_batch} does not split evenly over {replicas} replicas; "
-                           f"use a multiple of {replicas}")
+        raise ChargenError(
+            f"batch_size {global_batch} does not split evenly over {replicas} replicas; use a multiple of {replicas}"
+        )
     return global_batch // replicas
 
 
-def distribute_rows(strategy: tf.distribute.Strategy, make_dataset: Callable[[], tf.data.Dataset],
-                    global_batch: int):
+def distribute_rows(strategy: tf.distribute.Strategy, make_dataset: Callable[[], tf.data.Dataset], global_batch: int):
     """A distributed dataset in which global replica r always gets rows `r*b … (r+1)*b - 1` of each global batch.
 
     `make_dataset()` yields global batches `(inputs, targets)` of `global_batch` rows (the same
@@ -139,7 +145,7 @@ def distribute_rows(strategy: tf.distribute.Strategy, make_dataset: Callable[[],
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         local = context.num_replicas_in_sync // context.num_input_pipelines
         first, rows = context.input_pipeline_id * local * per_replica, local * per_replica
-        dataset = make_dataset().map(lambda x, y: (x[first:first + rows], y[first:first + rows]))
+        dataset = make_dataset().map(lambda x, y: (x[first : first + rows], y[first : first + rows]))
         dataset = dataset.unbatch().batch(per_replica, drop_remainder=True)  # (per_replica, seq_len) each
         return dataset.repeat().prefetch(tf.data.AUTOTUNE)
 
@@ -206,7 +212,7 @@ class ReplicaStates:
 
     def _local_slice(self, value: tf.Tensor) -> tf.Tensor:
         start = tf.distribute.get_replica_context().replica_id_in_sync_group * self.rows
-        return value[start:start + self.rows]
+        return value[start : start + self.rows]
 
     def _gather_fn(self) -> list[tf.Tensor]:
         def replica_fn():
@@ -274,10 +280,14 @@ class AllReduceClipAdam(keras.optimizers.Adam):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not (hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients")
-                and hasattr(keras.optimizers.Adam, "_clip_gradients")):
-            raise ChargenError(f"this Keras ({keras.__version__}) has no Optimizer._all_reduce_sum_gradients; "
-                               "keras_chargen.distribute.AllReduceClipAdam needs updating")
+        if not (
+            hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients")
+            and hasattr(keras.optimizers.Adam, "_clip_gradients")
+        ):
+            raise ChargenError(
+                f"this Keras ({keras.__version__}) has no Optimizer._all_reduce_sum_gradients; "
+                "keras_chargen.distribute.AllReduceClipAdam needs updating"
+            )
 
     def _clip_gradients(self, grads):
         return grads  # clipped after the all-reduce instead

@@ -36,17 +36,23 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
         num = corpus.num_val
         batch = max(1, min(config.batch_size, (num - 1) // config.seq_len))
         if num_stateful_batches(num, batch, config.seq_len) == 0:
-            raise ChargenError(f"evaluation text has {num} {config.level}s, fewer than one window "
-                               f"(seq_len + 1 = {config.seq_len + 1})")
+            raise ChargenError(
+                f"evaluation text has {num} {config.level}s, fewer than one window (seq_len + 1 = {config.seq_len + 1})"
+            )
         dataset = stateful_dataset(corpus.val_path, num, vocab.id_dtype, batch, config.seq_len, "evaluation")
         model = build_model(config, vocab.size, batch, stateful=True)
         model.set_weights(inference.get_weights())
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[BitsPerChar(), Perplexity()])
+        model.compile(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=[BitsPerChar(), Perplexity()]
+        )
         results = model.evaluate(dataset, callbacks=[ResetStates()], verbose=verbose, return_dict=True)
     bpc = float(results["bpc"])
-    return {"loss": bpc * math.log(2.0), "bpc": bpc, "perplexity": float(results["perplexity"]),
-            "chars": num_stateful_batches(num, batch, config.seq_len) * batch * config.seq_len}
+    return {
+        "loss": bpc * math.log(2.0),
+        "bpc": bpc,
+        "perplexity": float(results["perplexity"]),
+        "chars": num_stateful_batches(num, batch, config.seq_len) * batch * config.seq_len,
+    }
 
 
 def ngram_baseline(model_dir: str | Path, source: TextSource, order: int) -> float:

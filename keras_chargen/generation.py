@@ -9,7 +9,7 @@ function, no Python per character.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -17,9 +17,19 @@ import tensorflow as tf
 
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
-from keras_chargen.sampling import (PENALTY_OFF, TOP_K_OFF, TOP_P_OFF, SamplingSettings, check_repetition_penalty,
-                                    check_top_k, check_top_p, next_token, processors_in_use, sample_next,
-                                    sampling_settings)
+from keras_chargen.sampling import (
+    PENALTY_OFF,
+    TOP_K_OFF,
+    TOP_P_OFF,
+    SamplingSettings,
+    check_repetition_penalty,
+    check_top_k,
+    check_top_p,
+    next_token,
+    processors_in_use,
+    sample_next,
+    sampling_settings,
+)
 from keras_chargen.tokenizer import WordPieces, split_words, tokenize
 from keras_chargen.vocab import OOV_TOKEN
 
@@ -51,8 +61,9 @@ class CharGenerator(keras.layers.Layer):
     >>> generator.generate(["ROMEO:"], temperature=0.5, max_new_chars=100, seed=1)  # doctest: +SKIP
     """
 
-    def __init__(self, model: keras.Model, vocabulary: Sequence[str], level: str = "char", lowercase: bool = False,
-                 **kwargs) -> None:
+    def __init__(
+        self, model: keras.Model, vocabulary: Sequence[str], level: str = "char", lowercase: bool = False, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.vocabulary = list(vocabulary)
@@ -60,8 +71,9 @@ class CharGenerator(keras.layers.Layer):
         self.word_pieces = WordPieces([OOV_TOKEN] + self.vocabulary) if level == "word" else None
         self.step = RecurrentStep(model)
         self.encoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, name="encoder")
-        self.decoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, invert=True,
-                                                 name="decoder")
+        self.decoder = keras.layers.StringLookup(
+            vocabulary=self.vocabulary, oov_token=OOV_TOKEN, invert=True, name="decoder"
+        )
         self.start_id = self.vocabulary.index("\n") + 1 if "\n" in self.vocabulary else 0
         self._compiled = None
 
@@ -112,9 +124,17 @@ class CharGenerator(keras.layers.Layer):
         text = self.decoder(ids)
         return text if self.word_pieces is None else self.word_pieces(text, prev_ids, ids)
 
-    def sample_ids(self, logits: tf.Tensor, states: list[tf.Tensor], settings: SamplingSettings,
-                   max_new_chars: tf.Tensor, seed: tf.Tensor, seen: tf.Tensor | None = None,
-                   prev_ids: tf.Tensor | None = None, stop: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def sample_ids(
+        self,
+        logits: tf.Tensor,
+        states: list[tf.Tensor],
+        settings: SamplingSettings,
+        max_new_chars: tf.Tensor,
+        seed: tf.Tensor,
+        seen: tf.Tensor | None = None,
+        prev_ids: tf.Tensor | None = None,
+        stop: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Generate up to `max_new_chars` ids per row, starting from primed logits/states.
 
         A row stops at its length or once its generated text ends with its `stop` string; after
@@ -154,19 +174,27 @@ class CharGenerator(keras.layers.Layer):
 
         def general_loop():
             """Any mix of processors and stop strings; a row ends at its length or its stop string."""
+
             def body(t, logits, states, prev_ids, seen, done, count, tail, out):
-                next_ids = next_token(logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use)
+                next_ids = next_token(
+                    logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use
+                )
                 active = tf.logical_not(done)
                 out = out.write(t, tf.where(active, next_ids, 0))
                 count += tf.cast(active, tf.int32)
-                seen = tf.cond(in_use[0], lambda: tf.logical_or(seen, tf.one_hot(
-                    tf.where(active, next_ids, -1), vocab, on_value=True, off_value=False)),
-                               lambda: seen)  # only the penalty reads it
+                seen = tf.cond(
+                    in_use[0],
+                    lambda: tf.logical_or(
+                        seen, tf.one_hot(tf.where(active, next_ids, -1), vocab, on_value=True, off_value=False)
+                    ),
+                    lambda: seen,
+                )  # only the penalty reads it
                 if stop is None:
                     matched = tf.zeros_like(done)
                 else:  # string ops only when some row has a stop string
-                    tail, matched = tf.cond(has_stop, lambda: check_stop(tail, prev_ids, next_ids),
-                                            lambda: (tail, tf.zeros_like(done)))
+                    tail, matched = tf.cond(
+                        has_stop, lambda: check_stop(tail, prev_ids, next_ids), lambda: (tail, tf.zeros_like(done))
+                    )
                 done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
                 logits, states = self.step(next_ids, states, weights)
                 return t + 1, logits, states, next_ids, seen, done, count, tail, out
@@ -182,6 +210,7 @@ class CharGenerator(keras.layers.Layer):
             """Temperature only (no row uses a processor or a stop string): the same draws as
             `general_loop`, without its per-step conditionals and stop bookkeeping (each row runs its
             `max_new_chars`); decided once per call, so the common case pays for none of them."""
+
             def body(t, logits, states, out):
                 next_ids = sample_next(logits + never_oov, settings.temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
                 logits, states = self.step(next_ids, states, weights)
@@ -208,8 +237,17 @@ class CharGenerator(keras.layers.Layer):
         keep = tf.sequence_mask(lengths, tf.shape(ids)[1])  # padding adds nothing
         return tf.strings.reduce_join(tf.where(keep, text, ""), axis=1)
 
-    def call(self, prompt, temperature, max_new_chars, seed, top_k=TOP_K_OFF, top_p=TOP_P_OFF,
-             repetition_penalty=PENALTY_OFF, stop=""):
+    def call(
+        self,
+        prompt,
+        temperature,
+        max_new_chars,
+        seed,
+        top_k=TOP_K_OFF,
+        top_p=TOP_P_OFF,
+        repetition_penalty=PENALTY_OFF,
+        stop="",
+    ):
         """Generate; all inputs are broadcast to `(batch,)`. Returns `{"text", "generated"}` strings.
 
         Args:
@@ -234,8 +272,9 @@ class CharGenerator(keras.layers.Layer):
             tf.debugging.assert_all_finite(temperature, "temperature must be a finite number"),
             tf.debugging.assert_greater_equal(temperature, 0.0, message="temperature must be >= 0"),
             tf.debugging.assert_greater_equal(max_new_chars, 0, message="max_new_chars must be >= 0"),
-            tf.debugging.assert_less_equal(max_new_chars, MAX_NEW_CHARS,
-                                           message=f"max_new_chars must be <= {MAX_NEW_CHARS}"),
+            tf.debugging.assert_less_equal(
+                max_new_chars, MAX_NEW_CHARS, message=f"max_new_chars must be <= {MAX_NEW_CHARS}"
+            ),
             tf.debugging.assert_greater_equal(top_k, 0, message="top_k must be >= 0 (0 = off)"),
             tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1] (1 = off)"),
             tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1] (1 = off)"),
@@ -248,8 +287,16 @@ class CharGenerator(keras.layers.Layer):
         ids, lengths = self.encode(prompt)
         logits, states = self.prime(ids, lengths)
         last_ids = tf.gather(ids, lengths - 1, batch_dims=1)  # (batch,) the last prompt id
-        new_ids, counts = self.sample_ids(logits, states, settings, max_new_chars, seed,
-                                          seen=self.seen_ids(ids, lengths), prev_ids=last_ids, stop=stop)
+        new_ids, counts = self.sample_ids(
+            logits,
+            states,
+            settings,
+            max_new_chars,
+            seed,
+            seen=self.seen_ids(ids, lengths),
+            prev_ids=last_ids,
+            stop=stop,
+        )
         generated = self.detokenize(last_ids, new_ids, counts)
         if self.level == "word":  # "to be " + " or" would double the space
             ends_in_space = tf.strings.regex_full_match(prompt, r"(?s).*\s")
@@ -257,10 +304,19 @@ class CharGenerator(keras.layers.Layer):
         return {"text": prompt + generated, "generated": generated}
 
     # --- Python convenience API ---
-    def generate(self, prompts: str | Sequence[str], temperature: float | Sequence[float] = 0.8,
-                 max_new_chars: int = 500, seed: int | None = None, oov: str = "error", *,
-                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
-                 stop: str | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        temperature: float | Sequence[float] = 0.8,
+        max_new_chars: int = 500,
+        seed: int | None = None,
+        oov: str = "error",
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | None = None,
+    ) -> list[str]:
         """Continuations (without the prompt) of each prompt, validated and run in one compiled call.
 
         Args:
@@ -285,20 +341,36 @@ class CharGenerator(keras.layers.Layer):
         top_k, top_p = check_top_k(top_k), check_top_p(top_p)
         repetition_penalty, stop = check_repetition_penalty(repetition_penalty), check_stop(stop)
         if oov not in OOV_POLICIES[self.level]:
-            raise ChargenError(f"oov must be one of {', '.join(OOV_POLICIES[self.level])} for a {self.level}-level "
-                               f"model; got {oov!r}")
+            raise ChargenError(
+                f"oov must be one of {', '.join(OOV_POLICIES[self.level])} for a {self.level}-level model; got {oov!r}"
+            )
         if oov == "error":
             self._check_known(prompts)
         if self._compiled is None:  # trace once; every call reuses the graph
-            self._compiled = tf.function(self.call, input_signature=[
-                tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.string)])
+            self._compiled = tf.function(
+                self.call,
+                input_signature=[
+                    tf.TensorSpec([None], tf.string),
+                    tf.TensorSpec([None], tf.float32),
+                    tf.TensorSpec([None], tf.int32),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([None], tf.int32),
+                    tf.TensorSpec([None], tf.float32),
+                    tf.TensorSpec([None], tf.float32),
+                    tf.TensorSpec([None], tf.string),
+                ],
+            )
         rows = len(prompts)
-        outputs = self._compiled(tf.constant(prompts), tf.constant(temps, tf.float32), tf.fill([rows], max_new_chars),
-                                 tf.constant([-1 if seed is None else seed], tf.int64), tf.fill([rows], top_k),
-                                 tf.fill([rows], top_p), tf.fill([rows], repetition_penalty), tf.fill([rows], stop))
+        outputs = self._compiled(
+            tf.constant(prompts),
+            tf.constant(temps, tf.float32),
+            tf.fill([rows], max_new_chars),
+            tf.constant([-1 if seed is None else seed], tf.int64),
+            tf.fill([rows], top_k),
+            tf.fill([rows], top_p),
+            tf.fill([rows], repetition_penalty),
+            tf.fill([rows], stop),
+        )
         return [s.decode("utf-8") for s in outputs["generated"].numpy()]
 
     def _check_known(self, prompts: Sequence[str]) -> None:
@@ -312,24 +384,31 @@ class CharGenerator(keras.layers.Layer):
                 what, hint = "characters", "--oov skip to drop them"
             else:
                 shown, what, hint = ", ".join(repr(w) for w in unknown[:10]), "words", "--oov unk to feed them as [UNK]"
-            raise ChargenError(f"prompt has {what} not in the model's vocabulary: {shown}"
-                               f"{' …' if len(unknown) > 10 else ''}; use {hint}")
+            raise ChargenError(
+                f"prompt has {what} not in the model's vocabulary: {shown}"
+                f"{' …' if len(unknown) > 10 else ''}; use {hint}"
+            )
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"model": keras.saving.serialize_keras_object(self.model), "vocabulary": self.vocabulary,
-                       "level": self.level, "lowercase": self.lowercase})
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.model),
+                "vocabulary": self.vocabulary,
+                "level": self.level,
+                "lowercase": self.lowercase,
+            }
+        )
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> "CharGenerator":
+    def from_config(cls, config: dict) -> CharGenerator:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
 
 
-def check_generation_args(prompts: Sequence[str], temperature, max_new_chars: int,
-                          seed: int | None) -> list[float]:
+def check_generation_args(prompts: Sequence[str], temperature, max_new_chars: int, seed: int | None) -> list[float]:
     """Validate generation arguments; return one temperature per prompt. Raises `ChargenError`."""
     if not prompts:
         raise ChargenError("no prompts given")

@@ -14,8 +14,9 @@ from keras_chargen.config import ChargenConfig
 RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 
-def build_model(config: ChargenConfig, vocab_size: int, batch_size: int | None = None,
-                stateful: bool = False) -> keras.Model:
+def build_model(
+    config: ChargenConfig, vocab_size: int, batch_size: int | None = None, stateful: bool = False
+) -> keras.Model:
     """A Keras model mapping ids `(batch, time)` to next-character logits `(batch, time, vocab_size)`.
 
     Args:
@@ -107,15 +108,19 @@ class RecurrentStep:
         for i, cell in enumerate(self.cells):
             gates = _num_gates(cell)
             recurrent_bias = _recurrent_bias(cell)
-            layers.append({
-                "kernel": None if i == 0 else tf.split(cell.kernel.value, gates, axis=1),
-                "bias": None if i == 0 else tf.split(_input_bias(cell), gates),
-                "recurrent": tf.split(cell.recurrent_kernel.value, gates, axis=1),
-                "recurrent_bias": None if recurrent_bias is None else tf.split(recurrent_bias, gates)})
+            layers.append(
+                {
+                    "kernel": None if i == 0 else tf.split(cell.kernel.value, gates, axis=1),
+                    "bias": None if i == 0 else tf.split(_input_bias(cell), gates),
+                    "recurrent": tf.split(cell.recurrent_kernel.value, gates, axis=1),
+                    "recurrent_bias": None if recurrent_bias is None else tf.split(recurrent_bias, gates),
+                }
+            )
         return {"table": tf.split(table, _num_gates(first), axis=1), "layers": layers}
 
-    def __call__(self, ids: tf.Tensor, states: list[tf.Tensor],
-                 weights: dict | None = None) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def __call__(
+        self, ids: tf.Tensor, states: list[tf.Tensor], weights: dict | None = None
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """Logits `(batch, vocab)` and the new states after feeding `ids` `(batch,)`.
 
         Args:
@@ -156,7 +161,7 @@ class RecurrentStep:
                     x_gates = [_affine(x, k, b) for k, b in zip(layer["kernel"], layer["bias"])]
                 biases = layer["recurrent_bias"] or [None] * gates
                 h_gates = [_affine(h, u, b) for u, b in zip(layer["recurrent"], biases)]
-            x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset: offset + count])
+            x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset : offset + count])
             new_states += cell_states
             offset += count
         return new_states
@@ -202,8 +207,9 @@ def _recurrent_bias(cell) -> tf.Tensor | None:
     return cell.bias.value[1] if isinstance(cell, keras.layers.GRUCell) else None
 
 
-def _cell_step(cell, x_gates: list[tf.Tensor], h_gates: list[tf.Tensor] | None,
-               states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+def _cell_step(
+    cell, x_gates: list[tf.Tensor], h_gates: list[tf.Tensor] | None, states: list[tf.Tensor]
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """One cell step from per-gate pre-activations `(batch, units)`: `x_gates[g] = x @ kernel_g +
     input bias_g`, `h_gates[g] = h @ recurrent_kernel_g (+ recurrent bias_g)`, or `h_gates` None when
     `x_gates` already hold the sums (never for a GRU, whose reset gate scales the recurrent part):

@@ -34,10 +34,10 @@ class CharNGram:
         self.types: Counter[str] = Counter()  # context -> distinct characters seen after it
         self.vocab_size = 1
 
-    def fit(self, text: str) -> "CharNGram":
+    def fit(self, text: str) -> CharNGram:
         """Count every n-gram of length 1..order in `text`."""
         for length in range(1, self.order + 1):
-            grams = Counter(text[i:i + length] for i in range(len(text) - length + 1))
+            grams = Counter(text[i : i + length] for i in range(len(text) - length + 1))
             self.counts.update(grams)
             for gram, count in grams.items():
                 self.totals[gram[:-1]] += count
@@ -48,9 +48,9 @@ class CharNGram:
     def prob(self, context: str, char: str) -> float:
         """P(char | the last `order - 1` characters of context)."""
         p = 1.0 / self.vocab_size
-        context = context[len(context) - self.order + 1:] if self.order > 1 else ""
+        context = context[len(context) - self.order + 1 :] if self.order > 1 else ""
         for k in range(len(context) + 1):  # from the empty context up to the longest
-            h = context[len(context) - k:] if k else ""
+            h = context[len(context) - k :] if k else ""
             total = self.totals.get(h, 0)
             if total:
                 seen = max(self.counts.get(h + char, 0) - self.discount, 0.0)
@@ -62,5 +62,6 @@ class CharNGram:
         if start >= len(text):
             raise ValueError("nothing to score")
         n = self.order - 1
-        return -sum(math.log(self.prob(text[max(0, i - n):i], text[i])) for i in range(start, len(text))) / (
-            len(text) - start)
+        return -sum(math.log(self.prob(text[max(0, i - n) : i], text[i])) for i in range(start, len(text))) / (
+            len(text) - start
+        )

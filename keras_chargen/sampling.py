@@ -38,13 +38,17 @@ class SamplingSettings(NamedTuple):
     repetition_penalty: tf.Tensor  # float32, > 0; 1 = off
 
 
-def sampling_settings(batch: tf.Tensor, temperature, top_k=TOP_K_OFF, top_p=TOP_P_OFF,
-                      repetition_penalty=PENALTY_OFF) -> SamplingSettings:
+def sampling_settings(
+    batch: tf.Tensor, temperature, top_k=TOP_K_OFF, top_p=TOP_P_OFF, repetition_penalty=PENALTY_OFF
+) -> SamplingSettings:
     """`SamplingSettings` with every value (a scalar or one per row) broadcast to `(batch,)`."""
+
     def row(value, dtype):
         return tf.broadcast_to(tf.cast(value, dtype), tf.reshape(batch, [1]))
-    return SamplingSettings(row(temperature, tf.float32), row(top_k, tf.int32), row(top_p, tf.float32),
-                            row(repetition_penalty, tf.float32))
+
+    return SamplingSettings(
+        row(temperature, tf.float32), row(top_k, tf.int32), row(top_p, tf.float32), row(repetition_penalty, tf.float32)
+    )
 
 
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
@@ -93,8 +97,14 @@ def _when(condition: tf.Tensor, process, logits: tf.Tensor, setting: tf.Tensor) 
     return tf.cond(condition, lambda: process(logits, setting), lambda: logits)
 
 
-def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor, top_k: tf.Tensor | None = None,
-                top_p: tf.Tensor | None = None, in_use: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
+def sample_next(
+    logits: tf.Tensor,
+    temperature: tf.Tensor,
+    seed: tf.Tensor,
+    top_k: tf.Tensor | None = None,
+    top_p: tf.Tensor | None = None,
+    in_use: tuple[tf.Tensor, tf.Tensor] | None = None,
+) -> tf.Tensor:
     """Next ids `(batch,)` int32: a draw from the filtered `softmax(logits / T)`, or argmax where `T == 0`.
 
     The draw uses the Gumbel-max trick, `argmax(filtered logits / T + Gumbel noise)`, which samples
@@ -110,8 +120,10 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor, top_
         top_p: float32 `(batch,)` or None; 1 or None = off.
         in_use: whether any row uses top-k, top-p (bool scalars); None: found from `top_k`, `top_p`.
     """
-    use_top_k, use_top_p = in_use or (tf.reduce_any(top_k > 0) if top_k is not None else None,
-                                      tf.reduce_any(top_p < 1) if top_p is not None else None)
+    use_top_k, use_top_p = in_use or (
+        tf.reduce_any(top_k > 0) if top_k is not None else None,
+        tf.reduce_any(top_p < 1) if top_p is not None else None,
+    )
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = apply_temperature(logits, temperature)
     if top_k is not None:
@@ -130,12 +142,20 @@ def processors_in_use(settings: SamplingSettings) -> tuple[tf.Tensor, tf.Tensor,
     A generation loop computes them once, outside the loop: the processors of unused strategies
     (sorts, for top-k and top-p) are then skipped at every step for the price of a `tf.cond`.
     """
-    return (tf.reduce_any(settings.repetition_penalty != PENALTY_OFF), tf.reduce_any(settings.top_k > 0),
-            tf.reduce_any(settings.top_p < TOP_P_OFF))
+    return (
+        tf.reduce_any(settings.repetition_penalty != PENALTY_OFF),
+        tf.reduce_any(settings.top_k > 0),
+        tf.reduce_any(settings.top_p < TOP_P_OFF),
+    )
 
 
-def next_token(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings, seed: tf.Tensor,
-               in_use: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
+def next_token(
+    logits: tf.Tensor,
+    seen: tf.Tensor,
+    settings: SamplingSettings,
+    seed: tf.Tensor,
+    in_use: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
     Args:
@@ -146,8 +166,7 @@ def next_token(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings, s
         in_use: `processors_in_use(settings)`, or None to find it here.
     """
     use_penalty, use_top_k, use_top_p = in_use or processors_in_use(settings)
-    logits = _when(use_penalty, lambda x, p: apply_repetition_penalty(x, seen, p), logits,
-                   settings.repetition_penalty)
+    logits = _when(use_penalty, lambda x, p: apply_repetition_penalty(x, seen, p), logits, settings.repetition_penalty)
     return sample_next(logits, settings.temperature, seed, settings.top_k, settings.top_p, (use_top_k, use_top_p))
 
 

@@ -31,7 +31,9 @@ def load_model(model_dir: str | Path) -> tuple[ChargenConfig, Vocabulary, keras.
     try:
         model.load_weights(weights)
     except Exception as err:  # h5py/zipfile/ValueError: all mean the file is unusable
-        raise ChargenError(f"corrupt or incompatible weights file {weights}: {str(err).splitlines()[0][:200]}") from None
+        raise ChargenError(
+            f"corrupt or incompatible weights file {weights}: {str(err).splitlines()[0][:200]}"
+        ) from None
     return config, vocab, model
 
 

@@ -14,7 +14,7 @@ Detokenization joins tokens with one space, except: no space before closing punc
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 

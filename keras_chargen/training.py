@@ -13,10 +13,17 @@ import tensorflow as tf
 from keras_chargen import callbacks as cb
 from keras_chargen.config import ChargenConfig
 from keras_chargen.corpus import PreparedCorpus, TextSource, prepare_corpus
-from keras_chargen.data import (num_shuffled_batches, num_stateful_batches, shuffled_dataset,
-                                stateful_dataset)
-from keras_chargen.distribute import (AllReduceClipAdam, distribute_rows, is_chief, make_strategy, num_workers,
-                                      replica_batch_size, unpin_strategy, write_dir)
+from keras_chargen.data import num_shuffled_batches, num_stateful_batches, shuffled_dataset, stateful_dataset
+from keras_chargen.distribute import (
+    AllReduceClipAdam,
+    distribute_rows,
+    is_chief,
+    make_strategy,
+    num_workers,
+    replica_batch_size,
+    unpin_strategy,
+    write_dir,
+)
 from keras_chargen.errors import ChargenError
 from keras_chargen.generation import CharGenerator
 from keras_chargen.metrics import BitsPerChar, Perplexity
@@ -44,8 +51,15 @@ def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dat
         train = stateful_dataset(corpus.train_path, corpus.num_train, dtype, config.batch_size, config.seq_len)
         steps = num_stateful_batches(corpus.num_train, config.batch_size, config.seq_len)
     else:
-        train = shuffled_dataset(corpus.train_path, corpus.num_train, dtype, config.batch_size, config.seq_len,
-                                 config.window_stride, config.seed)
+        train = shuffled_dataset(
+            corpus.train_path,
+            corpus.num_train,
+            dtype,
+            config.batch_size,
+            config.seq_len,
+            config.window_stride,
+            config.seed,
+        )
         steps = num_shuffled_batches(corpus.num_train, config.batch_size, config.seq_len, config.window_stride)
     val = stateful_dataset(corpus.val_path, corpus.num_val, dtype, config.batch_size, config.seq_len, "validation")
     return train, val, steps
@@ -56,12 +70,16 @@ def compile_model(model: keras.Model, config: ChargenConfig, steps_per_epoch: in
     learning_rate = config.learning_rate
     if config.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01)
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+        )
     # Under a strategy Keras would clip each replica's share of the gradient; clip their sum instead.
     adam = keras.optimizers.Adam if config.strategy == "default" else AllReduceClipAdam
     optimizer = adam(learning_rate, clipnorm=config.clipnorm or None)
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[BitsPerChar(), Perplexity()])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[BitsPerChar(), Perplexity()],
+    )
 
 
 def _check_resumable(model_dir: Path, config: ChargenConfig) -> ChargenConfig | None:
@@ -69,28 +87,43 @@ def _check_resumable(model_dir: Path, config: ChargenConfig) -> ChargenConfig | 
     if not (model_dir / CONFIG_FILE).exists():
         return None
     saved = ChargenConfig.load(model_dir / CONFIG_FILE)
-    changed = [f"{k}: {v!r} → {getattr(config, k)!r}" for k, v in saved.to_dict().items()
-               if k not in RESUMABLE_FIELDS and getattr(config, k) != v]
+    changed = [
+        f"{k}: {v!r} → {getattr(config, k)!r}"
+        for k, v in saved.to_dict().items()
+        if k not in RESUMABLE_FIELDS and getattr(config, k) != v
+    ]
     if changed:
-        raise ChargenError(f"{model_dir} holds a model trained with other settings ({'; '.join(changed)}); "
-                           "use another --out directory")
+        raise ChargenError(
+            f"{model_dir} holds a model trained with other settings ({'; '.join(changed)}); use another --out directory"
+        )
     return saved
 
 
-def _prepare(source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool,
-             out_dir: Path | None = None) -> PreparedCorpus:
+def _prepare(
+    source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool, out_dir: Path | None = None
+) -> PreparedCorpus:
     """The corpus as ids in `out_dir/data` (default `model_dir`), with `model_dir`'s vocabulary when resuming."""
     vocab = Vocabulary.load(model_dir / VOCAB_FILE) if resuming and (model_dir / VOCAB_FILE).exists() else None
-    corpus = prepare_corpus(source, (out_dir or model_dir) / "data", config.val_fraction, vocab, config.level,
-                            config.lowercase, config.max_vocab)
+    corpus = prepare_corpus(
+        source,
+        (out_dir or model_dir) / "data",
+        config.val_fraction,
+        vocab,
+        config.level,
+        config.lowercase,
+        config.max_vocab,
+    )
     if corpus.num_train < config.seq_len + 1:
-        raise ChargenError(f"corpus is too short: {corpus.num_train} training {config.level}s, "
-                           f"fewer than one window (seq_len + 1 = {config.seq_len + 1})")
+        raise ChargenError(
+            f"corpus is too short: {corpus.num_train} training {config.level}s, "
+            f"fewer than one window (seq_len + 1 = {config.seq_len + 1})"
+        )
     return corpus
 
 
-def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verbose: int = 1,
-          sample_every_epoch: bool = True) -> TrainResult:
+def train(
+    config: ChargenConfig, source: TextSource, model_dir: str | Path, verbose: int = 1, sample_every_epoch: bool = True
+) -> TrainResult:
     """Train a model on `source` into `model_dir`; rerunning with the same arguments resumes.
 
     Args:
@@ -121,11 +154,16 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
         if config.strategy != "default":
             unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
     progress = cb.Progress.load(model_dir / "backup" / "progress.json")
-    finished = (progress.epoch >= config.epochs or progress.stopped_early
-                or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60))
+    finished = (
+        progress.epoch >= config.epochs
+        or progress.stopped_early
+        or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60)
+    )
     if finished:
-        print(f"{model_dir}: training already finished at epoch {progress.epoch} "
-              f"(best val_loss {progress.best_val_loss:.4f}); raise --epochs or --max-minutes to continue")
+        print(
+            f"{model_dir}: training already finished at epoch {progress.epoch} "
+            f"(best val_loss {progress.best_val_loss:.4f}); raise --epochs or --max-minutes to continue"
+        )
         if out_dir != model_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
         return TrainResult(model_dir, {}, progress)
@@ -148,9 +186,12 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
-        cb.SampleText(CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens, config.level,
-                                    config.lowercase),
-                      seed=config.seed) if sample_every_epoch and is_chief(strategy) else None,
+        cb.SampleText(
+            CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens, config.level, config.lowercase),
+            seed=config.seed,
+        )
+        if sample_every_epoch and is_chief(strategy)
+        else None,
     ]
     callbacks = [c for c in callbacks if c is not None]
     history: dict[str, list[float]] = {}
@@ -162,16 +203,27 @@ def train(config: ChargenConfig, source: TextSource, model_dir: str | Path, verb
         if not model.stop_training and progress.epoch < config.epochs:
             _extend(history, fit(progress.epoch, config.epochs, 0))
         backup.save()
-    plot_history(out_dir / "steps.csv", out_dir / "history.png", config.batch_size * config.seq_len,
-                 "word" if config.level == "word" else "character")
+    plot_history(
+        out_dir / "steps.csv",
+        out_dir / "history.png",
+        config.batch_size * config.seq_len,
+        "word" if config.level == "word" else "character",
+    )
     if out_dir != model_dir:
         shutil.rmtree(out_dir, ignore_errors=True)  # a non-chief worker's files are temporary
     return TrainResult(model_dir, history, progress)
 
 
-def _fitter(model: keras.Model, config: ChargenConfig, strategy: tf.distribute.Strategy, corpus: PreparedCorpus,
-            callbacks: list, verbose: int):
+def _fitter(
+    model: keras.Model,
+    config: ChargenConfig,
+    strategy: tf.distribute.Strategy,
+    corpus: PreparedCorpus,
+    callbacks: list,
+    verbose: int,
+):
     """`fit(initial_epoch, epochs, skip)` → history; skips `skip` batches of the first epoch (a resume)."""
+
     def fit(initial_epoch: int, epochs: int, skip: int) -> dict[str, list[float]]:
         # Fresh datasets per fit: a shuffled dataset's order depends on how often that object was iterated.
         train_data, val_data, steps = datasets(config, corpus)
@@ -180,9 +232,17 @@ def _fitter(model: keras.Model, config: ChargenConfig, strategy: tf.distribute.S
             train_data = distribute_rows(strategy, lambda: datasets(config, corpus)[0].skip(skip), config.batch_size)
             val_data = distribute_rows(strategy, lambda: datasets(config, corpus)[1], config.batch_size)
             val_steps = num_stateful_batches(corpus.num_val, config.batch_size, config.seq_len)
-        return model.fit(train_data, validation_data=val_data, initial_epoch=initial_epoch, epochs=epochs,
-                         steps_per_epoch=steps - skip if val_steps else None, validation_steps=val_steps,
-                         callbacks=callbacks, verbose=verbose, shuffle=False).history
+        return model.fit(
+            train_data,
+            validation_data=val_data,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps - skip if val_steps else None,
+            validation_steps=val_steps,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        ).history
 
     return fit
 
@@ -192,14 +252,20 @@ def _worker_failures(strategy: tf.distribute.Strategy, progress: cb.Progress):
     """Turn the error a multi-worker run gets when a peer dies into a clear `ChargenError`."""
     try:
         yield
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
-            tf.errors.InternalError, tf.errors.FailedPreconditionError) as err:
+    except (
+        tf.errors.UnavailableError,
+        tf.errors.DeadlineExceededError,
+        tf.errors.CancelledError,
+        tf.errors.InternalError,
+        tf.errors.FailedPreconditionError,
+    ) as err:
         if num_workers(strategy) == 1:
             raise
         raise ChargenError(
             f"lost contact with another worker ({type(err).__name__}); training stopped in epoch "
             f"{progress.epoch + 1}. Restart every worker with the same command: it resumes from the last "
-            "backup.") from None
+            "backup."
+        ) from None
 
 
 def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:

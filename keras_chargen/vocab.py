@@ -54,8 +54,9 @@ class Vocabulary:
             self._lut = np.zeros(MAX_CODE_POINT, dtype=np.int32)  # code point -> id; 0 = OOV
             self._lut[[ord(t) for t in self.tokens]] = np.arange(1, len(self.tokens) + 1, dtype=np.int32)
         else:
-            bad = [t for t in tokens if not isinstance(t, str) or not t or (t != "\n" and not t.strip())
-                   or t == OOV_TOKEN]
+            bad = [
+                t for t in tokens if not isinstance(t, str) or not t or (t != "\n" and not t.strip()) or t == OOV_TOKEN
+            ]
             if bad:
                 raise ChargenError(f"vocabulary has invalid word tokens: {bad[:3]!r}")
             self.tokens = list(tokens)
@@ -72,7 +73,7 @@ class Vocabulary:
         return np.dtype(np.uint16) if self.size <= 2**16 else np.dtype(np.uint32)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "Vocabulary":
+    def from_counts(cls, counts: np.ndarray) -> Vocabulary:
         """Build from a per-code-point count array (length `MAX_CODE_POINT`)."""
         return cls([chr(c) for c in np.flatnonzero(counts)])
 
@@ -105,12 +106,18 @@ class Vocabulary:
         return self._ids.get(token, 0)
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps({"level": self.level, "lowercase": self.lowercase, "oov_token": OOV_TOKEN,
-                                            "tokens": self.tokens},
-                                           ensure_ascii=False, indent=0) + "\n")
+        atomic_write_text(
+            path,
+            json.dumps(
+                {"level": self.level, "lowercase": self.lowercase, "oov_token": OOV_TOKEN, "tokens": self.tokens},
+                ensure_ascii=False,
+                indent=0,
+            )
+            + "\n",
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -122,7 +129,10 @@ class Vocabulary:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and (other.tokens, other.level, other.lowercase) == (
-            self.tokens, self.level, self.lowercase)
+            self.tokens,
+            self.level,
+            self.lowercase,
+        )
 
     def __repr__(self) -> str:
         return f"Vocabulary(level={self.level!r}, size={self.size})"

@@ -43,10 +43,29 @@ def main() -> None:
             while handle.tell() < args.megabytes * 2**20:
                 handle.write(text)
         for path in (small, big):
-            command = [sys.executable, "-m", "keras_chargen", "train", "--text", str(path),
-                       "--out", str(Path(tmp) / f"model-{path.stem}"), "--units", "128", "--layers", "1",
-                       "--max-minutes", str(args.minutes), "--epochs", "1", "--verbose", "0", "--no-samples",
-                       "--sample-length", "0"]
+            command = [
+                sys.executable,
+                "-m",
+                "keras_chargen",
+                "train",
+                "--text",
+                str(path),
+                "--out",
+                str(Path(tmp) / f"model-{path.stem}"),
+                "--units",
+                "128",
+                "--layers",
+                "1",
+                "--max-minutes",
+                str(args.minutes),
+                "--epochs",
+                "1",
+                "--verbose",
+                "0",
+                "--no-samples",
+                "--sample-length",
+                "0",
+            ]
             rss, seconds, _ = peak_rss_of(command)
             rows.append((path.stat().st_size / 2**20, rss, seconds))
             print(f"{path.name}: {rows[-1][0]:.1f} MiB text → peak RSS {rss:.0f} MiB ({seconds:.0f} s)")

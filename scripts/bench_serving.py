@@ -51,8 +51,10 @@ def fresh_model_dir(out: Path) -> tuple[Path, str]:
     config.save(out / CONFIG_FILE)
     vocab.save(out / VOCAB_FILE)
     build_model(config, vocab.size).save(out / WEIGHTS_FILE)
-    return out, (f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
-                 f"{vocab.size} ids (initial weights; the default `keras-chargen train` architecture)")
+    return out, (
+        f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+        f"{vocab.size} ids (initial weights; the default `keras-chargen train` architecture)"
+    )
 
 
 def describe_model_dir(model_dir: Path) -> str:
@@ -60,8 +62,10 @@ def describe_model_dir(model_dir: Path) -> str:
 
     config = ChargenConfig.load(model_dir / "config.json")
     vocab = Vocabulary.load(model_dir / "vocab.json")
-    return (f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
-            f"{vocab.size} ids (trained model `{model_dir}`)")
+    return (
+        f"{config.num_layers}x{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+        f"{vocab.size} ids (trained model `{model_dir}`)"
+    )
 
 
 def free_port() -> int:
@@ -76,12 +80,29 @@ class Server:
     def __init__(self, base: Path, flags: list[str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "keras_chargen", "serve", str(base), "--port", str(self.port),
-                        "--model-name", NAME, "--log-level", "warning", *flags]
+        self.command = [
+            sys.executable,
+            "-m",
+            "keras_chargen",
+            "serve",
+            str(base),
+            "--port",
+            str(self.port),
+            "--model-name",
+            NAME,
+            "--log-level",
+            "warning",
+            *flags,
+        ]
 
-    def __enter__(self) -> "Server":
-        self.process = subprocess.Popen(self.command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -118,17 +139,30 @@ def predict_load(url: str, requests: int, clients: int, length: int) -> dict[str
         latencies = np.array(list(pool.map(one, range(requests)))) * 1000
     wall = time.perf_counter() - started
     p50, p90, p95, p99 = np.percentile(latencies, [50, 90, 95, 99])
-    return {"p50": p50, "p90": p90, "p95": p95, "p99": p99, "max": latencies.max(), "mean": latencies.mean(),
-            "rps": requests / wall, "chars_per_s": requests * length / wall, "wall": wall}
+    return {
+        "p50": p50,
+        "p90": p90,
+        "p95": p95,
+        "p99": p99,
+        "max": latencies.max(),
+        "mean": latencies.mean(),
+        "rps": requests / wall,
+        "chars_per_s": requests * length / wall,
+        "wall": wall,
+    }
 
 
 def stream_load(port: int, clients: int, length: int) -> dict[str, float]:
     """`clients` concurrent `:stream`s: time to the first character and per-stream characters per second."""
+
     def one(i: int) -> tuple[float, float]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         started = time.perf_counter()
-        connection.request("POST", f"/v1/models/{NAME}:stream",
-                           body=json.dumps({"prompt": f"ROMEO {i}:", "temperature": 0.8, "max_new_chars": length}))
+        connection.request(
+            "POST",
+            f"/v1/models/{NAME}:stream",
+            body=json.dumps({"prompt": f"ROMEO {i}:", "temperature": 0.8, "max_new_chars": length}),
+        )
         response = connection.getresponse()
         first = None
         for line in response:
@@ -144,8 +178,13 @@ def stream_load(port: int, clients: int, length: int) -> dict[str, float]:
         results = list(pool.map(one, range(clients)))
     first = np.array([r[0] for r in results])
     rate = np.array([r[1] for r in results])
-    return {"first_p50": np.percentile(first, 50), "first_max": first.max(), "rate_p50": np.percentile(rate, 50),
-            "rate_min": rate.min(), "total_chars_per_s": rate.sum()}
+    return {
+        "first_p50": np.percentile(first, 50),
+        "first_max": first.max(),
+        "rate_p50": np.percentile(rate, 50),
+        "rate_min": rate.min(),
+        "total_chars_per_s": rate.sum(),
+    }
 
 
 def cpu_name() -> str:
@@ -158,8 +197,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def write_report(path: Path, model: str, args: argparse.Namespace, rows: list[tuple[str, dict]],
-                 streams: dict[str, float], load_before: float) -> None:
+def write_report(
+    path: Path,
+    model: str,
+    args: argparse.Namespace,
+    rows: list[tuple[str, dict]],
+    streams: dict[str, float],
+    load_before: float,
+) -> None:
     import tensorflow as tf
 
     lines = [
@@ -178,8 +223,10 @@ def write_report(path: Path, model: str, args: argparse.Namespace, rows: list[tu
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, r in rows:
-        lines.append(f"| {label} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
-                     f"{r['max']:.0f} | {r['rps']:.1f} | {r['chars_per_s']:.0f} |")
+        lines.append(
+            f"| {label} | {r['p50']:.0f} | {r['p90']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | "
+            f"{r['max']:.0f} | {r['rps']:.1f} | {r['chars_per_s']:.0f} |"
+        )
     on, off = rows[0][1], rows[1][1]
     lines += [
         "",

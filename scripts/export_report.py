@@ -21,14 +21,25 @@ import tensorflow as tf
 from keras_chargen import ChargenConfig, FileSource, RecurrentStep, load_generator, load_model, train
 from keras_chargen.corpus import prepare_corpus
 from keras_chargen.export import artifact_dir, export_model
-from keras_chargen.export.runtimes import (OnnxStep, TFLiteStep, bits_per_char, cross_entropy_bits, greedy_ids,
-                                           state_order, stream_matrix)
+from keras_chargen.export.runtimes import (
+    OnnxStep,
+    TFLiteStep,
+    bits_per_char,
+    cross_entropy_bits,
+    greedy_ids,
+    state_order,
+    stream_matrix,
+)
 
 QUANTIZATIONS = ("none", "dynamic", "float16")
 STREAMS = 16
 # serving_default's sampling inputs at their off values (the SavedModel needs every input)
-SAMPLING_OFF = {"top_k": tf.constant([0]), "top_p": tf.constant([1.0]), "repetition_penalty": tf.constant([1.0]),
-                "stop": tf.constant([""])}
+SAMPLING_OFF = {
+    "top_k": tf.constant([0]),
+    "top_p": tf.constant([1.0]),
+    "repetition_penalty": tf.constant([1.0]),
+    "stop": tf.constant([""]),
+}
 
 
 class KerasStep:
@@ -85,8 +96,10 @@ def tflite_generate(path: Path):
 
     runner = Interpreter(model_path=str(path), num_threads=2).get_signature_runner("generate")
     return lambda prompt_ids, temperature, n: runner(
-        prompt_ids=np.asarray([prompt_ids], np.int32), temperature=np.array([temperature], np.float32),
-        num_chars=np.array(n, np.int32))["ids"][0]
+        prompt_ids=np.asarray([prompt_ids], np.int32),
+        temperature=np.array([temperature], np.float32),
+        num_chars=np.array(n, np.int32),
+    )["ids"][0]
 
 
 def onnx_generate(path: Path):
@@ -95,9 +108,14 @@ def onnx_generate(path: Path):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 2
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda prompt_ids, temperature, n: session.run(["ids"], {
-        "prompt_ids": np.asarray([prompt_ids], np.int32), "temperature": np.array([temperature], np.float32),
-        "num_chars": np.array(n, np.int32)})[0][0]
+    return lambda prompt_ids, temperature, n: session.run(
+        ["ids"],
+        {
+            "prompt_ids": np.asarray([prompt_ids], np.int32),
+            "temperature": np.array([temperature], np.float32),
+            "num_chars": np.array(n, np.int32),
+        },
+    )[0][0]
 
 
 def ensure_model(model_dir: Path, text: Path, minutes: float) -> None:
@@ -105,8 +123,9 @@ def ensure_model(model_dir: Path, text: Path, minutes: float) -> None:
         return
     # the default architecture (2×512 LSTM, embedding 64); small shuffled batches and a higher learning
     # rate get it past the unigram plateau within a few CPU minutes
-    config = ChargenConfig(layout="shuffled", stride=50, batch_size=32, learning_rate=4e-3, epochs=1,
-                           max_minutes=minutes, patience=0)
+    config = ChargenConfig(
+        layout="shuffled", stride=50, batch_size=32, learning_rate=4e-3, epochs=1, max_minutes=minutes, patience=0
+    )
     train(config, FileSource((text,)), model_dir, verbose=2, sample_every_epoch=False)
 
 
@@ -132,18 +151,24 @@ def main() -> None:
     onnx_dir, sm_dir = artifact_dir(args.out, "onnx", 1), artifact_dir(args.out, "savedmodel", 1)
 
     params = model.count_params()
-    print(f"## Model: {config.num_layers}×{config.units} {config.cell}, embedding {config.embedding_dim}, "
-          f"vocabulary {vocab.size}, {params:,} parameters (4 × params = {4 * params / 1e6:.2f} MB)\n")
+    print(
+        f"## Model: {config.num_layers}×{config.units} {config.cell}, embedding {config.embedding_dim}, "
+        f"vocabulary {vocab.size}, {params:,} parameters (4 × params = {4 * params / 1e6:.2f} MB)\n"
+    )
     print("| file | bytes | MB |\n| --- | ---: | ---: |")
-    files = sorted(p for p in args.out.rglob("*") if p.is_file() and p.suffix in (".tflite", ".onnx", ".pb")
-                   or p.name.startswith("variables.data"))
+    files = sorted(
+        p
+        for p in args.out.rglob("*")
+        if p.is_file() and p.suffix in (".tflite", ".onnx", ".pb") or p.name.startswith("variables.data")
+    )
     for path in files:
         print(f"| {path.relative_to(args.out)} | {path.stat().st_size:,} | {path.stat().st_size / 1e6:.2f} |")
     print("\nexport seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
     with tempfile.TemporaryDirectory() as tmp:
-        val = np.array(prepare_corpus(FileSource((args.text,)), tmp, config.val_fraction, vocab).read_ids("val"),
-                       np.int32)[: args.max_chars]
+        val = np.array(
+            prepare_corpus(FileSource((args.text,)), tmp, config.val_fraction, vocab).read_ids("val"), np.int32
+        )[: args.max_chars]
     matrix = stream_matrix(val, STREAMS)
     keras_bpc = cross_entropy_bits(model.predict(matrix[:, :-1], verbose=0), matrix[:, 1:])
     steps = {f"tflite {q}": TFLiteStep(dirs[q] / "step.tflite") for q in QUANTIZATIONS}
@@ -151,8 +176,10 @@ def main() -> None:
     steps["savedmodel"] = SavedModelStep(tf.saved_model.load(str(sm_dir)))
     reference = KerasStep(model)
     parity_ids = val[:100]
-    print(f"\n## Validation ({len(val):,} chars of the last {config.val_fraction:.0%}, {STREAMS} streams) "
-          f"and parity (100 steps)\n")
+    print(
+        f"\n## Validation ({len(val):,} chars of the last {config.val_fraction:.0%}, {STREAMS} streams) "
+        f"and parity (100 steps)\n"
+    )
     print(f"Keras: {keras_bpc:.4f} bits/char\n")
     print("| step artifact | bits/char | Δ vs Keras | max abs logit diff |\n| --- | ---: | ---: | ---: |")
     for name, step in steps.items():
@@ -167,25 +194,42 @@ def main() -> None:
     generators = {f"generate.tflite {q}": tflite_generate(dirs[q] / "generate.tflite") for q in QUANTIZATIONS}
     generators["generate.onnx"] = onnx_generate(onnx_dir / "generate.onnx")
     print(f"\n## Greedy 200 chars from {args.prompt!r}\n\nKeras: {expected!r}\n")
-    greedy = {"SavedModel serving_default": serving(
-        prompt=tf.constant([args.prompt]), temperature=tf.constant([0.0]), max_new_chars=tf.constant([200]),
-        seed=tf.constant([0], tf.int64), **SAMPLING_OFF)["generated"].numpy()[0].decode("utf-8")}
+    greedy = {
+        "SavedModel serving_default": serving(
+            prompt=tf.constant([args.prompt]),
+            temperature=tf.constant([0.0]),
+            max_new_chars=tf.constant([200]),
+            seed=tf.constant([0], tf.int64),
+            **SAMPLING_OFF,
+        )["generated"]
+        .numpy()[0]
+        .decode("utf-8")
+    }
     greedy |= {name: vocab.decode(run(prompt_ids, 0.0, 200)) for name, run in generators.items()}
-    greedy |= {f"{name} step loop": vocab.decode(greedy_ids(step, step.initial_states(1), prompt_ids, 200))
-               for name, step in steps.items()}
+    greedy |= {
+        f"{name} step loop": vocab.decode(greedy_ids(step, step.initial_states(1), prompt_ids, 200))
+        for name, step in steps.items()
+    }
     for name, text in greedy.items():
         print(f"- {name}: {'identical' if text == expected else 'differs: ' + repr(text)}")
 
     print("\n## Speed, batch 1, temperature 1 (chars/s on this machine)\n")
-    speeds = {"Keras CharGenerator.generate": lambda n: generator.generate([args.prompt], 1.0, n, seed=1),
-              "SavedModel serving_default": lambda n: serving(
-                  prompt=tf.constant([args.prompt]), temperature=tf.constant([1.0]), max_new_chars=tf.constant([n]),
-                  seed=tf.constant([1], tf.int64), **SAMPLING_OFF)}
+    speeds = {
+        "Keras CharGenerator.generate": lambda n: generator.generate([args.prompt], 1.0, n, seed=1),
+        "SavedModel serving_default": lambda n: serving(
+            prompt=tf.constant([args.prompt]),
+            temperature=tf.constant([1.0]),
+            max_new_chars=tf.constant([n]),
+            seed=tf.constant([1], tf.int64),
+            **SAMPLING_OFF,
+        ),
+    }
     speeds |= {name: (lambda n, run=run: run(prompt_ids, 1.0, n)) for name, run in generators.items()}
     for name in ("tflite none", "tflite dynamic", "onnx"):
         step = steps[name]
-        speeds[f"{name} step loop (Python)"] = (lambda n, step=step: greedy_ids(step, step.initial_states(1),
-                                                                                 prompt_ids, n))
+        speeds[f"{name} step loop (Python)"] = lambda n, step=step: greedy_ids(
+            step, step.initial_states(1), prompt_ids, n
+        )
     print("| path | chars/s |\n| --- | ---: |")
     for name, run in speeds.items():
         print(f"| {name} | {chars_per_second(run, 2000 if 'loop' not in name else 500):,.0f} |")

@@ -48,7 +48,7 @@ class KerasCellStep(RecurrentStep):
         new_states, offset = [], 0
         for cell in self.cells:
             count = len(_state_sizes(cell))
-            x, cell_states = cell(x, states[offset: offset + count], training=False)
+            x, cell_states = cell(x, states[offset : offset + count], training=False)
             new_states += list(cell_states) if isinstance(cell_states, (list, tuple)) else [cell_states]
             offset += count
         return self.dense(x), new_states
@@ -62,7 +62,8 @@ def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool,
     def run():
         loop_weights = step.loop_weights() if body_kind == "step_loop" else None
         weights = [w.value for cell in step.cells for w in (cell.kernel, cell.recurrent_kernel)] + [
-            step.dense.kernel.value]
+            step.dense.kernel.value
+        ]
 
         def body(t, logits, states):
             seed = tf.stack([tf.constant(0, tf.int64), tf.cast(t, tf.int64)])
@@ -73,8 +74,10 @@ def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool,
                 return t + 1, logits + tf.cast(ids[:, None], tf.float32) * 0.0, states
             if body_kind == "gemv":
                 h = states[0]
-                total = [tf.reduce_sum(tf.matmul(tf.tile(h, [1, w.shape[0] // h.shape[1] + 1])[:, :w.shape[0]], w))
-                         for w in weights]
+                total = [
+                    tf.reduce_sum(tf.matmul(tf.tile(h, [1, w.shape[0] // h.shape[1] + 1])[:, : w.shape[0]], w))
+                    for w in weights
+                ]
                 return t + 1, logits + tf.add_n(total) * 0.0, [states[0] + 1e-6] + states[1:]
             ids = sample_next(logits, temperature, seed)
             logits, states = call_step(ids, states, loop_weights)
@@ -94,8 +97,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--cell", default="lstm")
     parser.add_argument("--threads", type=int, default=0, help="intra- and inter-op threads; 0 = TF's default")
-    parser.add_argument("--variants", default="empty,sample,gemv,gemv_xla,keras_cells,step,step_loop,"
-                        "keras_cells_xla,step_loop_xla")
+    parser.add_argument(
+        "--variants", default="empty,sample,gemv,gemv_xla,keras_cells,step,step_loop,keras_cells_xla,step_loop_xla"
+    )
     args = parser.parse_args()
     model = build_model(ChargenConfig(cell=args.cell), VOCAB)
     ours, old = RecurrentStep(model), KerasCellStep(model)
@@ -105,9 +109,14 @@ def main() -> None:
     variants = {}
     for name in args.variants.split(","):
         kind = name.removesuffix("_xla").removesuffix("_xlastep")
-        variants[name] = loop(old if kind == "keras_cells" else ours, args.batch, args.chars,
-                              "step" if kind == "keras_cells" else kind, name.endswith("_xla"),
-                              name.endswith("_xlastep"))
+        variants[name] = loop(
+            old if kind == "keras_cells" else ours,
+            args.batch,
+            args.chars,
+            "step" if kind == "keras_cells" else kind,
+            name.endswith("_xla"),
+            name.endswith("_xlastep"),
+        )
     for run in variants.values():
         run()
     times = {name: [] for name in variants}
@@ -120,15 +129,21 @@ def main() -> None:
             cpu[name].append(sum(os.times()[:2]) - start_cpu)
     weight_bytes = 4 * sum(int(w.numpy().size) for cell in ours.cells for w in (cell.kernel, cell.recurrent_kernel))
     weight_bytes += 4 * int(ours.dense.kernel.numpy().size)
-    print(f"batch {args.batch}, {args.chars} iterations, {args.repeats} interleaved runs; "
-          f"step weights {weight_bytes / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f}")
-    print(f"{'variant':20s} {'us/iter median':>15s} {'best':>8s} {'chars/s median':>15s} {'best':>8s} "
-          f"{'GB/s best':>10s} {'CPU us/iter':>12s}")
+    print(
+        f"batch {args.batch}, {args.chars} iterations, {args.repeats} interleaved runs; "
+        f"step weights {weight_bytes / 1e6:.1f} MB; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'variant':20s} {'us/iter median':>15s} {'best':>8s} {'chars/s median':>15s} {'best':>8s} "
+        f"{'GB/s best':>10s} {'CPU us/iter':>12s}"
+    )
     for name, values in times.items():
         median, best = statistics.median(values) / args.chars, min(values) / args.chars
-        print(f"{name:20s} {median * 1e6:15.1f} {best * 1e6:8.1f} {args.batch / median:15,.0f} "
-              f"{args.batch / best:8,.0f} {weight_bytes / best / 1e9:10.1f} "
-              f"{statistics.median(cpu[name]) / args.chars * 1e6:12.1f}")
+        print(
+            f"{name:20s} {median * 1e6:15.1f} {best * 1e6:8.1f} {args.batch / median:15,.0f} "
+            f"{args.batch / best:8,.0f} {weight_bytes / best / 1e9:10.1f} "
+            f"{statistics.median(cpu[name]) / args.chars * 1e6:12.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,13 +25,35 @@ from keras_chargen.evaluation import ngram_baseline
 
 # The TF "Text generation with an RNN" tutorial's model and training, in our config terms:
 # Embedding 256 → GRU 1024 → Dense, non-overlapping shuffled 100-char windows, batch 64, Adam 1e-3.
-TUTORIAL = dict(cell="gru", num_layers=1, units=1024, embedding_dim=256, layout="shuffled", seq_len=100,
-                batch_size=64, learning_rate=1e-3, clipnorm=0.0, lr_schedule="constant", epochs=30)
+TUTORIAL = dict(
+    cell="gru",
+    num_layers=1,
+    units=1024,
+    embedding_dim=256,
+    layout="shuffled",
+    seq_len=100,
+    batch_size=64,
+    learning_rate=1e-3,
+    clipnorm=0.0,
+    lr_schedule="constant",
+    epochs=30,
+)
 # Our recommendation for a 10-minute CPU budget (see docs/quality.md for why). `epochs` is as many as
 # fit the budget, so that the cosine schedule ends with it: 16 on the 2-core Xeon of docs/quality.md
 # (~37 s per epoch), 4 on the slower 2-core EPYC of its earlier section (~150 s per epoch).
-RECOMMENDED = dict(cell="lstm", num_layers=1, units=384, embedding_dim=64, layout="stateful", seq_len=64,
-                   batch_size=64, learning_rate=4e-3, clipnorm=5.0, lr_schedule="cosine", epochs=16)
+RECOMMENDED = dict(
+    cell="lstm",
+    num_layers=1,
+    units=384,
+    embedding_dim=64,
+    layout="stateful",
+    seq_len=64,
+    batch_size=64,
+    learning_rate=4e-3,
+    clipnorm=5.0,
+    lr_schedule="cosine",
+    epochs=16,
+)
 TEMPERATURES = (0.2, 0.5, 0.8, 1.0)
 
 
@@ -48,11 +70,21 @@ def run(name: str, settings: dict, text: Path, minutes: float, workdir: Path) ->
     progress = result.progress
     per_batch = config.batch_size * config.seq_len
     steps = json.loads((out / "data" / "corpus.json").read_text())
-    return {"name": name, "settings": settings, "loss": score["loss"], "bpc": score["bpc"],
-            "fit_seconds": progress.elapsed_seconds, "wall_seconds": wall, "epochs_done": progress.epoch,
-            "batches": _batches_done(out), "chars_per_batch": per_batch, "num_train": steps["num_train"],
-            "params": sum(int(w.numpy().size) for w in generator.model.weights), "samples": samples,
-            "curves": str(out / "history.png")}
+    return {
+        "name": name,
+        "settings": settings,
+        "loss": score["loss"],
+        "bpc": score["bpc"],
+        "fit_seconds": progress.elapsed_seconds,
+        "wall_seconds": wall,
+        "epochs_done": progress.epoch,
+        "batches": _batches_done(out),
+        "chars_per_batch": per_batch,
+        "num_train": steps["num_train"],
+        "params": sum(int(w.numpy().size) for w in generator.model.weights),
+        "samples": samples,
+        "curves": str(out / "history.png"),
+    }
 
 
 def _batches_done(model_dir: Path) -> int:
@@ -64,19 +96,30 @@ def _batches_done(model_dir: Path) -> int:
 def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Quality at a {args.minutes:g}-minute CPU budget (tiny-shakespeare, validation = last 10 %)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, otherwise idle. Each model trains for "
-             f"{args.minutes:g} minutes of fitting (validation passes included), one after the other; each "
-             "is scored by `keras-chargen evaluate` (contiguous streams, state carried).", "",
-             "```bash", f"python scripts/quality.py --text {args.text} --minutes {args.minutes:g}", "```", "",
-             "| model | parameters | epochs | characters trained | chars/s | validation nats/char | bits/char |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Quality at a {args.minutes:g}-minute CPU budget (tiny-shakespeare, validation = last 10 %)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, otherwise idle. Each model trains for "
+        f"{args.minutes:g} minutes of fitting (validation passes included), one after the other; each "
+        "is scored by `keras-chargen evaluate` (contiguous streams, state carried).",
+        "",
+        "```bash",
+        f"python scripts/quality.py --text {args.text} --minutes {args.minutes:g}",
+        "```",
+        "",
+        "| model | parameters | epochs | characters trained | chars/s | validation nats/char | bits/char |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in runs:
         chars = r["batches"] * r["chars_per_batch"]
-        lines.append(f"| {r['name']} | {r['params']:,} | {chars / r['num_train']:.2f} | {chars:,} | "
-                     f"{chars / r['fit_seconds']:,.0f} | {r['loss']:.4f} | {r['bpc']:.4f} |")
+        lines.append(
+            f"| {r['name']} | {r['params']:,} | {chars / r['num_train']:.2f} | {chars:,} | "
+            f"{chars / r['fit_seconds']:,.0f} | {r['loss']:.4f} | {r['bpc']:.4f} |"
+        )
     for order, nats in ngram.items():
-        lines.append(f"| order-{order} character n-gram (seconds) | | | | | {nats:.4f} | {nats / 0.6931471805599453:.4f} |")
+        lines.append(
+            f"| order-{order} character n-gram (seconds) | | | | | {nats:.4f} | {nats / 0.6931471805599453:.4f} |"
+        )
     lines += ["", "Settings:", ""]
     for r in runs:
         lines.append(f"- **{r['name']}**: " + ", ".join(f"`{k}={v}`" for k, v in r["settings"].items()))
@@ -96,14 +139,20 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", default="docs/quality.md")
     parser.add_argument("--workdir", type=Path, default=Path("models/quality"))
-    parser.add_argument("--only", choices=("recommended", "tutorial"),
-                        help="run one of the two; the other's results are kept from the previous report's JSON")
+    parser.add_argument(
+        "--only",
+        choices=("recommended", "tutorial"),
+        help="run one of the two; the other's results are kept from the previous report's JSON",
+    )
     args = parser.parse_args()
     configs = {"recommended": RECOMMENDED, "tutorial": TUTORIAL}
     previous = Path(args.out).with_suffix(".json")
     kept = {r["name"]: r for r in json.loads(previous.read_text())["runs"]} if args.only and previous.exists() else {}
-    runs = [run(name, settings, args.text, args.minutes, args.workdir) if args.only in (None, name) else kept[name]
-            for name, settings in configs.items() if args.only in (None, name) or name in kept]
+    runs = [
+        run(name, settings, args.text, args.minutes, args.workdir) if args.only in (None, name) else kept[name]
+        for name, settings in configs.items()
+        if args.only in (None, name) or name in kept
+    ]
     ngram = {order: ngram_baseline(args.workdir / runs[0]["name"], FileSource((args.text,)), order) for order in (5,)}
     write_report(runs, ngram, args)
 

@@ -18,15 +18,16 @@ import tensorflow as tf
 
 from keras_chargen import FileSource, evaluate, load_generator
 from keras_chargen.bench import NEW_CHARS, measure
-from keras_chargen.evaluation import ngram_baseline
 from keras_chargen.config import ChargenConfig
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches
+from keras_chargen.evaluation import ngram_baseline
 
 
 def generation_speed(generator, prompt: str, batch: int = 1, repeats: int = 5) -> float:
-    """Median chars/s of `NEW_CHARS` characters at `batch` rows (warm-up excluded), as `keras-chargen bench` measures."""
-    return measure(lambda: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0), batch * NEW_CHARS,
-                   repeats)["median"]
+    """Median chars/s of `NEW_CHARS` characters at `batch` rows (warm-up excluded), as `keras-chargen bench`."""
+    return measure(lambda: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0), batch * NEW_CHARS, repeats)[
+        "median"
+    ]
 
 
 def main() -> None:
@@ -91,7 +92,8 @@ def main() -> None:
         "",
         "For scale (`keras-chargen evaluate MODEL --text ... --ngram-order K`, same split), a character n-gram "
         "with interpolated absolute discounting, trained in seconds: "
-        + ", ".join(f"order {k} {v:.4f}" for k, v in ngram.items()) + " nats/char.",
+        + ", ".join(f"order {k} {v:.4f}" for k, v in ngram.items())
+        + " nats/char.",
         "",
         "## Samples (prompt `ROMEO:\\n`, seed 1)",
         "",

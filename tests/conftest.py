@@ -17,11 +17,21 @@ CORPUS = REPO / "tests" / "data" / "corpus.txt"
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 needs_shakespeare = pytest.mark.skipif(
-    not SHAKESPEARE.exists(), reason="../shared/data/tinyshakespeare.txt is not here (a fresh clone has no ../shared)")
+    not SHAKESPEARE.exists(), reason="../shared/data/tinyshakespeare.txt is not here (a fresh clone has no ../shared)"
+)
 
 # Small enough that the whole suite runs in minutes on 2 CPU cores.
-TINY = dict(units=48, num_layers=1, embedding_dim=16, seq_len=32, batch_size=8, epochs=3, patience=0,
-            save_every=50, learning_rate=5e-3)
+TINY = dict(
+    units=48,
+    num_layers=1,
+    embedding_dim=16,
+    seq_len=32,
+    batch_size=8,
+    epochs=3,
+    patience=0,
+    save_every=50,
+    learning_rate=5e-3,
+)
 
 
 def tiny_config(**overrides) -> ChargenConfig:

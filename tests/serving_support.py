@@ -22,12 +22,24 @@ from conftest import REPO
 
 MODEL = "tiny"
 # Small caps so that the cap tests are cheap, and a high length cap for the long-request tests.
-SERVER_FLAGS = ("--max-new-chars", "20000", "--max-prompt-chars", "500", "--max-body-bytes", "65536",
-                "--max-batch", "16", "--max-streams", "4", "--log-level", "warning")
+SERVER_FLAGS = (
+    "--max-new-chars",
+    "20000",
+    "--max-prompt-chars",
+    "500",
+    "--max-body-bytes",
+    "65536",
+    "--max-batch",
+    "16",
+    "--max-streams",
+    "4",
+    "--log-level",
+    "warning",
+)
 STARTUP_TIMEOUT = 120.0
 
 _EXPORTS: dict[str, Path] = {}
-_SERVERS: dict[tuple, "ServerProcess"] = {}
+_SERVERS: dict[tuple, ServerProcess] = {}
 
 
 def free_port() -> int:
@@ -57,11 +69,15 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed by stop())
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "keras_chargen", "serve", str(base), "--port", str(self.port), *flags],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -107,8 +123,14 @@ def shared_server(request, tmp_path_factory, base: Path, flags: tuple[str, ...] 
     return _SERVERS[key]
 
 
-def request(method: str, url: str, body: Any = None, raw: bytes | None = None, headers: dict | None = None,
-            timeout: float = 60.0) -> tuple[int, Any, dict[str, str]]:
+def request(
+    method: str,
+    url: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, Any, dict[str, str]]:
     """One HTTP request on its own connection: (status, parsed JSON body or text, headers)."""
     parsed = http.client.urlsplit(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
@@ -140,9 +162,12 @@ def sse_events(response) -> list[tuple[str, dict]]:
     return events
 
 
-def generate_body(prompt: str = "ROMEO:", temperature: float = 0.8, length: int = 40, seed: int = -1,
-                  rows: int = 1) -> dict:
+def generate_body(
+    prompt: str = "ROMEO:", temperature: float = 0.8, length: int = 40, seed: int = -1, rows: int = 1
+) -> dict:
     """A row-format predict body for `serving_default`."""
-    return {"instances": [{"prompt": prompt, "temperature": temperature, "max_new_chars": length, "seed": seed}
-                          for _ in range(rows)]}
-
+    return {
+        "instances": [
+            {"prompt": prompt, "temperature": temperature, "max_new_chars": length, "seed": seed} for _ in range(rows)
+        ]
+    }

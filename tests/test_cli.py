@@ -4,11 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CORPUS, REPO
 
 from keras_chargen import ChargenConfig, FileSource, evaluate
 from keras_chargen.cli import build_parser, flag_name, main
-
-from conftest import CORPUS, REPO
 
 
 def run_cli(capsys, *argv):
@@ -40,16 +39,31 @@ def test_help_is_useful(command, capsys):
     out = capsys.readouterr().out
     assert "usage: keras-chargen " + command in out
     if command == "train":
-        for flag in ("--text", "--tfds", "--out", "--cell", "--layers", "--units", "--embedding-dim", "--dropout",
-                     "--seq-len", "--batch-size", "--epochs", "--val-fraction", "--layout", "--seed"):
+        for flag in (
+            "--text",
+            "--tfds",
+            "--out",
+            "--cell",
+            "--layers",
+            "--units",
+            "--embedding-dim",
+            "--dropout",
+            "--seq-len",
+            "--batch-size",
+            "--epochs",
+            "--val-fraction",
+            "--layout",
+            "--seed",
+        ):
             assert flag in out
 
 
 def test_generate_prints_prompt_then_text_and_separates_samples(trained_dir, capsys):
     code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "40", "--seed", "1")
     assert code == 0 and out.startswith("ANNA:") and len(out.rstrip("\n")) >= 40
-    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "30",
-                           "--num-samples", "3", "--seed", "2")
+    code, out, _ = run_cli(
+        capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "30", "--num-samples", "3", "--seed", "2"
+    )
     assert code == 0 and out.count("===== sample ") == 3 and "===== sample 3 of 3 =====" in out
     assert out.count("ANNA:") >= 3
 
@@ -58,18 +72,42 @@ def test_generate_sampling_flags(trained_dir, capsys):
     from keras_chargen import load_generator
 
     generator = load_generator(trained_dir)
-    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "60", "--seed", "3",
-                           "--top-k", "40", "--top-p", "0.9", "--repetition-penalty", "1.2", "--stop", r"\n\n",
-                           "--temperature", "0.2", "0.5", "1.0", "--num-samples", "2")
+    code, out, _ = run_cli(
+        capsys,
+        "generate",
+        trained_dir,
+        "--prompt",
+        "ANNA:",
+        "--length",
+        "60",
+        "--seed",
+        "3",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--repetition-penalty",
+        "1.2",
+        "--stop",
+        r"\n\n",
+        "--temperature",
+        "0.2",
+        "0.5",
+        "1.0",
+        "--num-samples",
+        "2",
+    )
     assert code == 0
-    expected = generator.generate(["ANNA:"] * 6, [0.2, 0.5, 1.0] * 2, 60, seed=3, top_k=40, top_p=0.9,
-                                  repetition_penalty=1.2, stop="\n\n")
+    expected = generator.generate(
+        ["ANNA:"] * 6, [0.2, 0.5, 1.0] * 2, 60, seed=3, top_k=40, top_p=0.9, repetition_penalty=1.2, stop="\n\n"
+    )
     headers = [f"===== sample {i} of 2, temperature {t} =====" for i in (1, 2) for t in ("0.2", "0.5", "1")]
     assert out == "".join(f"{h}\nANNA:{text}\n" for h, text in zip(headers, expected))
-    code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "200",
-                           "--temperature", "0", "--stop", r"\n")
+    code, out, _ = run_cli(
+        capsys, "generate", trained_dir, "--prompt", "ANNA:", "--length", "200", "--temperature", "0", "--stop", r"\n"
+    )
     greedy = generator.generate("ANNA:", 0.0, 200)[0]
-    assert code == 0 and out == "ANNA:" + greedy[:greedy.index("\n") + 1] + "\n"
+    assert code == 0 and out == "ANNA:" + greedy[: greedy.index("\n") + 1] + "\n"
 
 
 def test_evaluate_last_line_is_bits_per_char(trained_dir, capsys):
@@ -145,8 +183,13 @@ def test_missing_or_corrupt_model_dir(trained_dir, tmp_path, capsys):
 
 
 def test_real_process_exit_code_and_single_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "keras_chargen", "generate", str(tmp_path / "none")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_chargen", "generate", str(tmp_path / "none")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: model directory not found: {tmp_path / 'none'}"
     assert "Traceback" not in done.stderr

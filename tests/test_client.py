@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import tensorflow as tf
+from serving_support import MODEL, free_port
 
 from keras_chargen.client import ChargenClient, ServingError, generate
 from keras_chargen.errors import ChargenError
-
-from serving_support import MODEL, free_port
 
 
 @pytest.fixture(scope="module")
@@ -18,21 +17,32 @@ def client(server):
 
 def test_generate_matches_the_savedmodel_for_a_seed(client, base):
     function = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
-    expected = function(prompt=tf.constant(["ROMEO:"]), temperature=tf.constant([0.6]),
-                        max_new_chars=tf.constant([80]), seed=tf.constant([4], tf.int64), top_k=tf.constant([0]),
-                        top_p=tf.constant([1.0]), repetition_penalty=tf.constant([1.0]),
-                        stop=tf.constant([""]))["generated"]
+    expected = function(
+        prompt=tf.constant(["ROMEO:"]),
+        temperature=tf.constant([0.6]),
+        max_new_chars=tf.constant([80]),
+        seed=tf.constant([4], tf.int64),
+        top_k=tf.constant([0]),
+        top_p=tf.constant([1.0]),
+        repetition_penalty=tf.constant([1.0]),
+        stop=tf.constant([""]),
+    )["generated"]
     assert client.generate("ROMEO:", 0.6, 80, seed=4) == expected.numpy()[0].decode("utf-8")
 
 
 def test_generate_with_sampling_settings_and_several_temperatures(client, base):
     function = tf.saved_model.load(str(base / "2")).signatures["serving_default"]
-    expected = function(prompt=tf.constant(["ROMEO:"] * 3), temperature=tf.constant([0.0, 0.8, 1.2]),
-                        max_new_chars=tf.constant([80]), seed=tf.constant([4], tf.int64), top_k=tf.constant([5]),
-                        top_p=tf.constant([0.9]), repetition_penalty=tf.constant([1.3]),
-                        stop=tf.constant(["e"]))["generated"]
-    texts = client.generate("ROMEO:", [0.0, 0.8, 1.2], 80, seed=4, top_k=5, top_p=0.9, repetition_penalty=1.3,
-                            stop="e")
+    expected = function(
+        prompt=tf.constant(["ROMEO:"] * 3),
+        temperature=tf.constant([0.0, 0.8, 1.2]),
+        max_new_chars=tf.constant([80]),
+        seed=tf.constant([4], tf.int64),
+        top_k=tf.constant([5]),
+        top_p=tf.constant([0.9]),
+        repetition_penalty=tf.constant([1.3]),
+        stop=tf.constant(["e"]),
+    )["generated"]
+    texts = client.generate("ROMEO:", [0.0, 0.8, 1.2], 80, seed=4, top_k=5, top_p=0.9, repetition_penalty=1.3, stop="e")
     assert texts == [t.decode("utf-8") for t in expected.numpy()]
     assert all(t.endswith("e") or len(t) == 80 for t in texts)
 
@@ -72,15 +82,25 @@ def test_unreachable_server_and_bad_arguments_fail_before_any_output():
         ChargenClient(MODEL, f"http://127.0.0.1:{free_port()}", timeout=5).generate("A", 0.5, 5)
     assert info.value.status is None
     client = ChargenClient(MODEL, "http://127.0.0.1:1")
-    for args, fragment in [(("A", -1.0, 5), "temperature"), (("A", float("nan"), 5), "temperature"),
-                           (("A", 0.5, 2.5), "length"), (([], 0.5, 5), "prompt"), ((5, 0.5, 5), "prompt")]:
+    for args, fragment in [
+        (("A", -1.0, 5), "temperature"),
+        (("A", float("nan"), 5), "temperature"),
+        (("A", 0.5, 2.5), "length"),
+        (([], 0.5, 5), "prompt"),
+        ((5, 0.5, 5), "prompt"),
+    ]:
         with pytest.raises(ChargenError, match=fragment):
             client.generate(*args)
     with pytest.raises(ChargenError, match="seed"):
         client.generate("A", 0.5, 5, seed=-3)
-    for kwargs, fragment in [(dict(top_k=0), "top_k"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.2), "top_p"),
-                             (dict(repetition_penalty=float("nan")), "repetition_penalty"), (dict(stop=""), "stop"),
-                             (dict(temperature=[0.5, 0.5, 0.5], prompt=["A", "B"]), "3 temperatures for 2 prompts")]:
+    for kwargs, fragment in [
+        (dict(top_k=0), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.2), "top_p"),
+        (dict(repetition_penalty=float("nan")), "repetition_penalty"),
+        (dict(stop=""), "stop"),
+        (dict(temperature=[0.5, 0.5, 0.5], prompt=["A", "B"]), "3 temperatures for 2 prompts"),
+    ]:
         with pytest.raises(ChargenError, match=fragment):
             client.generate(**({"prompt": "A", "temperature": 0.5, "length": 5} | kwargs))
     with pytest.raises(ChargenError, match="model must be a name"):

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from conftest import CORPUS, SHAKESPEARE, needs_shakespeare
 
 from keras_chargen import ChargenError, FileSource, TfdsSource, make_source, prepare_corpus
 from keras_chargen import corpus as corpus_module
 from keras_chargen.corpus import resolve_text_paths
-
-from conftest import CORPUS, SHAKESPEARE, needs_shakespeare
 
 
 def test_split_is_contiguous_and_vocab_from_training_part_only(tmp_path):

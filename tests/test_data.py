@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from conftest import CORPUS
 
 from keras_chargen import ChargenError, FileSource, prepare_corpus, shuffled_dataset, stateful_dataset
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches, stream_length
-
-from conftest import CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +14,16 @@ def prepared(tmp_path_factory):
 def test_stateful_layout_rows_continue_their_streams_exactly(prepared):
     batch, seq = 6, 25
     ids = np.asarray(prepared.read_ids("train")).astype(np.int32)
-    batches = [(x.numpy(), y.numpy()) for x, y in stateful_dataset(
-        prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, batch, seq)]
+    batches = [
+        (x.numpy(), y.numpy())
+        for x, y in stateful_dataset(prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, batch, seq)
+    ]
     assert len(batches) == num_stateful_batches(prepared.num_train, batch, seq) > 10
     length = stream_length(prepared.num_train, batch, seq)
     for i in range(batch):
         inputs = np.concatenate([x[i] for x, _ in batches])
         targets = np.concatenate([y[i] for _, y in batches])
-        assert np.array_equal(inputs, ids[i * length:(i + 1) * length])  # row i = stream i, in order
+        assert np.array_equal(inputs, ids[i * length : (i + 1) * length])  # row i = stream i, in order
         assert np.array_equal(targets[:-1], inputs[1:])  # targets are inputs shifted by one
         assert targets[-1] == ids[(i + 1) * length]
     assert all(x.shape == (batch, seq) and x.dtype == np.int32 for x, _ in batches)
@@ -30,13 +31,17 @@ def test_stateful_layout_rows_continue_their_streams_exactly(prepared):
 
 def test_training_batches_never_contain_validation_text(prepared):
     train_ids = np.asarray(prepared.read_ids("train")).astype(np.int32)
-    seen = np.concatenate([y.numpy().ravel() for _, y in stateful_dataset(
-        prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, 4, 50)])
+    seen = np.concatenate(
+        [
+            y.numpy().ravel()
+            for _, y in stateful_dataset(prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, 4, 50)
+        ]
+    )
     # every target comes from the training file, whose length is the training part only
     assert prepared.train_path.stat().st_size == prepared.num_train * prepared.vocab.id_dtype.itemsize
     assert len(seen) <= len(train_ids) - 1
     text = prepared.vocab.decode(train_ids)
-    val_text = CORPUS.read_text()[prepared.num_train:]
+    val_text = CORPUS.read_text()[prepared.num_train :]
     assert text + val_text == CORPUS.read_text()
 
 
@@ -46,9 +51,10 @@ def test_shuffled_layout_windows_are_all_there_and_reshuffled(tmp_path):
     prepared = prepare_corpus(FileSource((tmp_path / "r.txt",)), tmp_path / "data", 0.1)
     batch, seq, stride = 8, 20, 7
     ids = np.asarray(prepared.read_ids("train")).astype(np.int32)
-    dataset = shuffled_dataset(prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, batch, seq, stride,
-                               seed=1)
-    starts = {tuple(ids[s:s + seq + 1]): s for s in range(0, prepared.num_train - seq, stride)}
+    dataset = shuffled_dataset(
+        prepared.train_path, prepared.num_train, prepared.vocab.id_dtype, batch, seq, stride, seed=1
+    )
+    starts = {tuple(ids[s : s + seq + 1]): s for s in range(0, prepared.num_train - seq, stride)}
     orders = []
     for _ in range(2):
         batches = [(x.numpy(), y.numpy()) for x, y in dataset]

@@ -15,11 +15,10 @@ import sys
 import time
 
 import pytest
+from conftest import CORPUS, REPO
 
 from keras_chargen import ChargenConfig, ChargenError
 from keras_chargen.distribute import is_chief, make_strategy, write_dir
-
-from conftest import CORPUS, REPO
 
 SMALL_TEXT_CHARS = 12_000  # one epoch ≈ 56 global batches of 8 × 24
 
@@ -57,8 +56,13 @@ def test_strategy_errors_without_a_second_device(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_equals_one_device(small_text, tmp_path):
     """One epoch, dropout 0, clipping active: same weights, losses and carried states as one device."""
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "distributed_check.py"), str(tmp_path), str(small_text)],
-                          env=_env(), capture_output=True, text=True, timeout=500)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "distributed_check.py"), str(tmp_path), str(small_text)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     streams = result["streams"]
@@ -87,13 +91,48 @@ def _free_ports(count: int) -> list[int]:
 
 def _start_workers(text, out, epochs: int) -> list[subprocess.Popen]:
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    command = [sys.executable, "-m", "keras_chargen", "train", "--text", str(text), "--out", str(out),
-               "--units", "32", "--layers", "1", "--embedding-dim", "8", "--seq-len", "24", "--batch-size", "8",
-               "--epochs", str(epochs), "--save-every", "10", "--verbose", "2", "--no-samples",
-               "--sample-length", "0", "--strategy", "multiworker"]
-    return [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
-            for i in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_chargen",
+        "train",
+        "--text",
+        str(text),
+        "--out",
+        str(out),
+        "--units",
+        "32",
+        "--layers",
+        "1",
+        "--embedding-dim",
+        "8",
+        "--seq-len",
+        "24",
+        "--batch-size",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--save-every",
+        "10",
+        "--verbose",
+        "2",
+        "--no-samples",
+        "--sample-length",
+        "0",
+        "--strategy",
+        "multiworker",
+    ]
+    return [
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        )
+        for i in range(2)
+    ]
 
 
 @pytest.mark.slow

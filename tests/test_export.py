@@ -7,26 +7,39 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import keras_step_logits
 
 from keras_chargen import ChargenError, Vocabulary
 from keras_chargen.cli import main
 from keras_chargen.export import artifact_dir, export_model, export_savedmodel, staged_dirs
 
-from conftest import keras_step_logits
-
-PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
-                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
+PARITY_PROMPT = (
+    "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+    "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+)  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
-BATCH_PROMPTS = ["", "A", "É", "CÉLINE:\nThe café", "a naïve ", "My lord is near!\n\nDMITRI:\n", "§ the ☃ king",
-                 "ÉLODIE:\nThe garden seems sweet.\n" * 3]
+BATCH_PROMPTS = [
+    "",
+    "A",
+    "É",
+    "CÉLINE:\nThe café",
+    "a naïve ",
+    "My lord is near!\n\nDMITRI:\n",
+    "§ the ☃ king",
+    "ÉLODIE:\nThe garden seems sweet.\n" * 3,
+]
 SEED = 1234
-STRATEGIES = [dict(temperature=1.2, top_k=5), dict(temperature=1.0, top_p=0.8),
-              dict(temperature=0.0, repetition_penalty=1.5), dict(temperature=1.0, stop="\n"),
-              dict(temperature=1.0, top_k=10, top_p=0.9, repetition_penalty=1.3, stop="e"),
-              dict(temperature=[0.2, 0.6, 1.4])]
+STRATEGIES = [
+    dict(temperature=1.2, top_k=5),
+    dict(temperature=1.0, top_p=0.8),
+    dict(temperature=0.0, repetition_penalty=1.5),
+    dict(temperature=1.0, stop="\n"),
+    dict(temperature=1.0, top_k=10, top_p=0.9, repetition_penalty=1.3, stop="e"),
+    dict(temperature=[0.2, 0.6, 1.4]),
+]
 
 # Run in a fresh interpreter where importing keras_chargen fails, as on a host without it installed.
-LOADER = r'''
+LOADER = r"""
 import importlib.abc, json, sys
 
 class Blocked(importlib.abc.MetaPathFinder):
@@ -92,9 +105,7 @@ print(json.dumps({
     "roundtrip_lengths": roundtrip["lengths"].numpy().tolist(),
     "imported": sorted(m for m in sys.modules if m.split(".")[0] == "keras_chargen"),
 }))
-'''
-
-
+"""
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +121,19 @@ def reloaded(savedmodel_dir, generator, tmp_path_factory) -> dict:
     """What the SavedModel answers in a separate process that cannot import keras_chargen or Keras."""
     vocab = Vocabulary(generator.vocabulary)
     logits_file = tmp_path_factory.mktemp("reloaded") / "logits.npy"
-    args = {"path": str(savedmodel_dir), "logits_file": str(logits_file), "greedy_prompt": GREEDY_PROMPT,
-            "greedy_chars": 200, "parity_ids": vocab.encode(PARITY_PROMPT)[:100].tolist(), "seed": SEED,
-            "strategies": STRATEGIES, "batch_prompts": BATCH_PROMPTS, "batch_lengths": [5 * (i + 1) for i in range(len(BATCH_PROMPTS))]}
+    args = {
+        "path": str(savedmodel_dir),
+        "logits_file": str(logits_file),
+        "greedy_prompt": GREEDY_PROMPT,
+        "greedy_chars": 200,
+        "parity_ids": vocab.encode(PARITY_PROMPT)[:100].tolist(),
+        "seed": SEED,
+        "strategies": STRATEGIES,
+        "batch_prompts": BATCH_PROMPTS,
+        "batch_lengths": [5 * (i + 1) for i in range(len(BATCH_PROMPTS))],
+    }
     assert len(args["parity_ids"]) == 100 and min(args["parity_ids"]) > 0
-    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(args)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps(args)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["logits"] = np.load(logits_file)
@@ -126,8 +144,16 @@ def test_savedmodel_loads_without_keras_chargen_and_has_the_signatures(reloaded,
     assert reloaded["imported"] == []
     assert reloaded["signatures"] == ["decode", "encode", "serving_default", "step"]
     assert reloaded["step_outputs"] == ["c_0", "h_0", "logits"]
-    assert reloaded["serving_inputs"] == ["max_new_chars", "prompt", "repetition_penalty", "seed", "stop",
-                                          "temperature", "top_k", "top_p"]
+    assert reloaded["serving_inputs"] == [
+        "max_new_chars",
+        "prompt",
+        "repetition_penalty",
+        "seed",
+        "stop",
+        "temperature",
+        "top_k",
+        "top_p",
+    ]
     asset = savedmodel_dir / "assets" / "vocab.json"
     assert asset.read_text("utf-8") == (trained_dir / "vocab.json").read_text("utf-8")
 
@@ -185,13 +211,16 @@ def test_layout_puts_each_format_in_its_own_version_folder(tmp_path):
     assert artifact_dir(tmp_path, "onnx", 2) == tmp_path / "onnx" / "2"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(format="pytorch"), "unknown format 'pytorch'; choose one of savedmodel, tflite, onnx, all"),
-    (dict(version=0), "version must be a positive integer; got 0"),
-    (dict(version="1"), "version must be a positive integer; got '1'"),
-    (dict(quantize="int4", format="tflite"), "quantize must be one of none, dynamic, float16"),
-    (dict(quantize="dynamic", format="onnx"), "--quantize applies to TFLite only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(format="pytorch"), "unknown format 'pytorch'; choose one of savedmodel, tflite, onnx, all"),
+        (dict(version=0), "version must be a positive integer; got 0"),
+        (dict(version="1"), "version must be a positive integer; got '1'"),
+        (dict(quantize="int4", format="tflite"), "quantize must be one of none, dynamic, float16"),
+        (dict(quantize="dynamic", format="onnx"), "--quantize applies to TFLite only"),
+    ],
+)
 def test_bad_export_arguments(trained_dir, tmp_path, kwargs, message):
     with pytest.raises(ChargenError, match=message):
         export_model(trained_dir, tmp_path / "out", **kwargs)
@@ -246,11 +275,10 @@ def test_interrupted_export_leaves_no_partial_version(trained_dir, tmp_path, mon
 
 def test_staged_dirs_commit_all_or_nothing(tmp_path):
     targets = [tmp_path / "1", tmp_path / "tflite" / "1"]
-    with pytest.raises(RuntimeError):
-        with staged_dirs(targets) as temps:
-            for tmp in temps:
-                (tmp / "f").write_text("x")
-            raise RuntimeError("conversion failed")
+    with pytest.raises(RuntimeError), staged_dirs(targets) as temps:
+        for tmp in temps:
+            (tmp / "f").write_text("x")
+        raise RuntimeError("conversion failed")
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []
     with staged_dirs(targets) as temps:
         for tmp in temps:

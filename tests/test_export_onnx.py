@@ -13,8 +13,10 @@ from keras_chargen import RecurrentStep, Vocabulary
 from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import OnnxStep, greedy_ids
 
-PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
-                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
+PARITY_PROMPT = (
+    "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+    "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+)  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
 
 
@@ -32,8 +34,14 @@ def session(path: Path, seed: int | None = None) -> onnxruntime.InferenceSession
 
 def run_generate(sess, prompt_ids: np.ndarray, temperature, num_chars: int) -> np.ndarray:
     temperature = np.broadcast_to(np.float32(temperature), [len(prompt_ids)]).copy()
-    return sess.run(["ids"], {"prompt_ids": prompt_ids.astype(np.int32), "temperature": temperature,
-                              "num_chars": np.array(num_chars, np.int32)})[0]
+    return sess.run(
+        ["ids"],
+        {
+            "prompt_ids": prompt_ids.astype(np.int32),
+            "temperature": temperature,
+            "num_chars": np.array(num_chars, np.int32),
+        },
+    )[0]
 
 
 def multinomials(graph) -> list:

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from conftest import CORPUS, keras_step_logits
 
 from keras_chargen import ChargenConfig, FileSource, RecurrentStep, Vocabulary, build_model, load_model, prepare_corpus
 from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import TFLiteStep, bits_per_char, cross_entropy_bits, greedy_ids, stream_matrix
 from keras_chargen.export.tflite import custom_ops, op_names, read_metadata
 
-from conftest import CORPUS, keras_step_logits
-
-PARITY_PROMPT = ("CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
-                 "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r")  # parity feeds its first 100 characters
+PARITY_PROMPT = (
+    "CÉLINE:\nMy lord is bright, I think.\nThe king remains bright.\n\n"
+    "ÉLODIE:\nThe king is quiet?\n\nANNA:\nThe r"
+)  # parity feeds its first 100 characters
 GREEDY_PROMPT = "ANNA:\n"
 STREAMS = 16
 
@@ -36,13 +37,12 @@ def validation_ids(trained_dir, tmp_path_factory) -> np.ndarray:
     return np.array(corpus.read_ids("val"), np.int32)
 
 
-
-
 def run_generate(path: Path, prompt_ids: np.ndarray, temperature, num_chars: int) -> np.ndarray:
     runner = Interpreter(model_path=str(path)).get_signature_runner("generate")
     temperature = np.broadcast_to(np.float32(temperature), [len(prompt_ids)]).copy()
-    return runner(prompt_ids=prompt_ids.astype(np.int32), temperature=temperature,
-                  num_chars=np.array(num_chars, np.int32))["ids"]
+    return runner(
+        prompt_ids=prompt_ids.astype(np.int32), temperature=temperature, num_chars=np.array(num_chars, np.int32)
+    )["ids"]
 
 
 def test_files_are_builtins_only_with_while_and_multinomial(tflite_dirs):

@@ -4,10 +4,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import keras_step_logits
 
 from keras_chargen import MAX_NEW_CHARS, ChargenError, RecurrentStep
-
-from conftest import keras_step_logits
 
 
 def reference_greedy(generator, prompt: str, length: int) -> str:
@@ -83,8 +82,9 @@ def test_batch_of_prompts_with_different_lengths_matches_one_by_one(generator):
 
 
 def test_per_row_lengths_and_prompt_in_text(generator):
-    out = generator(tf.constant(["ANNA:", "BRUNO:"]), tf.constant([0.0, 0.0]), tf.constant([5, 12]),
-                    tf.constant([0], tf.int64))
+    out = generator(
+        tf.constant(["ANNA:", "BRUNO:"]), tf.constant([0.0, 0.0]), tf.constant([5, 12]), tf.constant([0], tf.int64)
+    )
     generated = [g.decode() for g in out["generated"].numpy()]
     assert [len(g) for g in generated] == [5, 12]
     assert [t.decode() for t in out["text"].numpy()] == ["ANNA:" + generated[0], "BRUNO:" + generated[1]]
@@ -97,31 +97,34 @@ def test_unknown_prompt_characters(generator):
     assert skipped == generator.generate(["ANNA  said"], 0.0, 30)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-0.1), "temperature must be a finite number >= 0"),
-    (dict(temperature=float("nan")), "temperature must be a number >= 0; got nan"),
-    (dict(temperature=float("inf")), "temperature must be a finite number"),
-    (dict(max_new_chars=0), "length must be between 1"),
-    (dict(max_new_chars=MAX_NEW_CHARS + 1), "length must be between 1"),
-    (dict(seed=-3), "seed must be an integer >= 0"),
-    (dict(prompts=["A", "B"], temperature=[0.5, 0.5, 0.5]), "got 3 temperatures for 2 prompts"),
-    (dict(oov="ignore"), "oov must be one of"),
-    (dict(top_k=0), "top_k must be an integer >= 1; got 0"),
-    (dict(top_k=-3), "top_k must be an integer >= 1"),
-    (dict(top_k=2.5), "top_k must be an integer >= 1; got 2.5"),
-    (dict(top_k=True), "top_k must be an integer >= 1"),
-    (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]; got 0.0"),
-    (dict(top_p=1.01), r"top_p must be a number in \(0, 1\]"),
-    (dict(top_p=float("nan")), r"top_p must be a number in \(0, 1\]; got nan"),
-    (dict(top_p="0.9"), r"top_p must be a number in \(0, 1\]"),
-    (dict(repetition_penalty=0.0), "repetition_penalty must be a finite number > 0; got 0.0"),
-    (dict(repetition_penalty=-1.2), "repetition_penalty must be a finite number > 0"),
-    (dict(repetition_penalty=float("nan")), "repetition_penalty must be a finite number > 0; got nan"),
-    (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number > 0; got inf"),
-    (dict(stop=""), "stop must be a non-empty string; got ''"),
-    (dict(stop=5), "stop must be a non-empty string; got 5"),
-    (dict(stop="x" * 1001), "stop has 1001 characters; the maximum is 1000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-0.1), "temperature must be a finite number >= 0"),
+        (dict(temperature=float("nan")), "temperature must be a number >= 0; got nan"),
+        (dict(temperature=float("inf")), "temperature must be a finite number"),
+        (dict(max_new_chars=0), "length must be between 1"),
+        (dict(max_new_chars=MAX_NEW_CHARS + 1), "length must be between 1"),
+        (dict(seed=-3), "seed must be an integer >= 0"),
+        (dict(prompts=["A", "B"], temperature=[0.5, 0.5, 0.5]), "got 3 temperatures for 2 prompts"),
+        (dict(oov="ignore"), "oov must be one of"),
+        (dict(top_k=0), "top_k must be an integer >= 1; got 0"),
+        (dict(top_k=-3), "top_k must be an integer >= 1"),
+        (dict(top_k=2.5), "top_k must be an integer >= 1; got 2.5"),
+        (dict(top_k=True), "top_k must be an integer >= 1"),
+        (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]; got 0.0"),
+        (dict(top_p=1.01), r"top_p must be a number in \(0, 1\]"),
+        (dict(top_p=float("nan")), r"top_p must be a number in \(0, 1\]; got nan"),
+        (dict(top_p="0.9"), r"top_p must be a number in \(0, 1\]"),
+        (dict(repetition_penalty=0.0), "repetition_penalty must be a finite number > 0; got 0.0"),
+        (dict(repetition_penalty=-1.2), "repetition_penalty must be a finite number > 0"),
+        (dict(repetition_penalty=float("nan")), "repetition_penalty must be a finite number > 0; got nan"),
+        (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number > 0; got inf"),
+        (dict(stop=""), "stop must be a non-empty string; got ''"),
+        (dict(stop=5), "stop must be a non-empty string; got 5"),
+        (dict(stop="x" * 1001), "stop has 1001 characters; the maximum is 1000"),
+    ],
+)
 def test_invalid_generation_arguments(generator, kwargs, message):
     args = dict(prompts=["ANNA"], temperature=0.5, max_new_chars=10, seed=None) | kwargs
     with pytest.raises(ChargenError, match=message):
@@ -169,8 +172,13 @@ def test_savedmodel_reloads_without_keras_chargen_and_matches(generator, tmp_pat
 
     path = export_savedmodel(generator, tmp_path / "sm" / "1")
     prompts = ["ANNA:\n", "", "ÉLODIE: café"]
-    done = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(path), json.dumps(prompts)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(path), json.dumps(prompts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     texts = json.loads(done.stdout.strip().splitlines()[-1])
     expected = generator.generate(prompts, [0.0, 0.9, 1.2], 80, seed=11)
@@ -179,11 +187,12 @@ def test_savedmodel_reloads_without_keras_chargen_and_matches(generator, tmp_pat
 
 # --- sampling strategies and stop strings ---
 
+
 def step_logits_of_generation(generator, prompt: str, generated: str) -> np.ndarray:
     """The logits that chose each generated character `(len(generated), vocab)`, OOV excluded (-inf)."""
     vocab = generator.vocabulary
     ids = [vocab.index(c) + 1 for c in prompt + generated]
-    logits = keras_step_logits(generator, ids[:-1])[len(prompt) - 1:]
+    logits = keras_step_logits(generator, ids[:-1])[len(prompt) - 1 :]
     logits[:, 0] = -np.inf
     return logits
 
@@ -271,14 +280,19 @@ def test_several_temperatures_for_one_prompt_give_one_row_each(generator):
 def test_stop_strings_end_each_row_where_expected_and_pad(generator):
     prompts = ["ANNA:", "BRUNO:\n", "ANNA:", "", "CÉLINE:"]
     greedy = generator.generate(prompts, 0.0, 120)
-    non_ascii = next((g[i:i + 2] for g in greedy for i, c in enumerate(g) if ord(c) > 127), greedy[4][5:7])
+    non_ascii = next((g[i : i + 2] for g in greedy for i, c in enumerate(g) if ord(c) > 127), greedy[4][5:7])
     stops = ["\n", greedy[1][20:23], "", "zzz", non_ascii]  # "zzz" never comes: that row runs to its length
     lengths = [120, 120, 50, 120, 120]
-    out = generator(tf.constant(prompts), tf.constant(0.0), tf.constant(lengths), tf.constant([0], tf.int64),
-                    stop=tf.constant(stops))
-    expected = [g[:g.index(s) + len(s)] if s and s in g[:n] else g[:n] for g, s, n in zip(greedy, stops, lengths)]
+    out = generator(
+        tf.constant(prompts),
+        tf.constant(0.0),
+        tf.constant(lengths),
+        tf.constant([0], tf.int64),
+        stop=tf.constant(stops),
+    )
+    expected = [g[: g.index(s) + len(s)] if s and s in g[:n] else g[:n] for g, s, n in zip(greedy, stops, lengths)]
     assert [g.decode() for g in out["generated"].numpy()] == expected
-    assert expected[0] == greedy[0][:greedy[0].index("\n") + 1] and expected[3] == greedy[3]
+    assert expected[0] == greedy[0][: greedy[0].index("\n") + 1] and expected[3] == greedy[3]
     assert [t.decode() for t in out["text"].numpy()] == [p + e for p, e in zip(prompts, expected)]
     assert generator.generate(prompts[:2], 0.0, 120, stop="\n")[0] == expected[0]
 
@@ -288,11 +302,18 @@ def test_stopped_rows_are_padded_and_the_loop_ends_when_all_rows_stop(generator)
 
     prompts = tf.constant(["ANNA:", "ANNA:"])
     greedy = generator.generate(["ANNA:"], 0.0, 100)[0]
-    stop = greedy[greedy.index(" ") - 1:greedy.index(" ") + 1]  # ends at the first space
+    stop = greedy[greedy.index(" ") - 1 : greedy.index(" ") + 1]  # ends at the first space
     ids, lengths = generator.encode(prompts)
     logits, states = generator.prime(ids, lengths)
-    new_ids, counts = generator.sample_ids(logits, states, sampling_settings(2, 0.0), tf.constant([100, 3]),
-                                           tf.constant(0, tf.int64), prev_ids=ids[:, -1], stop=tf.constant([stop, ""]))
+    new_ids, counts = generator.sample_ids(
+        logits,
+        states,
+        sampling_settings(2, 0.0),
+        tf.constant([100, 3]),
+        tf.constant(0, tf.int64),
+        prev_ids=ids[:, -1],
+        stop=tf.constant([stop, ""]),
+    )
     stop_at = greedy.index(stop) + len(stop)
     assert counts.numpy().tolist() == [stop_at, 3]
     assert new_ids.shape == (2, stop_at)  # no step after the last row stopped
@@ -302,18 +323,21 @@ def test_stopped_rows_are_padded_and_the_loop_ends_when_all_rows_stop(generator)
 def test_ends_with_stop_works_on_utf8_bytes():
     from keras_chargen.generation import ends_with_stop
 
-    tail, matched = ends_with_stop(tf.constant(["caf", "x", "ab", ""]), tf.constant(["é", "é", "c", "a"]),
-                                   tf.constant(["fé", "fé", "", "a"]))
+    tail, matched = ends_with_stop(
+        tf.constant(["caf", "x", "ab", ""]), tf.constant(["é", "é", "c", "a"]), tf.constant(["fé", "fé", "", "a"])
+    )
     assert [t.decode() for t in tail.numpy()] == ["fé", "xé", "", "a"]
     assert matched.numpy().tolist() == [True, False, False, True]
 
 
 def test_graph_rejects_bad_sampling_settings_too(generator):
     args = (tf.constant(["A"]), tf.constant([1.0]), tf.constant([3]), tf.constant([0], tf.int64))
-    for kwargs, message in [(dict(top_k=tf.constant([-1])), "top_k must be >= 0"),
-                            (dict(top_p=tf.constant([0.0])), r"top_p must be in \(0, 1\]"),
-                            (dict(top_p=tf.constant([1.5])), r"top_p must be in \(0, 1\]"),
-                            (dict(repetition_penalty=tf.constant([0.0])), "repetition_penalty must be > 0"),
-                            (dict(repetition_penalty=tf.constant([np.nan])), "repetition_penalty must be a finite")]:
+    for kwargs, message in [
+        (dict(top_k=tf.constant([-1])), "top_k must be >= 0"),
+        (dict(top_p=tf.constant([0.0])), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=tf.constant([1.5])), r"top_p must be in \(0, 1\]"),
+        (dict(repetition_penalty=tf.constant([0.0])), "repetition_penalty must be > 0"),
+        (dict(repetition_penalty=tf.constant([np.nan])), "repetition_penalty must be a finite"),
+    ]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             generator(*args, **kwargs)

@@ -54,7 +54,7 @@ def test_raw_op_step_equals_the_keras_cells_with_and_without_loop_weights(cell, 
         new_keras_states, offset = [], 0
         for keras_cell in cells:  # the Keras cells themselves, one step
             count = 2 if cell == "lstm" else 1
-            x, cell_states = keras_cell(x, keras_states[offset: offset + count], training=False)
+            x, cell_states = keras_cell(x, keras_states[offset : offset + count], training=False)
             new_keras_states += list(cell_states)
             offset += count
         keras_states, expected = new_keras_states, dense(x).numpy()

@@ -1,10 +1,9 @@
 import math
 
 import pytest
+from conftest import CORPUS, SHAKESPEARE, needs_shakespeare
 
 from keras_chargen.ngram import CharNGram
-
-from conftest import CORPUS, SHAKESPEARE, needs_shakespeare
 
 
 def test_probabilities_sum_to_one_and_longer_context_helps():

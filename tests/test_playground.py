@@ -10,14 +10,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from serving_support import MODEL, exported_base, request, shared_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                reason="headless Chromium is not installed (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="headless Chromium is not installed (apt-get install chromium chromium-driver)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,19 @@ def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tmp_path_factory.mktemp("chromium-profile")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1100,900", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1100,900",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -47,8 +58,7 @@ def _wait_for_status(browser, prefix: str, timeout: float = 60.0) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, timeout).until(
-        lambda d: d.find_element(By.ID, "status").text.startswith((prefix, "error")))
+    WebDriverWait(browser, timeout).until(lambda d: d.find_element(By.ID, "status").text.startswith((prefix, "error")))
     return browser.find_element(By.ID, "status").text
 
 
@@ -56,8 +66,7 @@ def test_page_is_self_contained_html(server):
     status, page, headers = request("GET", server.url + "/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert f'"model": "{MODEL}"' in page and "src=" not in page and "href=" not in page  # no external assets
-    for element in ('id="prompt"', 'id="temperature"', 'type="range"', 'id="length"', 'id="generate"',
-                    'id="output"'):
+    for element in ('id="prompt"', 'id="temperature"', 'type="range"', 'id="length"', 'id="generate"', 'id="output"'):
         assert element in page
 
 
@@ -86,8 +95,9 @@ def test_greedy_output_in_the_page_equals_predict(server, browser):
 
     browser.get(server.url + "/")
     browser.find_element(By.ID, "prompt").send_keys("ANNA:")
-    browser.execute_script("const t = document.getElementById('temperature'); t.value = 0;"
-                           "t.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "const t = document.getElementById('temperature'); t.value = 0;t.dispatchEvent(new Event('input'));"
+    )
     assert browser.find_element(By.ID, "temperature-value").text == "0.00"
     length = browser.find_element(By.ID, "length")
     length.clear()

@@ -5,9 +5,18 @@ import pytest
 import tensorflow as tf
 
 from keras_chargen import ChargenError
-from keras_chargen.sampling import (apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p,
-                                    check_repetition_penalty, check_top_k, check_top_p, next_token, sample_next,
-                                    sampling_settings)
+from keras_chargen.sampling import (
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    check_repetition_penalty,
+    check_top_k,
+    check_top_p,
+    next_token,
+    sample_next,
+    sampling_settings,
+)
 
 
 def test_temperature_zero_is_argmax_and_scaling_is_per_row():
@@ -47,8 +56,9 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_s
     out = apply_repetition_penalty(logits, seen, tf.constant([2.0, 1.0])).numpy()
     np.testing.assert_allclose(out, [[1.0, -4.0, 1.0, 0.0], [2.0, -2.0, 1.0, 0.0]])  # row 2: penalty 1 = off
     # a penalty below 1 rewards repetition instead
-    np.testing.assert_allclose(apply_repetition_penalty(logits[:1], seen[:1], tf.constant([0.5])).numpy(),
-                               [[4.0, -1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(
+        apply_repetition_penalty(logits[:1], seen[:1], tf.constant([0.5])).numpy(), [[4.0, -1.0, 1.0, 0.0]]
+    )
 
 
 def test_top_k_keeps_exactly_k_per_row_with_ties_towards_the_lower_id():
@@ -83,12 +93,22 @@ def test_top_k_and_top_p_draws_follow_the_renormalized_softmax():
     rows = 20_000
     probs = np.array([0.05, 0.4, 0.1, 0.25, 0.2])
     logits = tf.math.log(tf.constant([probs] * rows, tf.float32))
-    ids = sample_next(logits, tf.fill([rows], 1.0), tf.constant([1, 2], tf.int64), top_k=tf.fill([rows], 3),
-                      top_p=tf.fill([rows], 1.0)).numpy()
+    ids = sample_next(
+        logits,
+        tf.fill([rows], 1.0),
+        tf.constant([1, 2], tf.int64),
+        top_k=tf.fill([rows], 3),
+        top_p=tf.fill([rows], 1.0),
+    ).numpy()
     expected = np.where(probs >= 0.2, probs, 0) / 0.85
     np.testing.assert_allclose(np.bincount(ids, minlength=5) / rows, expected, atol=0.012)
-    ids = sample_next(logits, tf.fill([rows], 1.0), tf.constant([1, 2], tf.int64), top_k=tf.fill([rows], 0),
-                      top_p=tf.fill([rows], 0.7)).numpy()  # 0.4 + 0.25 < 0.7: the 0.2 token is the last one in
+    ids = sample_next(
+        logits,
+        tf.fill([rows], 1.0),
+        tf.constant([1, 2], tf.int64),
+        top_k=tf.fill([rows], 0),
+        top_p=tf.fill([rows], 0.7),
+    ).numpy()  # 0.4 + 0.25 < 0.7: the 0.2 token is the last one in
     np.testing.assert_allclose(np.bincount(ids, minlength=5) / rows, expected, atol=0.012)
 
 
@@ -104,8 +124,13 @@ def test_filters_off_give_the_plain_temperature_draw():
 def test_next_token_mixes_strategies_per_row():
     logits = tf.constant([[0.0, 3.0, 2.9, 2.8]] * 4)
     seen = tf.constant([[False, True, False, False]] * 4)
-    settings = sampling_settings(4, [0.0, 0.0, 5.0, 5.0], top_k=[0, 0, 1, 0], top_p=[1.0, 1.0, 1.0, 1e-6],
-                                 repetition_penalty=[1.0, 2.0, 1.0, 1.0])
+    settings = sampling_settings(
+        4,
+        [0.0, 0.0, 5.0, 5.0],
+        top_k=[0, 0, 1, 0],
+        top_p=[1.0, 1.0, 1.0, 1e-6],
+        repetition_penalty=[1.0, 2.0, 1.0, 1.0],
+    )
     for step in range(10):
         ids = next_token(logits, seen, settings, tf.constant([step, 0], tf.int64)).numpy()
         assert ids.tolist() == [1, 2, 1, 1]  # greedy, greedy after the penalty, top-1, top-p -> 0
@@ -114,18 +139,38 @@ def test_next_token_mixes_strategies_per_row():
 def test_all_processors_compile_with_xla():
     run = tf.function(next_token, jit_compile=True)
     settings = sampling_settings(2, [1.0, 0.0], top_k=[2, 0], top_p=[0.9, 1.0], repetition_penalty=[1.3, 1.0])
-    ids = run(tf.constant([[0.0, 5.0, 4.0], [1.0, 0.0, 2.0]]), tf.constant([[False, True, False]] * 2), settings,
-              tf.constant([0, 0], tf.int64))
+    ids = run(
+        tf.constant([[0.0, 5.0, 4.0], [1.0, 0.0, 2.0]]),
+        tf.constant([[False, True, False]] * 2),
+        settings,
+        tf.constant([0, 0], tf.int64),
+    )
     assert ids.shape == (2,) and ids.numpy()[1] == 2 and ids.numpy()[0] in (1, 2)
 
 
-@pytest.mark.parametrize("check, good, bad, message", [
-    (check_top_k, [(None, 0), (1, 1), (np.int64(40), 40)], [0, -1, 2.0, True, "3"], "top_k must be an integer >= 1"),
-    (check_top_p, [(None, 1.0), (1, 1.0), (0.9, 0.9), (np.float32(0.5), 0.5)], [0, 0.0, -0.1, 1.5, math.nan, "0.9",
-                                                                                False], r"top_p must be a number in"),
-    (check_repetition_penalty, [(None, 1.0), (1.2, 1.2), (0.8, 0.8)], [0, -1.0, math.inf, math.nan, "1.2", True],
-     "repetition_penalty must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "check, good, bad, message",
+    [
+        (
+            check_top_k,
+            [(None, 0), (1, 1), (np.int64(40), 40)],
+            [0, -1, 2.0, True, "3"],
+            "top_k must be an integer >= 1",
+        ),
+        (
+            check_top_p,
+            [(None, 1.0), (1, 1.0), (0.9, 0.9), (np.float32(0.5), 0.5)],
+            [0, 0.0, -0.1, 1.5, math.nan, "0.9", False],
+            r"top_p must be a number in",
+        ),
+        (
+            check_repetition_penalty,
+            [(None, 1.0), (1.2, 1.2), (0.8, 0.8)],
+            [0, -1.0, math.inf, math.nan, "1.2", True],
+            "repetition_penalty must be a finite number > 0",
+        ),
+    ],
+)
 def test_explicit_values_are_checked(check, good, bad, message):
     for value, expected in good:
         assert check(value) == expected

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_support import MODEL, SERVER_FLAGS, ServerProcess, generate_body, request, sse_events
 
 from keras_chargen.cli import main
 from keras_chargen.client import ChargenClient
@@ -23,14 +24,23 @@ from keras_chargen.errors import ChargenError
 from keras_chargen.serving import ModelRepository, RequestError, ServingConfig
 from keras_chargen.serving.batching import Dispatcher, merge_key
 from keras_chargen.serving.errors import from_tf_error
-from keras_chargen.serving.protocol import (COLUMNAR, ROW, check_caps, decode_inputs, defaults_for, encode_outputs,
-                                           parse_body)
+from keras_chargen.serving.protocol import (
+    COLUMNAR,
+    ROW,
+    check_caps,
+    decode_inputs,
+    defaults_for,
+    encode_outputs,
+    parse_body,
+)
 from keras_chargen.serving.streaming import sample_id
 
-from serving_support import MODEL, SERVER_FLAGS, ServerProcess, generate_body, request, sse_events
-
-GENERATE_SPECS = {"max_new_chars": tf.TensorSpec([None], tf.int32), "prompt": tf.TensorSpec([None], tf.string),
-                  "seed": tf.TensorSpec([None], tf.int64), "temperature": tf.TensorSpec([None], tf.float32)}
+GENERATE_SPECS = {
+    "max_new_chars": tf.TensorSpec([None], tf.int32),
+    "prompt": tf.TensorSpec([None], tf.string),
+    "seed": tf.TensorSpec([None], tf.int64),
+    "temperature": tf.TensorSpec([None], tf.float32),
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +50,31 @@ def reference(base):
 
     def generate(prompts, temperature, length, seed, top_k=0, top_p=1.0, repetition_penalty=1.0, stop=""):
         rows = len(prompts)
-        out = function(prompt=tf.constant(prompts), temperature=tf.fill([rows], float(temperature)),
-                       max_new_chars=tf.fill([rows], length), seed=tf.constant([seed] * rows, tf.int64),
-                       top_k=tf.fill([rows], top_k), top_p=tf.fill([rows], float(top_p)),
-                       repetition_penalty=tf.fill([rows], float(repetition_penalty)), stop=tf.fill([rows], stop))
+        out = function(
+            prompt=tf.constant(prompts),
+            temperature=tf.fill([rows], float(temperature)),
+            max_new_chars=tf.fill([rows], length),
+            seed=tf.constant([seed] * rows, tf.int64),
+            top_k=tf.fill([rows], top_k),
+            top_p=tf.fill([rows], float(top_p)),
+            repetition_penalty=tf.fill([rows], float(repetition_penalty)),
+            stop=tf.fill([rows], stop),
+        )
         return [s.decode("utf-8") for s in out["generated"].numpy()]
+
     return generate
 
 
 # --- protocol, in-process ---------------------------------------------------------------------------
 
+
 def test_row_and_columnar_requests_decode_to_the_same_tensors():
-    rows = {"instances": [{"prompt": "ab", "temperature": 0.5, "max_new_chars": 3, "seed": 1},
-                          {"prompt": {"b64": "w6k="}, "temperature": 1, "max_new_chars": 4, "seed": 1}]}
+    rows = {
+        "instances": [
+            {"prompt": "ab", "temperature": 0.5, "max_new_chars": 3, "seed": 1},
+            {"prompt": {"b64": "w6k="}, "temperature": 1, "max_new_chars": 4, "seed": 1},
+        ]
+    }
     columns = {"inputs": {"prompt": ["ab", "é"], "temperature": [0.5, 1.0], "max_new_chars": [3, 4], "seed": [1, 1]}}
     fmt_r, from_rows = decode_inputs(rows, GENERATE_SPECS)
     fmt_c, from_columns = decode_inputs(columns, GENERATE_SPECS)
@@ -71,9 +93,17 @@ def test_single_input_signatures_take_plain_lists():
         decode_inputs({"instances": [[1, 2], [3]]}, specs)
 
 
-@pytest.mark.parametrize("value, fragment", [
-    (True, "not of expected type: int32"), (1.5, "not of expected type: int32"), ("3", "Type: String"),
-    (2**31, "out of range for int32"), ([3], "must have shape []; got [1]"), (None, "Type: Null")])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (True, "not of expected type: int32"),
+        (1.5, "not of expected type: int32"),
+        ("3", "Type: String"),
+        (2**31, "out of range for int32"),
+        ([3], "must have shape []; got [1]"),
+        (None, "Type: Null"),
+    ],
+)
 def test_integer_inputs_are_strict(value, fragment):
     body = {"instances": [{"prompt": "a", "temperature": 1.0, "max_new_chars": value, "seed": 1}]}
     with pytest.raises(RequestError, match=fragment) as info:
@@ -84,8 +114,12 @@ def test_integer_inputs_are_strict(value, fragment):
 def test_outputs_are_shaped_as_tf_serving_shapes_them():
     outputs = {"text": np.array([b"ab", b"\xff"], dtype=object), "score": np.array([0.1, np.nan], np.float32)}
     rows = encode_outputs(outputs, ROW)
-    assert rows == {"predictions": [{"score": 0.1, "text": "ab"}, {"score": rows["predictions"][1]["score"],
-                                                                    "text": {"b64": "/w=="}}]}
+    assert rows == {
+        "predictions": [
+            {"score": 0.1, "text": "ab"},
+            {"score": rows["predictions"][1]["score"], "text": {"b64": "/w=="}},
+        ]
+    }
     assert math.isnan(rows["predictions"][1]["score"])
     assert encode_outputs(outputs, COLUMNAR)["outputs"]["text"] == ["ab", {"b64": "/w=="}]
     assert encode_outputs({"only": np.array([[1, 2]], np.int32)}, COLUMNAR) == {"outputs": [[1, 2]]}
@@ -94,19 +128,29 @@ def test_outputs_are_shaped_as_tf_serving_shapes_them():
 
 
 def test_sampling_inputs_may_be_left_out_and_get_their_off_values():
-    specs = {**GENERATE_SPECS, "top_k": tf.TensorSpec([None], tf.int32), "top_p": tf.TensorSpec([None], tf.float32),
-             "repetition_penalty": tf.TensorSpec([None], tf.float32), "stop": tf.TensorSpec([None], tf.string)}
+    specs = {
+        **GENERATE_SPECS,
+        "top_k": tf.TensorSpec([None], tf.int32),
+        "top_p": tf.TensorSpec([None], tf.float32),
+        "repetition_penalty": tf.TensorSpec([None], tf.float32),
+        "stop": tf.TensorSpec([None], tf.string),
+    }
     defaults = defaults_for("serving_default", specs)
     assert defaults == {"top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "stop": ""}
     assert defaults_for("serving_default", GENERATE_SPECS) == {}  # a version exported before these inputs
     assert defaults_for("encode", specs) == {}
-    rows = {"instances": [{"prompt": "a", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "top_k": 5},
-                          {"prompt": "b", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "stop": "\n"}]}
+    rows = {
+        "instances": [
+            {"prompt": "a", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "top_k": 5},
+            {"prompt": "b", "temperature": 1.0, "max_new_chars": 3, "seed": 1, "stop": "\n"},
+        ]
+    }
     _, arrays = decode_inputs(rows, specs, defaults)
     assert arrays["top_k"].tolist() == [5, 0] and arrays["stop"].tolist() == [b"", b"\n"]
     assert arrays["top_p"].tolist() == [1.0, 1.0] and arrays["repetition_penalty"].dtype == np.float32
-    columns = {"inputs": {"prompt": ["a", "b"], "temperature": [1.0], "max_new_chars": [3], "seed": [1],
-                          "top_p": [0.9, 0.5]}}
+    columns = {
+        "inputs": {"prompt": ["a", "b"], "temperature": [1.0], "max_new_chars": [3], "seed": [1], "top_p": [0.9, 0.5]}
+    }
     _, arrays = decode_inputs(columns, specs, defaults)
     assert arrays["top_p"].tolist() == [np.float32(0.9), 0.5] and arrays["top_k"].tolist() == [0]  # broadcast
     with pytest.raises(RequestError, match="missing input seed .*optional: top_k, top_p, repetition_penalty, stop"):
@@ -115,31 +159,42 @@ def test_sampling_inputs_may_be_left_out_and_get_their_off_values():
 
 def test_caps_are_checked_before_the_model_runs():
     config = ServingConfig(max_prompt_chars=3, max_new_chars=10, max_batch=2)
-    ok = decode_inputs({"inputs": {"prompt": ["éé"], "temperature": [0.0], "max_new_chars": [10], "seed": [1]}},
-                       GENERATE_SPECS)[1]
+    ok = decode_inputs(
+        {"inputs": {"prompt": ["éé"], "temperature": [0.0], "max_new_chars": [10], "seed": [1]}}, GENERATE_SPECS
+    )[1]
     check_caps(ok, config)  # 2 characters (4 bytes) is within a 3-character cap
-    for change, fragment in [({"prompt": np.array([b"abcd"], object)}, "4 characters"),
-                             ({"max_new_chars": np.array([11], np.int32)}, "cap of 10"),
-                             ({"temperature": np.array([np.inf], np.float32)}, "finite"),
-                             ({"top_k": np.array([3, -2], np.int32)},
-                              r"top_k must be an integer >= 0 \(0 = off\); got -2"),
-                             ({"top_p": np.array([np.nan], np.float32)}, r"top_p must be a number in \(0, 1\]"),
-                             ({"repetition_penalty": np.array([-1], np.float32)}, "repetition_penalty must be"),
-                             ({"prompt": np.array([b"a"] * 3, object)}, "3 rows")]:
+    for change, fragment in [
+        ({"prompt": np.array([b"abcd"], object)}, "4 characters"),
+        ({"max_new_chars": np.array([11], np.int32)}, "cap of 10"),
+        ({"temperature": np.array([np.inf], np.float32)}, "finite"),
+        ({"top_k": np.array([3, -2], np.int32)}, r"top_k must be an integer >= 0 \(0 = off\); got -2"),
+        ({"top_p": np.array([np.nan], np.float32)}, r"top_p must be a number in \(0, 1\]"),
+        ({"repetition_penalty": np.array([-1], np.float32)}, "repetition_penalty must be"),
+        ({"prompt": np.array([b"a"] * 3, object)}, "3 rows"),
+    ]:
         with pytest.raises(RequestError, match=fragment):
             check_caps({**ok, **change}, config)
 
 
 def test_parse_body_errors():
-    for body, fragment in [(b"", "empty"), (b"{", "JSON Parse error"), (b"[1]", "Is not object"),
-                           (b"\xff", "not UTF-8"), (b"[" * 100_000, "JSON Parse error")]:
+    for body, fragment in [
+        (b"", "empty"),
+        (b"{", "JSON Parse error"),
+        (b"[1]", "Is not object"),
+        (b"\xff", "not UTF-8"),
+        (b"[" * 100_000, "JSON Parse error"),
+    ]:
         with pytest.raises(RequestError, match=fragment):
             parse_body(body)
 
 
 def test_tf_errors_keep_their_message_without_the_graph_trace():
-    err = tf.errors.InvalidArgumentError(None, None, "Graph execution error:\n\nDetected at node x\nassertion "
-                                         "failed: [temperature must be >= 0] [Condition x >= y]\n\t [[{{node a}}]]")
+    err = tf.errors.InvalidArgumentError(
+        None,
+        None,
+        "Graph execution error:\n\nDetected at node x\nassertion "
+        "failed: [temperature must be >= 0] [Condition x >= y]\n\t [[{{node a}}]]",
+    )
     assert (from_tf_error(err).status, from_tf_error(err).message) == (400, "temperature must be >= 0")
     err = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating\n\t [[{{node b}}]] [Op:Foo]")
     assert (from_tf_error(err).status, from_tf_error(err).message) == (429, "OOM when allocating")
@@ -164,6 +219,7 @@ def test_sampling_is_greedy_at_zero_and_softmax_above_and_never_oov():
 
 # --- batching, in-process ---------------------------------------------------------------------------
 
+
 class FakeServable:
     """Upper-cases prompts; blocks on `gate` so that requests pile up behind the first call."""
 
@@ -183,8 +239,12 @@ class FakeServable:
 
 
 def generate_inputs(prompt, seed=-1, length=20):
-    return {"prompt": np.array([prompt.encode()], object), "temperature": np.array([1.0], np.float32),
-            "max_new_chars": np.array([length], np.int32), "seed": np.array([seed], np.int64)}
+    return {
+        "prompt": np.array([prompt.encode()], object),
+        "temperature": np.array([1.0], np.float32),
+        "max_new_chars": np.array([length], np.int32),
+        "seed": np.array([seed], np.int64),
+    }
 
 
 def test_concurrent_random_seed_requests_are_merged_and_seeded_ones_are_not():
@@ -194,8 +254,10 @@ def test_concurrent_random_seed_requests_are_merged_and_seeded_ones_are_not():
         first = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("first")))
         await asyncio.sleep(0.05)  # `first` holds the only worker
         waiting = [dispatcher.run(fake, "serving_default", generate_inputs(f"p{i}")) for i in range(5)]
-        waiting += [dispatcher.run(fake, "serving_default", generate_inputs("seeded", seed=7)),
-                    dispatcher.run(fake, "serving_default", generate_inputs("long", length=1000))]
+        waiting += [
+            dispatcher.run(fake, "serving_default", generate_inputs("seeded", seed=7)),
+            dispatcher.run(fake, "serving_default", generate_inputs("long", length=1000)),
+        ]
         tasks = [asyncio.ensure_future(w) for w in waiting]
         await asyncio.sleep(0.05)
         fake.gate.set()
@@ -216,8 +278,10 @@ def test_a_bad_row_in_a_merged_call_fails_only_its_own_request():
         dispatcher.start()
         blocker = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("x")))
         await asyncio.sleep(0.05)
-        tasks = [asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs(p)))
-                 for p in ("ok1", "bad", "ok2")]
+        tasks = [
+            asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs(p)))
+            for p in ("ok1", "bad", "ok2")
+        ]
         await asyncio.sleep(0.05)
         fake.gate.set()
         results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
@@ -235,8 +299,10 @@ def test_queue_cap_answers_503():
         dispatcher.start()
         running = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("a", seed=1)))
         await asyncio.sleep(0.05)
-        queued = [asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("b", seed=1)))
-                  for _ in range(3)]
+        queued = [
+            asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("b", seed=1)))
+            for _ in range(3)
+        ]
         await asyncio.sleep(0.01)
         with pytest.raises(RequestError, match="server busy") as info:
             await dispatcher.run(fake, "serving_default", generate_inputs("c", seed=1))
@@ -253,8 +319,12 @@ def test_merge_key_buckets_lengths_and_skips_other_signatures():
     names = ("max_new_chars", "prompt", "seed", "temperature")
     assert merge_key(fake, "serving_default", generate_inputs("a", length=100)) == (1, 128, names)
     assert merge_key(fake, "serving_default", generate_inputs("a", length=128)) == (1, 128, names)
-    sampling = {"top_k": np.array([0], np.int32), "top_p": np.array([0.9, 1.0], np.float32),
-                "repetition_penalty": np.array([1.0], np.float32), "stop": np.array([b"\n"], object)}
+    sampling = {
+        "top_k": np.array([0], np.int32),
+        "top_p": np.array([0.9, 1.0], np.float32),
+        "repetition_penalty": np.array([1.0], np.float32),
+        "stop": np.array([b"\n"], object),
+    }
     two = {**generate_inputs("a"), "prompt": np.array([b"a", b"b"], object), **sampling}
     assert merge_key(fake, "serving_default", two) == (1, 32, tuple(sorted(two)))  # per-row settings merge
     assert merge_key(fake, "serving_default", {**two, "top_p": np.array([1.0] * 3, np.float32)}) is None
@@ -264,6 +334,7 @@ def test_merge_key_buckets_lengths_and_skips_other_signatures():
 
 
 # --- the model base path ----------------------------------------------------------------------------
+
 
 def test_repository_loads_numeric_versions_only_and_names_bad_paths(base, tmp_path):
     other = tmp_path / "other"
@@ -276,9 +347,12 @@ def test_repository_loads_numeric_versions_only_and_names_bad_paths(base, tmp_pa
     with pytest.raises(RequestError, match=r"Specific\(other, 1\)"):
         repo.get("other", 1)
     (tmp_path / "empty").mkdir()
-    for path, fragment in [(tmp_path / "missing", "not found"), (tmp_path / "empty", "no version folders"),
-                           (other / "onnx", "1 has no saved_model.pb"),
-                           (other / "3", "is a SavedModel, not a base path")]:
+    for path, fragment in [
+        (tmp_path / "missing", "not found"),
+        (tmp_path / "empty", "no version folders"),
+        (other / "onnx", "1 has no saved_model.pb"),
+        (other / "3", "is a SavedModel, not a base path"),
+    ]:
         with pytest.raises(ChargenError, match=fragment):
             ModelRepository.load(path)
 
@@ -296,11 +370,16 @@ def test_cli_errors_are_one_line(base, tmp_path, capsys):
 
 # --- REST API over HTTP -----------------------------------------------------------------------------
 
+
 def test_status_lists_every_version(server):
     status, body, _ = request("GET", f"{server.url}/v1/models/{MODEL}")
     assert status == 200
-    assert body == {"model_version_status": [
-        {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}} for v in ("2", "1")]}
+    assert body == {
+        "model_version_status": [
+            {"version": v, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in ("2", "1")
+        ]
+    }
     status, body, _ = request("GET", f"{server.url}/v1/models/{MODEL}/versions/1")
     assert status == 200 and [s["version"] for s in body["model_version_status"]] == ["1"]
 
@@ -319,8 +398,9 @@ def test_metadata_has_the_signature_defs(server, path, version):
 
 
 def test_predict_row_format_matches_the_savedmodel(server, reference):
-    status, body, headers = request("POST", f"{server.url}/v1/models/{MODEL}:predict",
-                                    generate_body("ROMEO:", 0.7, 60, seed=5, rows=2))
+    status, body, headers = request(
+        "POST", f"{server.url}/v1/models/{MODEL}:predict", generate_body("ROMEO:", 0.7, 60, seed=5, rows=2)
+    )
     assert status == 200 and headers["content-type"] == "application/json"
     expected = reference(["ROMEO:", "ROMEO:"], 0.7, 60, 5)
     assert body == {"predictions": [{"generated": g, "text": "ROMEO:" + g} for g in expected]}
@@ -329,49 +409,72 @@ def test_predict_row_format_matches_the_savedmodel(server, reference):
 
 def test_predict_with_each_sampling_strategy_matches_the_savedmodel(server, reference):
     url = f"{server.url}/v1/models/{MODEL}:predict"
-    for sampling in [dict(top_k=3), dict(top_p=0.7), dict(repetition_penalty=1.6), dict(stop="\n"),
-                     dict(top_k=8, top_p=0.9, repetition_penalty=1.2, stop="e")]:
+    for sampling in [
+        dict(top_k=3),
+        dict(top_p=0.7),
+        dict(repetition_penalty=1.6),
+        dict(stop="\n"),
+        dict(top_k=8, top_p=0.9, repetition_penalty=1.2, stop="e"),
+    ]:
         body = generate_body("ROMEO:", 1.1, 60, seed=7, rows=2)
         for row in body["instances"]:
             row.update(sampling)
         status, answer, _ = request("POST", url, body)
         assert status == 200, answer
         assert [p["generated"] for p in answer["predictions"]] == reference(["ROMEO:"] * 2, 1.1, 60, 7, **sampling)
-    columnar = {"inputs": {"prompt": ["ROMEO:", "ANNA:"], "temperature": [0.0], "max_new_chars": [60],
-                           "seed": [0], "stop": ["\n", ""]}}  # per-row stop, the other inputs left out
+    columnar = {
+        "inputs": {
+            "prompt": ["ROMEO:", "ANNA:"],
+            "temperature": [0.0],
+            "max_new_chars": [60],
+            "seed": [0],
+            "stop": ["\n", ""],
+        }
+    }  # per-row stop, the other inputs left out
     status, answer, _ = request("POST", url, columnar)
     assert status == 200
     greedy = reference(["ROMEO:", "ANNA:"], 0.0, 60, 0)
-    assert answer["outputs"]["generated"] == [greedy[0][:greedy[0].index("\n") + 1], greedy[1]]
+    assert answer["outputs"]["generated"] == [greedy[0][: greedy[0].index("\n") + 1], greedy[1]]
 
 
 def test_predict_columnar_format_gives_the_same_tensors(server):
     url = f"{server.url}/v1/models/{MODEL}:predict"
     rows = request("POST", url, generate_body("ANNA:", 0.9, 30, seed=11, rows=3))[1]["predictions"]
-    status, body, _ = request("POST", url, {"inputs": {"prompt": ["ANNA:"] * 3, "temperature": [0.9] * 3,
-                                                       "max_new_chars": [30] * 3, "seed": [11] * 3}})
+    status, body, _ = request(
+        "POST",
+        url,
+        {"inputs": {"prompt": ["ANNA:"] * 3, "temperature": [0.9] * 3, "max_new_chars": [30] * 3, "seed": [11] * 3}},
+    )
     assert status == 200
     assert body["outputs"] == {"generated": [r["generated"] for r in rows], "text": [r["text"] for r in rows]}
 
 
 def test_columnar_values_broadcast_over_the_prompts(server):
-    status, body, _ = request("POST", server.url + PREDICT, {"inputs": {
-        "prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [-1]}})
+    status, body, _ = request(
+        "POST",
+        server.url + PREDICT,
+        {"inputs": {"prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [-1]}},
+    )
     assert status == 200
     assert [t[0] for t in body["outputs"]["text"]] == ["A", "B", "C"]
     assert [len(g) for g in body["outputs"]["generated"]] == [12, 12, 12]
 
 
 def test_predict_by_version_and_by_signature(server, reference):
-    status, body, _ = request("POST", f"{server.url}/v1/models/{MODEL}/versions/1:predict",
-                              {"signature_name": "serving_default", **generate_body("A", 0.0, 25, seed=1)})
+    status, body, _ = request(
+        "POST",
+        f"{server.url}/v1/models/{MODEL}/versions/1:predict",
+        {"signature_name": "serving_default", **generate_body("A", 0.0, 25, seed=1)},
+    )
     assert status == 200 and body["predictions"][0]["generated"] == reference(["A"], 0.0, 25, 1)[0]
-    status, body, _ = request("POST", f"{server.url}/v1/models/{MODEL}:predict",
-                              {"signature_name": "encode", "instances": ["ab", ""]})
+    status, body, _ = request(
+        "POST", f"{server.url}/v1/models/{MODEL}:predict", {"signature_name": "encode", "instances": ["ab", ""]}
+    )
     assert status == 200 and [p["lengths"] for p in body["predictions"]] == [2, 1]  # "" primes on a newline
     ids = [p["ids"][: p["lengths"]] for p in body["predictions"]]
-    status, body, _ = request("POST", f"{server.url}/v1/models/{MODEL}:predict",
-                              {"signature_name": "decode", "inputs": [ids[0]]})
+    status, body, _ = request(
+        "POST", f"{server.url}/v1/models/{MODEL}:predict", {"signature_name": "decode", "inputs": [ids[0]]}
+    )
     assert status == 200 and body == {"outputs": ["ab"]}
 
 
@@ -386,8 +489,14 @@ BAD_REQUESTS = [
     ("malformed-json", "POST", PREDICT, b'{"instances": [', 400, "JSON Parse error"),
     ("empty-body", "POST", PREDICT, b"", 400, "The document is empty"),
     ("not-an-object", "POST", PREDICT, [1, 2], 400, "Is not object"),
-    ("missing-instances-and-inputs", "POST", PREDICT, {"signature_name": "serving_default"}, 400,
-     "Missing 'inputs' or 'instances' key"),
+    (
+        "missing-instances-and-inputs",
+        "POST",
+        PREDICT,
+        {"signature_name": "serving_default"},
+        400,
+        "Missing 'inputs' or 'instances' key",
+    ),
     ("both-formats", "POST", PREDICT, {**_row(), "inputs": {}}, 400, "only one of 'inputs' or 'instances'"),
     ("instances-not-a-list", "POST", PREDICT, {"instances": {"prompt": "a"}}, 400, "to be a list"),
     ("empty-instances", "POST", PREDICT, {"instances": []}, 400, "No values in 'instances'"),
@@ -396,45 +505,116 @@ BAD_REQUESTS = [
     ("prompt-number", "POST", PREDICT, _row(prompt=5), 400, "key: prompt"),
     ("seed-out-of-range", "POST", PREDICT, _row(seed=2**70), 400, "out of range for int64"),
     ("bad-base64", "POST", PREDICT, _row(prompt={"b64": "!!"}), 400, "not valid base64"),
-    ("missing-input", "POST", PREDICT, {"instances": [{"prompt": "a", "temperature": 1.0, "seed": 1}]}, 400,
-     "missing input max_new_chars"),
+    (
+        "missing-input",
+        "POST",
+        PREDICT,
+        {"instances": [{"prompt": "a", "temperature": 1.0, "seed": 1}]},
+        400,
+        "missing input max_new_chars",
+    ),
     ("unknown-input", "POST", PREDICT, _row(top_q=5), 400, "unknown input 'top_q'"),
     ("negative-top-k", "POST", PREDICT, _row(top_k=-1), 400, "top_k must be an integer >= 0 (0 = off); got -1"),
     ("float-top-k", "POST", PREDICT, _row(top_k=2.5), 400, "key: top_k"),
     ("zero-top-p", "POST", PREDICT, _row(top_p=0), 400, "top_p must be a number in (0, 1] (1 = off); got 0"),
     ("top-p-above-1", "POST", PREDICT, _row(top_p=1.5), 400, "top_p must be a number in (0, 1]"),
-    ("zero-penalty", "POST", PREDICT, _row(repetition_penalty=0), 400,
-     "repetition_penalty must be a finite number > 0 (1 = off); got 0"),
-    ("nan-penalty", "POST", PREDICT, b'{"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3], '
-     b'"seed": [1], "repetition_penalty": [NaN]}}', 400, "repetition_penalty must be a finite number > 0"),
+    (
+        "zero-penalty",
+        "POST",
+        PREDICT,
+        _row(repetition_penalty=0),
+        400,
+        "repetition_penalty must be a finite number > 0 (1 = off); got 0",
+    ),
+    (
+        "nan-penalty",
+        "POST",
+        PREDICT,
+        b'{"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3], '
+        b'"seed": [1], "repetition_penalty": [NaN]}}',
+        400,
+        "repetition_penalty must be a finite number > 0",
+    ),
     ("stop-number", "POST", PREDICT, _row(stop=3), 400, "key: stop"),
     ("stop-above-cap", "POST", PREDICT, _row(stop="\n" * 501), 400, "stop has 501 characters"),
-    ("scalar-in-columnar", "POST", PREDICT, {"inputs": {"prompt": "a", "temperature": [1.0], "max_new_chars": [2],
-                                                        "seed": [1]}}, 400, "wrap it in a list"),
-    ("ragged-columnar", "POST", PREDICT, {"inputs": {"prompt": ["a", ["b"]], "temperature": [1.0],
-                                                     "max_new_chars": [2], "seed": [1]}}, 400, "same shape"),
+    (
+        "scalar-in-columnar",
+        "POST",
+        PREDICT,
+        {"inputs": {"prompt": "a", "temperature": [1.0], "max_new_chars": [2], "seed": [1]}},
+        400,
+        "wrap it in a list",
+    ),
+    (
+        "ragged-columnar",
+        "POST",
+        PREDICT,
+        {"inputs": {"prompt": ["a", ["b"]], "temperature": [1.0], "max_new_chars": [2], "seed": [1]}},
+        400,
+        "same shape",
+    ),
     ("negative-temperature", "POST", PREDICT, _row(temperature=-0.5), 400, "temperature must be a finite number"),
-    ("nan-temperature", "POST", PREDICT,
-     b'{"instances": [{"prompt": "a", "temperature": NaN, "max_new_chars": 3, "seed": 1}]}', 400,
-     "temperature must be a finite number >= 0; got nan"),
-    ("infinite-temperature", "POST", PREDICT,
-     b'{"inputs": {"prompt": ["a"], "temperature": [Infinity], "max_new_chars": [3], "seed": [1]}}', 400,
-     "temperature must be a finite number >= 0; got inf"),
+    (
+        "nan-temperature",
+        "POST",
+        PREDICT,
+        b'{"instances": [{"prompt": "a", "temperature": NaN, "max_new_chars": 3, "seed": 1}]}',
+        400,
+        "temperature must be a finite number >= 0; got nan",
+    ),
+    (
+        "infinite-temperature",
+        "POST",
+        PREDICT,
+        b'{"inputs": {"prompt": ["a"], "temperature": [Infinity], "max_new_chars": [3], "seed": [1]}}',
+        400,
+        "temperature must be a finite number >= 0; got inf",
+    ),
     ("length-above-cap", "POST", PREDICT, _row(max_new_chars=20001), 400, "above this server's cap of 20000"),
     ("negative-length", "POST", PREDICT, _row(max_new_chars=-1), 400, "max_new_chars must be >= 0"),
     ("prompt-above-cap", "POST", PREDICT, _row(prompt="a" * 501), 400, "501 characters; this server's cap is 500"),
     ("too-many-rows", "POST", PREDICT, generate_body(rows=17), 400, "this server's cap is 16 rows"),
-    ("empty-seed-caught-in-graph", "POST", PREDICT, {"inputs": {"prompt": ["a"], "temperature": [1.0],
-                                                                "max_new_chars": [3], "seed": []}}, 400, "index"),
-    ("signature-name-not-string", "POST", PREDICT, {**_row(), "signature_name": 3}, 400,
-     "'signature_name' key must be a string"),
-    ("unknown-signature", "POST", PREDICT, {**_row(), "signature_name": "nope"}, 400,
-     'Serving signature name: "nope" not found in signature def'),
+    (
+        "empty-seed-caught-in-graph",
+        "POST",
+        PREDICT,
+        {"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3], "seed": []}},
+        400,
+        "index",
+    ),
+    (
+        "signature-name-not-string",
+        "POST",
+        PREDICT,
+        {**_row(), "signature_name": 3},
+        400,
+        "'signature_name' key must be a string",
+    ),
+    (
+        "unknown-signature",
+        "POST",
+        PREDICT,
+        {**_row(), "signature_name": "nope"},
+        400,
+        'Serving signature name: "nope" not found in signature def',
+    ),
     ("unknown-model", "POST", "/v1/models/nope:predict", _row(), 404, "Servable not found for request: Latest(nope)"),
-    ("unknown-version", "POST", f"/v1/models/{MODEL}/versions/9:predict", _row(), 404,
-     f"Servable not found for request: Specific({MODEL}, 9)"),
-    ("non-numeric-version", "POST", f"/v1/models/{MODEL}/versions/x:predict", _row(), 400,
-     "Failed to convert version: x to numeric"),
+    (
+        "unknown-version",
+        "POST",
+        f"/v1/models/{MODEL}/versions/9:predict",
+        _row(),
+        404,
+        f"Servable not found for request: Specific({MODEL}, 9)",
+    ),
+    (
+        "non-numeric-version",
+        "POST",
+        f"/v1/models/{MODEL}/versions/x:predict",
+        _row(),
+        400,
+        "Failed to convert version: x to numeric",
+    ),
     ("unknown-method", "POST", f"/v1/models/{MODEL}:frobnicate", _row(), 400, "Malformed request"),
     ("classify", "POST", f"/v1/models/{MODEL}:classify", _row(), 501, "classify is not supported"),
     ("get-on-predict", "GET", PREDICT, None, 405, "GET is not allowed"),
@@ -512,12 +692,15 @@ def test_load_200_requests_from_16_clients(server):
     latencies = np.array([r[0] for r in results]) * 1000
     assert len(results) == 200 and all(len(text) == 100 for _, text in results)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-    print(f"\n200 requests / 16 clients: {200 / wall:.0f} req/s, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
-          f"p99 {p99:.0f} ms, max {latencies.max():.0f} ms")
+    print(
+        f"\n200 requests / 16 clients: {200 / wall:.0f} req/s, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
+        f"p99 {p99:.0f} ms, max {latencies.max():.0f} ms"
+    )
     assert server.alive()
 
 
 # --- the :stream extension --------------------------------------------------------------------------
+
 
 def _open_stream(server, body) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -543,8 +726,7 @@ def test_stream_sends_text_as_it_is_generated_and_greedy_matches_predict(server)
 def test_stream_is_reproducible_with_a_seed(server):
     texts = []
     for _ in range(2):
-        connection, response = _open_stream(server, {"prompt": "", "temperature": 1.0, "max_new_chars": 50,
-                                                     "seed": 9})
+        connection, response = _open_stream(server, {"prompt": "", "temperature": 1.0, "max_new_chars": 50, "seed": 9})
         texts.append(sse_events(response)[-1][1]["generated"])
         connection.close()
     assert texts[0] == texts[1] and len(texts[0]) == 50
@@ -570,6 +752,7 @@ def test_stream_cap_answers_503_and_closed_streams_free_their_slot(server):
 
 
 # --- graceful shutdown ------------------------------------------------------------------------------
+
 
 def test_sigterm_finishes_requests_in_flight_then_exits_0(base, tmp_path):
     server = ServerProcess(base, SERVER_FLAGS, tmp_path / "server.log")

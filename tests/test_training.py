@@ -12,12 +12,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CORPUS, REPO, SHAKESPEARE, needs_shakespeare, tiny_config
 
 from keras_chargen import ChargenConfig, ChargenError, FileSource, evaluate, load_model, train
 from keras_chargen.data import stateful_dataset
 from keras_chargen.model import build_model
-
-from conftest import CORPUS, REPO, SHAKESPEARE, needs_shakespeare, tiny_config
 
 
 def unigram_bits(train_text: str, val_text: str) -> float:
@@ -28,7 +27,15 @@ def unigram_bits(train_text: str, val_text: str) -> float:
 
 
 def test_model_dir_contents_and_learning(trained_dir):
-    for name in ("config.json", "vocab.json", "model.keras", "history.csv", "history.png", "steps.csv", "backup/progress.json"):
+    for name in (
+        "config.json",
+        "vocab.json",
+        "model.keras",
+        "history.csv",
+        "history.png",
+        "steps.csv",
+        "backup/progress.json",
+    ):
         assert (trained_dir / name).exists(), name
     assert ChargenConfig.load(trained_dir / "config.json") == tiny_config()
     from keras_chargen.io import default_mode
@@ -57,8 +64,7 @@ def test_evaluate_equals_a_manual_loop_with_carried_state(trained_dir):
     stateful = build_model(config, vocab.size, config.batch_size, stateful=True)
     stateful.set_weights(model.get_weights())
     total, count = 0.0, 0
-    for x, y in stateful_dataset(prepared_dir / "val.bin", num_val, vocab.id_dtype, config.batch_size,
-                                 config.seq_len):
+    for x, y in stateful_dataset(prepared_dir / "val.bin", num_val, vocab.id_dtype, config.batch_size, config.seq_len):
         losses = keras.losses.sparse_categorical_crossentropy(y, stateful(x), from_logits=True)
         total, count = total + float(tf.reduce_sum(losses)), count + int(tf.size(losses))
     assert evaluate(trained_dir, FileSource((CORPUS,)))["loss"] == pytest.approx(total / count, rel=1e-5)
@@ -95,24 +101,56 @@ def test_time_limit_stops_and_rerun_with_more_time_continues(tmp_path):
     again = train(config, FileSource((CORPUS,)), tmp_path / "m", verbose=0, sample_every_epoch=False)
     assert again.history == {}  # the time budget is spent: nothing more to do
     budget = first.progress.elapsed_seconds + 15  # the first run may overshoot 3 s on a loaded machine (tracing)
-    more = train(tiny_config(epochs=50, max_minutes=budget / 60), FileSource((CORPUS,)), tmp_path / "m", verbose=0,
-                 sample_every_epoch=False)
+    more = train(
+        tiny_config(epochs=50, max_minutes=budget / 60),
+        FileSource((CORPUS,)),
+        tmp_path / "m",
+        verbose=0,
+        sample_every_epoch=False,
+    )
     assert more.progress.epoch * 1000 + more.progress.step > done_before
     assert more.progress.elapsed_seconds >= budget
 
 
 def _train_command(out, epochs):
-    return [sys.executable, "-m", "keras_chargen", "train", "--text", str(CORPUS), "--out", str(out),
-            "--units", "48", "--layers", "1", "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "8",
-            "--epochs", str(epochs), "--save-every", "20", "--verbose", "2", "--no-samples", "--sample-length", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "keras_chargen",
+        "train",
+        "--text",
+        str(CORPUS),
+        "--out",
+        str(out),
+        "--units",
+        "48",
+        "--layers",
+        "1",
+        "--embedding-dim",
+        "16",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--save-every",
+        "20",
+        "--verbose",
+        "2",
+        "--no-samples",
+        "--sample-length",
+        "0",
+    ]
 
 
 @pytest.mark.slow
 def test_killed_training_resumes_mid_epoch(tmp_path):
     out = tmp_path / "m"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(_train_command(out, 3), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_command(out, 3), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     progress_path = out / "backup" / "progress.json"
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for a mid-epoch backup in the second epoch

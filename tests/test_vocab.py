@@ -20,7 +20,7 @@ def test_unknown_characters_map_to_oov_and_are_reported():
 
 
 def test_save_load_and_corrupt_file(tmp_path):
-    vocab = Vocabulary(list("helö") + ["\n", " ", "\"", "\\"])
+    vocab = Vocabulary(list("helö") + ["\n", " ", '"', "\\"])
     vocab.save(tmp_path / "vocab.json")
     assert Vocabulary.load(tmp_path / "vocab.json") == vocab
     (tmp_path / "bad.json").write_text("{not json")

@@ -8,29 +8,57 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CORPUS, SHAKESPEARE, keras_step_logits, needs_shakespeare, tiny_config
 
 from keras_chargen import ChargenError, FileSource, Vocabulary, load_generator, train
 from keras_chargen.corpus import prepare_corpus, word_chunks
 from keras_chargen.evaluation import evaluate, ngram_baseline
-from keras_chargen.tokenizer import detokenize, split_words, tokenize
-
-from conftest import CORPUS, SHAKESPEARE, keras_step_logits, needs_shakespeare, tiny_config
+from keras_chargen.tokenizer import detokenize, tokenize
 
 TEXT = "First Citizen:\nBefore we proceed, hear me speak.\n\nAll:\tSpeak,  speak! Don't o'er-reach (well-known)...\r\n"
 
 
 def test_tokenize_keeps_words_punctuation_and_newlines_apart():
     assert tokenize(TEXT, lowercase=False) == [
-        "First", "Citizen", ":", "\n", "Before", "we", "proceed", ",", "hear", "me", "speak", ".", "\n", "\n",
-        "All", ":", "Speak", ",", "speak", "!", "Don't", "o'er-reach", "(", "well-known", ")", ".", ".", ".", "\n"]
+        "First",
+        "Citizen",
+        ":",
+        "\n",
+        "Before",
+        "we",
+        "proceed",
+        ",",
+        "hear",
+        "me",
+        "speak",
+        ".",
+        "\n",
+        "\n",
+        "All",
+        ":",
+        "Speak",
+        ",",
+        "speak",
+        "!",
+        "Don't",
+        "o'er-reach",
+        "(",
+        "well-known",
+        ")",
+        ".",
+        ".",
+        ".",
+        "\n",
+    ]
     assert tokenize("ÉLODIE:\tÜber  naïve\u00a0café", lowercase=True) == ["élodie", ":", "über", "naïve", "café"]
 
 
 def test_detokenize_rules_and_round_trip():
     tokens = tokenize(TEXT, lowercase=False)
     text = detokenize(tokens)
-    assert text == ("First Citizen:\nBefore we proceed, hear me speak.\n\nAll: Speak, speak! Don't o'er-reach "
-                    "(well-known)...\n")
+    assert text == (
+        "First Citizen:\nBefore we proceed, hear me speak.\n\nAll: Speak, speak! Don't o'er-reach (well-known)...\n"
+    )
     assert " ," not in text and " ." not in text and "( " not in text and " \n" not in text and "\n " not in text
     corpus = CORPUS.read_text(encoding="utf-8")
     tokens = tokenize(corpus, lowercase=False)
@@ -81,8 +109,13 @@ def test_word_vocabulary_encode_decode_and_errors():
 @pytest.fixture(scope="module")
 def word_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "words"
-    train(tiny_config(level="word", seq_len=16, epochs=2, learning_rate=1e-2), FileSource((CORPUS,)), out,
-          verbose=0, sample_every_epoch=False)
+    train(
+        tiny_config(level="word", seq_len=16, epochs=2, learning_rate=1e-2),
+        FileSource((CORPUS,)),
+        out,
+        verbose=0,
+        sample_every_epoch=False,
+    )
     return out
 
 
@@ -117,7 +150,7 @@ def test_word_generation_follows_the_step_reference(word_generator):
         out.append(int(np.argmax(logits)))
         ids.append(out[-1])
     text = word_generator.generate("ANNA:\nThe river", temperature=0.0, max_new_chars=12)[0]
-    assert text == detokenize(["river"] + [vocab.tokens[i - 1] for i in out])[len("river"):]
+    assert text == detokenize(["river"] + [vocab.tokens[i - 1] for i in out])[len("river") :]
 
 
 def test_unknown_prompt_words(word_generator):
@@ -138,8 +171,10 @@ def test_word_stop_string_ends_at_a_newline_token(word_generator):
 
 def test_trailing_space_in_prompt_is_not_doubled(word_generator):
     text = word_generator.generate("The river ", temperature=0.0, max_new_chars=3)[0]
-    assert not text.startswith(" ") and text == word_generator.generate(
-        "The river", temperature=0.0, max_new_chars=3)[0][1:]
+    assert (
+        not text.startswith(" ")
+        and text == word_generator.generate("The river", temperature=0.0, max_new_chars=3)[0][1:]
+    )
 
 
 def test_evaluate_and_unigram_baseline_count_words(word_dir):
@@ -168,10 +203,16 @@ def test_word_savedmodel_matches_in_process(word_dir, word_generator, tmp_path):
     export_model(word_dir, tmp_path / "exp", "savedmodel")
     loaded = tf.saved_model.load(str(tmp_path / "exp" / "1"))
     prompts = ["The river", "", "ANNA:\nMy lord is"]
-    inputs = dict(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.8, 1.0]),
-                  max_new_chars=tf.constant([10, 10, 10]), seed=tf.constant([7, 7, 7], tf.int64),
-                  top_k=tf.constant([0, 5, 0]), top_p=tf.constant([1.0, 1.0, 0.9]),
-                  repetition_penalty=tf.constant([1.0, 1.0, 1.2]), stop=tf.constant(["", "", "\n"]))
+    inputs = dict(
+        prompt=tf.constant(prompts),
+        temperature=tf.constant([0.0, 0.8, 1.0]),
+        max_new_chars=tf.constant([10, 10, 10]),
+        seed=tf.constant([7, 7, 7], tf.int64),
+        top_k=tf.constant([0, 5, 0]),
+        top_p=tf.constant([1.0, 1.0, 0.9]),
+        repetition_penalty=tf.constant([1.0, 1.0, 1.2]),
+        stop=tf.constant(["", "", "\n"]),
+    )
     exported = loaded.signatures["serving_default"](**inputs)["generated"].numpy().tolist()
     assert exported == word_generator(**inputs)["generated"].numpy().tolist()  # same seeded rows in-process
     assert exported[0].decode() == word_generator.generate(prompts[0], 0.0, 10)[0]
@@ -194,15 +235,24 @@ def test_word_tflite_generator_matches_keras_greedy(word_dir, word_generator, tm
     step = TFLiteStep(tmp_path / "exp" / "tflite" / "1" / "step.tflite")
     ids = greedy_ids(step, step.initial_states(1), prompt_ids, 10)
     text = word_generator.generate("ANNA:\nThe river", temperature=0.0, max_new_chars=10)[0]
-    assert detokenize(["river"] + [vocab.tokens[i - 1] for i in ids])[len("river"):] == text
+    assert detokenize(["river"] + [vocab.tokens[i - 1] for i in ids])[len("river") :] == text
 
 
 @needs_shakespeare
 def test_word_model_on_shakespeare_slice_beats_unigram(tmp_path):
     path = tmp_path / "slice.txt"
     path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:200_000], encoding="utf-8")
-    config = tiny_config(level="word", lowercase=True, max_vocab=2000, units=96, embedding_dim=32, seq_len=24,
-                         batch_size=16, epochs=2, learning_rate=1e-2)
+    config = tiny_config(
+        level="word",
+        lowercase=True,
+        max_vocab=2000,
+        units=96,
+        embedding_dim=32,
+        seq_len=24,
+        batch_size=16,
+        epochs=2,
+        learning_rate=1e-2,
+    )
     out = tmp_path / "model"
     train(config, FileSource((path,)), out, verbose=0, sample_every_epoch=False)
     loss = evaluate(out, FileSource((path,)))["loss"]

@@ -11,8 +11,14 @@ from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
 ALL = "all"
 
 
-def export_model(model_dir: str | Path, out: str | Path, format: str = "savedmodel", version: int = 1,
-                 quantize: str = "none", overwrite: bool = False) -> list[Path]:
+def export_model(
+    model_dir: str | Path,
+    out: str | Path,
+    format: str = "savedmodel",
+    version: int = 1,
+    quantize: str = "none",
+    overwrite: bool = False,
+) -> list[Path]:
     """Export the model in `model_dir` under the base path `out`; returns the version directories written.
 
     All requested version directories are written to temporary directories first and renamed
@@ -70,5 +76,12 @@ def _write(format: str, generator, directory: Path, vocab_file: Path, quantize: 
         write_onnx(generator, directory, vocab_file)
 
 
-__all__ = ["FORMATS", "QUANTIZATIONS", "artifact_dir", "export_model", "export_savedmodel", "staged_dirs",
-           "write_savedmodel"]
+__all__ = [
+    "FORMATS",
+    "QUANTIZATIONS",
+    "artifact_dir",
+    "export_model",
+    "export_savedmodel",
+    "staged_dirs",
+    "write_savedmodel",
+]

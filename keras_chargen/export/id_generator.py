@@ -61,13 +61,16 @@ class IdGenerator:
         """`ids (batch,)` int32, then one `(batch, units)` float32 spec per state."""
         return [tf.TensorSpec([None], tf.int32, name="ids")] + [
             tf.TensorSpec([None, size], tf.float32, name=name)
-            for name, size in zip(self.state_names, self.recurrent_step.state_sizes)]
+            for name, size in zip(self.state_names, self.recurrent_step.state_sizes)
+        ]
 
     @staticmethod
     def generate_signature() -> list[tf.TensorSpec]:
-        return [tf.TensorSpec([None, None], tf.int32, name="prompt_ids"),
-                tf.TensorSpec([None], tf.float32, name="temperature"),
-                tf.TensorSpec([], tf.int32, name="num_chars")]
+        return [
+            tf.TensorSpec([None, None], tf.int32, name="prompt_ids"),
+            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="num_chars"),
+        ]
 
     def step(self, ids: tf.Tensor, *states: tf.Tensor) -> dict[str, tf.Tensor]:
         """One character for every row: logits `(batch, vocab)` and the new states, by name."""
@@ -107,8 +110,9 @@ class IdGenerator:
 
         out = tf.zeros(tf.stack([batch, 0]), tf.int32)
         invariants = (tf.TensorShape([]), logits.shape, [s.shape for s in states], tf.TensorShape([None, None]))
-        *_, out = tf.while_loop(lambda t, *_: t < num_chars, body, (0, logits, states, out),
-                                shape_invariants=invariants)
+        *_, out = tf.while_loop(
+            lambda t, *_: t < num_chars, body, (0, logits, states, out), shape_invariants=invariants
+        )
         return {"ids": out}  # (batch, num_chars)
 
     def archive(self) -> keras.export.ExportArchive:

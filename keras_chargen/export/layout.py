@@ -16,8 +16,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import default_mode
@@ -73,8 +73,10 @@ def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
     """Raise `ChargenError` naming the paths that exist, unless `overwrite`."""
     taken = [str(p) for p in paths if p.exists()]
     if taken and not overwrite:
-        raise ChargenError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
-                           "pass --overwrite to replace, or export another --version")
+        raise ChargenError(
+            f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
+            "pass --overwrite to replace, or export another --version"
+        )
 
 
 def _remove_empty(folders: Sequence[Path]) -> None:

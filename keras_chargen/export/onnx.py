@@ -76,9 +76,11 @@ def write_onnx(generator: CharGenerator, directory: str | Path, vocab_file: str 
     """Write `step.onnx`, `generate.onnx` and `vocab.json` into the (existing) `directory`."""
     directory = Path(directory)
     ids = IdGenerator(generator, state_output_prefix=STATE_OUTPUT_PREFIX)
-    metadata = {"vocabulary": Path(vocab_file).read_text(encoding="utf-8"),
-                "state_names": json.dumps(ids.state_names),
-                "start_id": str(generator.start_id)}
+    metadata = {
+        "vocabulary": Path(vocab_file).read_text(encoding="utf-8"),
+        "state_names": json.dumps(ids.state_names),
+        "start_id": str(generator.start_id),
+    }
     functions = {"step": (ids.step, ids.step_signature()), "generate": (ids.generate, ids.generate_signature())}
     for endpoint, name in ONNX_FILES.items():
         model = convert_function(*functions[endpoint], metadata)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -117,7 +117,7 @@ def stream_matrix(ids: np.ndarray, streams: int) -> np.ndarray:
     length = (len(ids) - 1) // streams
     if length < 1:
         raise ValueError(f"{len(ids)} ids are too few for {streams} streams")
-    return np.stack([ids[i * length: i * length + length + 1] for i in range(streams)])
+    return np.stack([ids[i * length : i * length + length + 1] for i in range(streams)])
 
 
 def cross_entropy_bits(logits: np.ndarray, targets: np.ndarray) -> float:

@@ -88,8 +88,9 @@ def write_savedmodel(generator: CharGenerator, directory: str | Path, vocab_file
     tf.saved_model.save(module, str(directory), signatures=module.signatures())
 
 
-def export_savedmodel(generator: CharGenerator, path: str | Path, vocab_file: str | Path | None = None,
-                      overwrite: bool = False) -> Path:
+def export_savedmodel(
+    generator: CharGenerator, path: str | Path, vocab_file: str | Path | None = None, overwrite: bool = False
+) -> Path:
     """Save `generator` as a SavedModel at `path` (written to a temp dir, then renamed).
 
     Args:

@@ -110,8 +110,9 @@ def read_metadata(model: bytes, name: str = VOCAB_NAME) -> bytes:
     raise ChargenError(f"no metadata entry {name!r} in this TFLite model")
 
 
-def write_tflite(generator: CharGenerator, directory: str | Path, vocab_file: str | Path,
-                 quantize: str = "none") -> list[Path]:
+def write_tflite(
+    generator: CharGenerator, directory: str | Path, vocab_file: str | Path, quantize: str = "none"
+) -> list[Path]:
     """Write `step.tflite`, `generate.tflite` and `vocab.json` into the (existing) `directory`."""
     directory = Path(directory)
     vocab_json = Path(vocab_file).read_bytes()

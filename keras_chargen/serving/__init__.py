@@ -11,5 +11,4 @@ from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import ModelRepository, ServableVersion
 from keras_chargen.serving.server import serve
 
-__all__ = ["ModelRepository", "RequestError", "ServableVersion", "ServingApp", "ServingConfig", "create_app",
-           "serve"]
+__all__ = ["ModelRepository", "RequestError", "ServableVersion", "ServingApp", "ServingConfig", "create_app", "serve"]

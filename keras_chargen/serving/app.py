@@ -16,8 +16,9 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -35,8 +36,10 @@ from keras_chargen.serving.repository import ModelRepository, ServableVersion
 
 logger = logging.getLogger("keras_chargen.serving")
 
-_PATH = re.compile(r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>[^/:]+))?"
-                   r"(?:(?P<verb>:[^/]*)|/(?P<sub>metadata))?")
+_PATH = re.compile(
+    r"/v1/models(?:/(?P<name>[^/:]+))?(?:/versions/(?P<version>[^/:]+))?"
+    r"(?:(?P<verb>:[^/]*)|/(?P<sub>metadata))?"
+)
 _DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and discarded so the client sees the 413
 
 
@@ -95,8 +98,10 @@ class ServingApp:
         self.scheduler: streaming.StreamScheduler | None = None
 
     def starlette(self) -> Starlette:
-        routes = [Route("/", self.playground, methods=["GET"]),
-                  Route("/v1/models{rest:path}", self.models, methods=["GET", "POST"])]
+        routes = [
+            Route("/", self.playground, methods=["GET"]),
+            Route("/v1/models{rest:path}", self.models, methods=["GET", "POST"]),
+        ]
         handlers = {HTTPException: self._http_exception, Exception: self._internal_error}
         return Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
 
@@ -106,8 +111,9 @@ class ServingApp:
         self.dispatcher.start()
         self.scheduler = streaming.StreamScheduler(self.config.max_streams)
         self.scheduler.start()
-        logger.info("serving model %s, versions %s (default %d)", self.repo.name, list(self.repo.versions),
-                    self.repo.latest)
+        logger.info(
+            "serving model %s, versions %s (default %d)", self.repo.name, list(self.repo.versions), self.repo.latest
+        )
         try:
             yield
         finally:  # uvicorn gets here after the requests in flight have finished
@@ -137,8 +143,7 @@ class ServingApp:
         version = int(version_text) if version_text is not None else None
         if verb is None:
             if method != "GET":
-                return error_response(405, f"{method} is not allowed on {path}; use GET",
-                                      {"Allow": "GET"})
+                return error_response(405, f"{method} is not allowed on {path}; use GET", {"Allow": "GET"})
             servable = self.repo.get(name, version)
             if sub == "metadata":
                 return JSONBody(protocol.metadata_body(servable))
@@ -146,10 +151,14 @@ class ServingApp:
         if method != "POST":
             return error_response(405, f"{method} is not allowed on {path}; use POST", {"Allow": "POST"})
         handlers: dict[str, Callable[[Request, ServableVersion], Awaitable[Response]]] = {
-            ":predict": self.predict, ":stream": self.stream}
+            ":predict": self.predict,
+            ":stream": self.stream,
+        }
         if verb in (":classify", ":regress"):
-            raise RequestError(501, f"{verb[1:]} is not supported: the model has no classification or "
-                                    "regression signature; use :predict")
+            raise RequestError(
+                501,
+                f"{verb[1:]} is not supported: the model has no classification or regression signature; use :predict",
+            )
         if verb not in handlers:
             raise RequestError(400, f"Malformed request: {method} {path} (methods: :predict, :stream)")
         return await handlers[verb](request, self.repo.get(name, version))
@@ -170,19 +179,28 @@ class ServingApp:
         doc = protocol.parse_body(await read_body(request, self.config.max_body_bytes))
         params = streaming.parse_stream_request(doc, self.config)
         encode_input = next(iter(servable.input_specs(streaming.ENCODE)))
-        encoded = await self.dispatcher.run(servable, streaming.ENCODE, {
-            encode_input: np.array([params["prompt"].encode("utf-8")], dtype=object)})
+        encoded = await self.dispatcher.run(
+            servable, streaming.ENCODE, {encode_input: np.array([params["prompt"].encode("utf-8")], dtype=object)}
+        )
         prompt_ids = encoded["ids"][0][: int(encoded["lengths"][0])]
-        session = self.scheduler.open(servable, prompt_ids, params["temperature"], params["max_new_chars"],
-                                      params["seed"], asyncio.get_running_loop())
+        session = self.scheduler.open(
+            servable,
+            prompt_ids,
+            params["temperature"],
+            params["max_new_chars"],
+            params["seed"],
+            asyncio.get_running_loop(),
+        )
         events = _sse_events(session, servable, params["prompt"])
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     async def _http_exception(self, request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}",
-                                  dict(exc.headers or {}))
+            return error_response(
+                405, f"{request.method} is not allowed on {request.url.path}", dict(exc.headers or {})
+            )
         return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
     async def _internal_error(self, request: Request, exc: Exception) -> Response:
@@ -194,8 +212,7 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _sse_events(session: streaming.StreamSession, servable: ServableVersion,
-                      prompt: str) -> AsyncIterator[str]:
+async def _sse_events(session: streaming.StreamSession, servable: ServableVersion, prompt: str) -> AsyncIterator[str]:
     """`start`, then `text` events with new characters, then `done` with the whole text (or `error`)."""
     parts: list[str] = []
     try:
@@ -211,8 +228,7 @@ async def _sse_events(session: streaming.StreamSession, servable: ServableVersio
         session.cancel()
 
 
-def create_app(base_path: str | Path, model_name: str | None = None,
-               config: ServingConfig | None = None) -> Starlette:
+def create_app(base_path: str | Path, model_name: str | None = None, config: ServingConfig | None = None) -> Starlette:
     """An ASGI app serving every version under `base_path` (loaded now, so errors surface before binding).
 
     Args:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Hashable, Mapping
 
 import numpy as np
 
@@ -43,8 +43,11 @@ class _Job:
 def merge_key(servable: ServableVersion, signature: str, inputs: Mapping[str, np.ndarray]) -> Hashable | None:
     """Requests with equal keys can run as one call; None for requests that must run alone."""
     names = tuple(sorted(inputs))
-    if signature != DEFAULT_SIGNATURE or not {"prompt", "seed", "max_new_chars"} <= set(names) \
-            or not set(names) <= {"prompt", "seed", *ROW_INPUTS}:
+    if (
+        signature != DEFAULT_SIGNATURE
+        or not {"prompt", "seed", "max_new_chars"} <= set(names)
+        or not set(names) <= {"prompt", "seed", *ROW_INPUTS}
+    ):
         return None
     prompt = inputs["prompt"]
     if prompt.ndim != 1 or prompt.shape[0] == 0 or inputs["seed"].size == 0 or (inputs["seed"] >= 0).any():
@@ -60,8 +63,11 @@ def merge_key(servable: ServableVersion, signature: str, inputs: Mapping[str, np
 def _rows_of(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A generate request with every input broadcast to one value per prompt row (seeds all -1)."""
     rows = inputs["prompt"].shape[0]
-    return {"prompt": inputs["prompt"], "seed": np.full((rows,), -1, dtype=np.int64),
-            **{name: np.broadcast_to(value, (rows,)) for name, value in inputs.items() if name in ROW_INPUTS}}
+    return {
+        "prompt": inputs["prompt"],
+        "seed": np.full((rows,), -1, dtype=np.int64),
+        **{name: np.broadcast_to(value, (rows,)) for name, value in inputs.items() if name in ROW_INPUTS},
+    }
 
 
 class Dispatcher:
@@ -96,13 +102,17 @@ class Dispatcher:
             self._loop_task.cancel()
         self._executor.shutdown(wait=True)
 
-    async def run(self, servable: ServableVersion, signature: str,
-                  inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(
+        self, servable: ServableVersion, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Outputs of `signature` on `inputs`, run on a worker thread (possibly merged with others)."""
         rows = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
         if self._queued_rows + rows > self.config.max_queued_rows:
-            raise RequestError(503, f"server busy: {self._queued_rows} rows already queued "
-                                    f"(cap {self.config.max_queued_rows}); retry later")
+            raise RequestError(
+                503,
+                f"server busy: {self._queued_rows} rows already queued "
+                f"(cap {self.config.max_queued_rows}); retry later",
+            )
         key = merge_key(servable, signature, inputs) if self.config.batching else None
         if key is not None:
             inputs = _rows_of(inputs)
@@ -176,7 +186,7 @@ class Dispatcher:
             return
         start = 0
         for job in jobs:
-            _settle(job.future, result={name: value[start:start + job.rows] for name, value in outputs.items()})
+            _settle(job.future, result={name: value[start : start + job.rows] for name, value in outputs.items()})
             start += job.rows
         self.calls += 1
         self.requests += len(jobs)

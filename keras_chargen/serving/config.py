@@ -40,14 +40,17 @@ class ServingConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", int):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ChargenError(f"{field.name} must be a positive integer; got {value!r}")
+            if field.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ChargenError(f"{field.name} must be a positive integer; got {value!r}")
         if self.max_new_chars > MAX_NEW_CHARS:
-            raise ChargenError(f"max_new_chars must be <= {MAX_NEW_CHARS} (the exported model's own cap); "
-                               f"got {self.max_new_chars}")
+            raise ChargenError(
+                f"max_new_chars must be <= {MAX_NEW_CHARS} (the exported model's own cap); got {self.max_new_chars}"
+            )
         if not isinstance(self.batching, bool):
             raise ChargenError(f"batching must be True or False; got {self.batching!r}")
-        if isinstance(self.shutdown_timeout, bool) or not isinstance(self.shutdown_timeout, (int, float)) \
-                or not self.shutdown_timeout > 0:
+        if (
+            isinstance(self.shutdown_timeout, bool)
+            or not isinstance(self.shutdown_timeout, (int, float))
+            or not self.shutdown_timeout > 0
+        ):
             raise ChargenError(f"shutdown_timeout must be a number of seconds > 0; got {self.shutdown_timeout!r}")

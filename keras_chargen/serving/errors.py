@@ -10,11 +10,22 @@ from keras_chargen.errors import ChargenError
 
 # TensorFlow Serving's mapping of canonical error codes to HTTP statuses (http_server.cc).
 TF_CODE_TO_HTTP = {
-    tf.errors.CANCELLED: 499, tf.errors.UNKNOWN: 500, tf.errors.INVALID_ARGUMENT: 400,
-    tf.errors.DEADLINE_EXCEEDED: 504, tf.errors.NOT_FOUND: 404, tf.errors.ALREADY_EXISTS: 409,
-    tf.errors.PERMISSION_DENIED: 403, tf.errors.RESOURCE_EXHAUSTED: 429, tf.errors.FAILED_PRECONDITION: 400,
-    tf.errors.ABORTED: 409, tf.errors.OUT_OF_RANGE: 400, tf.errors.UNIMPLEMENTED: 501, tf.errors.INTERNAL: 500,
-    tf.errors.UNAVAILABLE: 503, tf.errors.DATA_LOSS: 500, tf.errors.UNAUTHENTICATED: 401,
+    tf.errors.CANCELLED: 499,
+    tf.errors.UNKNOWN: 500,
+    tf.errors.INVALID_ARGUMENT: 400,
+    tf.errors.DEADLINE_EXCEEDED: 504,
+    tf.errors.NOT_FOUND: 404,
+    tf.errors.ALREADY_EXISTS: 409,
+    tf.errors.PERMISSION_DENIED: 403,
+    tf.errors.RESOURCE_EXHAUSTED: 429,
+    tf.errors.FAILED_PRECONDITION: 400,
+    tf.errors.ABORTED: 409,
+    tf.errors.OUT_OF_RANGE: 400,
+    tf.errors.UNIMPLEMENTED: 501,
+    tf.errors.INTERNAL: 500,
+    tf.errors.UNAVAILABLE: 503,
+    tf.errors.DATA_LOSS: 500,
+    tf.errors.UNAUTHENTICATED: 401,
 }
 
 _ASSERTION = re.compile(r"assertion failed: \[([^\]]*)\]")
@@ -46,7 +57,10 @@ def from_tf_error(err: tf.errors.OpError) -> RequestError:
         message = match.group(1)
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        lines = [line for line in lines if not line.startswith(("[[", "Detected at node", "<stack traces",
-                                                                 "Graph execution error"))]
+        lines = [
+            line
+            for line in lines
+            if not line.startswith(("[[", "Detected at node", "<stack traces", "Graph execution error"))
+        ]
         message = re.sub(r"\s*\[\[.*$|\s*\[Op:[^\]]*\]", "", lines[0] if lines else text)
     return RequestError(TF_CODE_TO_HTTP.get(err.error_code, 500), message)

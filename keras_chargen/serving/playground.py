@@ -148,7 +148,12 @@ $("stop").addEventListener("click", () => controller && controller.abort());
 
 def playground_html(model: str, versions: list[int], config: ServingConfig) -> str:
     """The page for `model`, with the server's caps baked in (the length box's maximum)."""
-    settings = {"model": model, "version": max(versions), "versions": versions,
-                "max_new_chars": config.max_new_chars, "max_prompt_chars": config.max_prompt_chars}
+    settings = {
+        "model": model,
+        "version": max(versions),
+        "versions": versions,
+        "max_new_chars": config.max_new_chars,
+        "max_prompt_chars": config.max_prompt_chars,
+    }
     data = json.dumps(settings).replace("</", "<\\/")  # cannot close the <script> element early
     return _PAGE.replace("__TITLE__", html.escape(model)).replace("__CONFIG__", data)

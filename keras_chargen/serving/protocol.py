@@ -12,19 +12,27 @@ import base64
 import binascii
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from keras_chargen.export.savedmodel import SERVING_DEFAULTS
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.export.savedmodel import SERVING_DEFAULTS
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion
 
 ROW, COLUMNAR = "row", "columnar"
-_JSON_TYPES = {type(None): "Null", bool: "Bool", dict: "Object", list: "Array", str: "String", int: "Number",
-               float: "Number"}
+_JSON_TYPES = {
+    type(None): "Null",
+    bool: "Bool",
+    dict: "Object",
+    list: "Array",
+    str: "String",
+    int: "Number",
+    float: "Number",
+}
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -34,8 +42,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except UnicodeDecodeError as err:
-        raise RequestError(400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})") \
-            from None
+        raise RequestError(
+            400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})"
+        ) from None
     except json.JSONDecodeError as err:
         raise RequestError(400, f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except RecursionError:
@@ -61,8 +70,9 @@ def defaults_for(signature: str, specs: Mapping[str, tf.TensorSpec]) -> dict[str
     return {name: value for name, value in SERVING_DEFAULTS.items() if name in specs}
 
 
-def decode_inputs(doc: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec],
-                  defaults: Mapping[str, Any] | None = None) -> tuple[str, dict[str, np.ndarray]]:
+def decode_inputs(
+    doc: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec], defaults: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, np.ndarray]]:
     """(format, input name → array) from a predict request body, checked against the signature's specs.
 
     Inputs named in `defaults` may be left out: every row gets the default value (columnar: `[value]`,
@@ -79,8 +89,9 @@ def decode_inputs(doc: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec],
     raise RequestError(400, "Missing 'inputs' or 'instances' key")
 
 
-def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec],
-                      defaults: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _decode_instances(
+    instances: Any, specs: Mapping[str, tf.TensorSpec], defaults: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """Row format: one list entry per batch row; entries are objects keyed by input name."""
     if not isinstance(instances, list):
         raise RequestError(400, f"Expecting 'instances' to be a list/array; got {_json_type(instances)}")
@@ -96,8 +107,11 @@ def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec],
             columns[names[0]].append(item)
             continue
         if not _is_object(item):
-            raise RequestError(400, f"Failed to process element: {i} of 'instances' list: expecting an object "
-                                    f"with keys {', '.join(names)}; got {_json_type(item)}")
+            raise RequestError(
+                400,
+                f"Failed to process element: {i} of 'instances' list: expecting an object "
+                f"with keys {', '.join(names)}; got {_json_type(item)}",
+            )
         _check_keys(item, names, f"Failed to process element: {i} of 'instances' list", defaults)
         for name in names:
             columns[name].append(item[name] if name in item else defaults[name])
@@ -109,26 +123,33 @@ def _decode_instances(instances: Any, specs: Mapping[str, tf.TensorSpec],
     return arrays
 
 
-def _decode_columns(inputs: Any, specs: Mapping[str, tf.TensorSpec],
-                    defaults: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _decode_columns(
+    inputs: Any, specs: Mapping[str, tf.TensorSpec], defaults: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """Columnar format: whole tensors, an object keyed by input name (or a bare value for one input)."""
     names = list(specs)
     if not _is_object(inputs):
         if len(names) > 1:
-            raise RequestError(400, "inputs is a plain value/list, but expecting an object as multiple input "
-                                    f"tensors are required: {', '.join(names)}")
+            raise RequestError(
+                400,
+                "inputs is a plain value/list, but expecting an object as multiple input "
+                f"tensors are required: {', '.join(names)}",
+            )
         inputs = {names[0]: inputs}
     _check_keys(inputs, names, "'inputs' object", defaults)
-    return {name: to_array(inputs[name] if name in inputs else [defaults[name]], spec, name, row_format=False)
-            for name, spec in specs.items()}
+    return {
+        name: to_array(inputs[name] if name in inputs else [defaults[name]], spec, name, row_format=False)
+        for name, spec in specs.items()
+    }
 
 
 def _check_keys(item: Mapping[str, Any], names: list[str], where: str, defaults: Mapping[str, Any]) -> None:
     missing = [name for name in names if name not in item and name not in defaults]
     unknown = [key for key in item if key not in names]
     if missing or unknown:
-        parts = ([f"missing input {', '.join(missing)}"] if missing else []) + \
-                ([f"unknown input {', '.join(map(repr, unknown))}"] if unknown else [])
+        parts = ([f"missing input {', '.join(missing)}"] if missing else []) + (
+            [f"unknown input {', '.join(map(repr, unknown))}"] if unknown else []
+        )
         required = [name for name in names if name not in defaults]
         optional = f"; optional: {', '.join(defaults)}" if defaults else ""
         raise RequestError(400, f"{where}: {'; '.join(parts)} (the signature takes {', '.join(required)}{optional})")
@@ -145,8 +166,9 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
         try:
             values.append(convert(leaf))
         except ValueError as err:
-            raise RequestError(400, f"{_where(name, index, row_format)}: JSON Value: {_short(leaf)} "
-                                    f"Type: {_json_type(leaf)} {err}") from None
+            raise RequestError(
+                400, f"{_where(name, index, row_format)}: JSON Value: {_short(leaf)} Type: {_json_type(leaf)} {err}"
+            ) from None
     if spec.dtype == tf.string:
         array = np.empty(len(values), dtype=object)
         array[:] = values
@@ -155,11 +177,15 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
     array = array.reshape(shape)
     if not spec.shape.is_compatible_with(array.shape):
         if row_format:
-            raise RequestError(400, f"Failed to process 'instances' list, key: {name}: each instance's value must "
-                                    f"have shape {_shape_str(spec.shape[1:])}; got {list(array.shape[1:])}")
+            raise RequestError(
+                400,
+                f"Failed to process 'instances' list, key: {name}: each instance's value must "
+                f"have shape {_shape_str(spec.shape[1:])}; got {list(array.shape[1:])}",
+            )
         hint = " (one value per row: wrap it in a list)" if array.ndim + 1 == spec.shape.rank else ""
-        raise RequestError(400, f"input {name} has shape {list(array.shape)}; the signature expects "
-                                f"{_shape_str(spec.shape)}{hint}")
+        raise RequestError(
+            400, f"input {name} has shape {list(array.shape)}; the signature expects {_shape_str(spec.shape)}{hint}"
+        )
     return array
 
 
@@ -168,19 +194,28 @@ def _walk(value: Any, index: tuple[int, ...], shape: list[int], leaves: list, na
     level = len(index)
     if isinstance(value, list):
         if leaves and level >= len(shape):
-            raise RequestError(400, f"{_where(name, index, row_format)}: list found where a value was expected "
-                                    "(all rows must have the same shape)")
+            raise RequestError(
+                400,
+                f"{_where(name, index, row_format)}: list found where a value was expected "
+                "(all rows must have the same shape)",
+            )
         if level == len(shape):
             shape.append(len(value))
         elif shape[level] != len(value):
-            raise RequestError(400, f"{_where(name, index, row_format)}: list of {len(value)} values where "
-                                    f"{shape[level]} were expected (all rows must have the same shape)")
+            raise RequestError(
+                400,
+                f"{_where(name, index, row_format)}: list of {len(value)} values where "
+                f"{shape[level]} were expected (all rows must have the same shape)",
+            )
         for i, item in enumerate(value):
             _walk(item, index + (i,), shape, leaves, name, row_format)
         return
     if level != len(shape):
-        raise RequestError(400, f"{_where(name, index, row_format)}: JSON Value: {_short(value)} found at "
-                                f"depth {level}; expected a list at that depth (all rows must have the same shape)")
+        raise RequestError(
+            400,
+            f"{_where(name, index, row_format)}: JSON Value: {_short(value)} found at "
+            f"depth {level}; expected a list at that depth (all rows must have the same shape)",
+        )
     leaves.append((index, value))
 
 
@@ -199,6 +234,7 @@ def _converter(dtype: tf.DType):
             if math.isfinite(v) and abs(v) > limit:
                 raise ValueError(f"cannot be converted to {dtype.name} without loss of precision")
             return v
+
         return to_float
     if dtype.is_integer:
         info = np.iinfo(dtype.as_numpy_dtype)
@@ -209,6 +245,7 @@ def _converter(dtype: tf.DType):
             if not info.min <= v <= info.max:
                 raise ValueError(f"is out of range for {dtype.name}")
             return v
+
         return to_int
     raise RequestError(501, f"inputs of type {dtype.name} are not supported by this server")
 
@@ -232,8 +269,9 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
     """The server's caps on rows, string sizes and `max_new_chars`, and the sampling inputs' ranges; 400s."""
     for name, array in inputs.items():
         if array.ndim and array.shape[0] > config.max_batch:
-            raise RequestError(400, f"{array.shape[0]} rows in input {name}; this server's cap is "
-                                    f"{config.max_batch} rows per request")
+            raise RequestError(
+                400, f"{array.shape[0]} rows in input {name}; this server's cap is {config.max_batch} rows per request"
+            )
         if array.dtype == object:
             for value in array.ravel():
                 try:
@@ -241,15 +279,17 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
                 except UnicodeDecodeError:
                     size, unit = len(value), "bytes"
                 if size > config.max_prompt_chars:
-                    raise RequestError(400, f"{name} has {size} {unit}; this server's cap is "
-                                            f"{config.max_prompt_chars} characters")
+                    raise RequestError(
+                        400, f"{name} has {size} {unit}; this server's cap is {config.max_prompt_chars} characters"
+                    )
     if "max_new_chars" in inputs and inputs["max_new_chars"].size:
         lengths = inputs["max_new_chars"]
         if lengths.min() < 0:
             raise RequestError(400, f"max_new_chars must be >= 0; got {lengths.min()}")
         if lengths.max() > config.max_new_chars:
-            raise RequestError(400, f"max_new_chars {lengths.max()} is above this server's cap of "
-                                    f"{config.max_new_chars}")
+            raise RequestError(
+                400, f"max_new_chars {lengths.max()} is above this server's cap of {config.max_new_chars}"
+            )
     for name, valid, rule in _RANGES:
         if name in inputs and inputs[name].size:
             values = inputs[name].astype(np.float64)
@@ -279,8 +319,11 @@ def encode_outputs(outputs: Mapping[str, np.ndarray], fmt: str) -> dict[str, Any
         return {"outputs": values[names[0]] if len(names) == 1 else values}
     batch = {outputs[name].shape[0] if outputs[name].ndim else 0 for name in names}
     if len(batch) != 1 or 0 in batch:
-        raise RequestError(400, f"outputs {', '.join(names)} do not share one batch dimension "
-                                f"({sorted(batch)}); use the columnar 'inputs' format")
+        raise RequestError(
+            400,
+            f"outputs {', '.join(names)} do not share one batch dimension "
+            f"({sorted(batch)}); use the columnar 'inputs' format",
+        )
     rows = batch.pop()
     if len(names) == 1:
         return {"predictions": values[names[0]]}
@@ -310,21 +353,26 @@ def _nest(flat: list, shape: tuple[int, ...]) -> Any:
     if not shape:
         return flat[0]
     step = len(flat) // shape[0] if shape[0] else 0
-    return [_nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def status_body(repo: ModelRepository, version: int | None) -> dict[str, Any]:
     """`GET /v1/models/{name}[/versions/{v}]`: TF Serving's `GetModelStatusResponse` JSON."""
     versions = [version] if version is not None else sorted(repo.versions, reverse=True)
-    return {"model_version_status": [
-        {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-        for v in versions]}
+    return {
+        "model_version_status": [
+            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in versions
+        ]
+    }
 
 
 def metadata_body(servable: ServableVersion) -> dict[str, Any]:
     """`GET .../metadata`: TF Serving's `GetModelMetadataResponse` JSON (signature defs only)."""
-    return {"model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
-            "metadata": {"signature_def": {"signature_def": servable.signature_defs}}}
+    return {
+        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
+        "metadata": {"signature_def": {"signature_def": servable.signature_defs}},
+    }
 
 
 def _is_object(value: Any) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -22,11 +23,11 @@ VOCAB_ASSET = Path("assets") / "vocab.json"
 def _message_to_dict(message) -> dict[str, Any]:
     """Protobuf → JSON dict the way TF Serving prints it (proto field names, defaults included)."""
     try:
-        return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
     except TypeError:  # protobuf < 5.26 names the option differently
-        return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                         including_default_value_fields=True)
+        return json_format.MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)
 
 
 def read_signature_defs(version_dir: Path) -> dict[str, Any]:
@@ -61,11 +62,12 @@ class ServableVersion:
         # read once: `structured_input_signature` is rebuilt on every access, and lookups in
         # `loaded.signatures` cost more than the step itself on a small model
         self._functions = dict(self.loaded.signatures.items())
-        self._specs = {name: dict(sorted(fn.structured_input_signature[1].items()))
-                       for name, fn in self._functions.items()}
+        self._specs = {
+            name: dict(sorted(fn.structured_input_signature[1].items())) for name, fn in self._functions.items()
+        }
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path) -> "ServableVersion":
+    def load(cls, name: str, version: int, path: Path) -> ServableVersion:
         """Load the SavedModel in `path`; raises `ChargenError` naming the folder if it is unusable."""
         if not (path / "saved_model.pb").is_file():
             raise ChargenError(f"version folder {path} has no saved_model.pb")
@@ -85,8 +87,11 @@ class ServableVersion:
     def function(self, signature: str):
         """The concrete function of `signature`; a 400 `RequestError` as TF Serving words it if absent."""
         if signature not in self._functions:
-            raise RequestError(400, f'Serving signature name: "{signature}" not found in signature def '
-                                    f"(this model has: {', '.join(self.signature_names)})")
+            raise RequestError(
+                400,
+                f'Serving signature name: "{signature}" not found in signature def '
+                f"(this model has: {', '.join(self.signature_names)})",
+            )
         return self._functions[signature]
 
     def input_specs(self, signature: str) -> dict[str, tf.TensorSpec]:
@@ -125,18 +130,22 @@ class ModelRepository:
         self.versions = dict(sorted(versions.items()))
 
     @classmethod
-    def load(cls, base_path: str | Path, name: str | None = None) -> "ModelRepository":
+    def load(cls, base_path: str | Path, name: str | None = None) -> ModelRepository:
         """Load all numeric subfolders of `base_path`; the model name defaults to the folder name."""
         base = Path(base_path)
         if not base.is_dir():
             raise ChargenError(f"model base path not found: {base}")
         if (base / "saved_model.pb").is_file():
-            raise ChargenError(f"{base} is a SavedModel, not a base path: serve its parent, with the "
-                               f"SavedModel in a numeric version folder ({base.parent}/NAME/1/saved_model.pb)")
+            raise ChargenError(
+                f"{base} is a SavedModel, not a base path: serve its parent, with the "
+                f"SavedModel in a numeric version folder ({base.parent}/NAME/1/saved_model.pb)"
+            )
         numbers = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
         if not numbers:
-            raise ChargenError(f"no version folders (1, 2, ...) in {base}; create one with "
-                               f"`keras-chargen export MODEL_DIR --out {base} --version 1`")
+            raise ChargenError(
+                f"no version folders (1, 2, ...) in {base}; create one with "
+                f"`keras-chargen export MODEL_DIR --out {base} --version 1`"
+            )
         name = name or base.resolve().name
         if not name or any(c in name for c in "/:"):
             raise ChargenError(f"model name must be non-empty without '/' or ':'; got {name!r}")
@@ -154,6 +163,9 @@ class ModelRepository:
         if version is None:
             return self.versions[self.latest]
         if version not in self.versions:
-            raise RequestError(404, f"Servable not found for request: Specific({name}, {version}) "
-                                    f"(loaded versions: {', '.join(map(str, self.versions))})")
+            raise RequestError(
+                404,
+                f"Servable not found for request: Specific({name}, {version}) "
+                f"(loaded versions: {', '.join(map(str, self.versions))})",
+            )
         return self.versions[version]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import uvicorn
 
@@ -53,8 +53,14 @@ def _quiet_after_shutdown() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def serve(base_path: str | Path, host: str = "127.0.0.1", port: int = 8501, model_name: str | None = None,
-          config: ServingConfig | None = None, log_level: str = "info") -> None:
+def serve(
+    base_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8501,
+    model_name: str | None = None,
+    config: ServingConfig | None = None,
+    log_level: str = "info",
+) -> None:
     """Serve every version under `base_path` over TF Serving's REST API until SIGTERM or Ctrl-C.
 
     Requests in flight when the signal arrives are finished (up to `config.shutdown_timeout`
@@ -77,10 +83,14 @@ def serve(base_path: str | Path, host: str = "127.0.0.1", port: int = 8501, mode
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
-    print(f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}) at "
-          f"{url}/v1/models/{repo.name}; playground at {url}/", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=config.shutdown_timeout,
-                                           lifespan="on"))
+    print(
+        f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}) at "
+        f"{url}/v1/models/{repo.name}; playground at {url}/",
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=config.shutdown_timeout, lifespan="on")
+    )
     with _quiet_after_shutdown():
         server.run(sockets=[sock])
     if not server.started:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +50,11 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
     """Validate a `:stream` body `{"prompt", "temperature"?, "max_new_chars"?, "seed"?}`; 400 on any fault."""
     unknown = [key for key in doc if key not in ("prompt", *DEFAULTS)]
     if unknown:
-        raise RequestError(400, f"unknown key {', '.join(map(repr, unknown))}; a stream request takes prompt, "
-                                "temperature, max_new_chars, seed")
+        raise RequestError(
+            400,
+            f"unknown key {', '.join(map(repr, unknown))}; a stream request takes prompt, "
+            "temperature, max_new_chars, seed",
+        )
     if "prompt" not in doc:
         raise RequestError(400, "missing key 'prompt'")
     params = {**DEFAULTS, **doc}
@@ -57,16 +62,21 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
     if not isinstance(prompt, str):
         raise RequestError(400, f"prompt must be a string; got {type(prompt).__name__}")
     if len(prompt) > config.max_prompt_chars:
-        raise RequestError(400, f"prompt has {len(prompt)} characters; this server's cap is "
-                                f"{config.max_prompt_chars} characters")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not np.isfinite(temperature) or temperature < 0:
+        raise RequestError(
+            400, f"prompt has {len(prompt)} characters; this server's cap is {config.max_prompt_chars} characters"
+        )
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not np.isfinite(temperature)
+        or temperature < 0
+    ):
         raise RequestError(400, f"temperature must be a finite number >= 0; got {temperature!r}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise RequestError(400, f"max_new_chars must be an integer >= 0; got {length!r}")
     if length > config.max_new_chars:
         raise RequestError(400, f"max_new_chars {length} is above this server's cap of {config.max_new_chars}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**63:
         raise RequestError(400, f"seed must be an integer (negative: random); got {seed!r}")
     return {"prompt": prompt, "temperature": float(temperature), "max_new_chars": length, "seed": seed}
 
@@ -75,10 +85,14 @@ def check_streamable(servable: ServableVersion) -> None:
     """400 unless the version has the `step` and `encode` signatures and the vocabulary asset."""
     missing = [name for name in (STEP, ENCODE) if name not in servable.signature_names]
     if missing or servable.vocabulary is None:
-        what = ", ".join([f"the '{m}' signature" for m in missing] +
-                         (["assets/vocab.json"] if servable.vocabulary is None else []))
-        raise RequestError(400, f"version {servable.version} of model {servable.name} cannot stream: it lacks "
-                                f"{what}; re-export it with this keras-chargen (or use :predict)")
+        what = ", ".join(
+            [f"the '{m}' signature" for m in missing] + (["assets/vocab.json"] if servable.vocabulary is None else [])
+        )
+        raise RequestError(
+            400,
+            f"version {servable.version} of model {servable.name} cannot stream: it lacks "
+            f"{what}; re-export it with this keras-chargen (or use :predict)",
+        )
 
 
 def state_names(servable: ServableVersion) -> list[str]:
@@ -99,7 +113,7 @@ class Stream:
     temperature: float
     remaining: int
     rng: np.random.Generator
-    session: "StreamSession"
+    session: StreamSession
     next_id: int = 0
     cancelled: bool = False
 
@@ -127,10 +141,8 @@ class StreamSession:
 
     def push(self, item: Any) -> None:
         """Thread-safe: queue a piece of text, `_DONE`, or a `RequestError`."""
-        try:
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is listening any more
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the event loop has closed: nobody is listening any more
-            pass
 
     def cancel(self) -> None:
         """Stop generating (the client went away or the response ended)."""
@@ -179,8 +191,15 @@ class StreamScheduler:
             self._cond.notify()
         self._thread.join()
 
-    def open(self, servable: ServableVersion, prompt_ids: np.ndarray, temperature: float, max_new_chars: int,
-             seed: int, loop: asyncio.AbstractEventLoop) -> StreamSession:
+    def open(
+        self,
+        servable: ServableVersion,
+        prompt_ids: np.ndarray,
+        temperature: float,
+        max_new_chars: int,
+        seed: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> StreamSession:
         """Start a stream from encoded prompt ids (at least one); its text arrives through the session."""
         session = StreamSession(loop)
         if max_new_chars == 0:
@@ -190,10 +209,16 @@ class StreamScheduler:
         if not ids:  # `encode` primes an empty prompt on a newline, so this is a broken export
             raise RequestError(500, f"the encode signature of version {servable.version} returned no ids")
         units = {name: servable.input_specs(STEP)[name].shape[-1] for name in state_names(servable)}
-        stream = Stream(servable, collections.deque(ids[1:]),
-                        {name: np.zeros(size, np.float32) for name, size in units.items()},
-                        temperature, max_new_chars, np.random.default_rng(seed if seed >= 0 else None), session,
-                        next_id=ids[0])
+        stream = Stream(
+            servable,
+            collections.deque(ids[1:]),
+            {name: np.zeros(size, np.float32) for name, size in units.items()},
+            temperature,
+            max_new_chars,
+            np.random.default_rng(seed if seed >= 0 else None),
+            session,
+            next_id=ids[0],
+        )
         session.stream = stream
         with self._cond:
             if self._stopping:
