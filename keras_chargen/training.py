@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -29,6 +31,7 @@ from keras_chargen.generation import CharGenerator
 from keras_chargen.metrics import BitsPerChar, Perplexity
 from keras_chargen.model import build_model
 from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
+from keras_chargen.schedule import COSINE_ALPHA, BudgetCosine
 from keras_chargen.vocab import Vocabulary
 
 # Fields that may change between a run and its resumption (they say how long to train, or on what hardware).
@@ -68,9 +71,9 @@ def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dat
 def compile_model(model: keras.Model, config: ChargenConfig, steps_per_epoch: int) -> None:
     """Adam with optional cosine decay and gradient clipping; cross-entropy in nats, bits/char, perplexity."""
     learning_rate = config.learning_rate
-    if config.lr_schedule == "cosine":
+    if config.lr_schedule == "cosine" and not config.max_minutes:  # under a budget: `BudgetCosine` sets it
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+            config.learning_rate, decay_steps=config.epoch_limit * steps_per_epoch, alpha=COSINE_ALPHA
         )
     # Under a strategy Keras would clip each replica's share of the gradient; clip their sum instead.
     adam = keras.optimizers.Adam if config.strategy == "default" else AllReduceClipAdam
@@ -122,7 +125,12 @@ def _prepare(
 
 
 def train(
-    config: ChargenConfig, source: TextSource, model_dir: str | Path, verbose: int = 1, sample_every_epoch: bool = True
+    config: ChargenConfig,
+    source: TextSource,
+    model_dir: str | Path,
+    verbose: int = 1,
+    sample_every_epoch: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainResult:
     """Train a model on `source` into `model_dir`; rerunning with the same arguments resumes.
 
@@ -133,6 +141,8 @@ def train(
             validation loss), `history.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
         verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch).
         sample_every_epoch: bool, print generated samples after each epoch.
+        clock: the seconds clock that `--max-minutes` and the budget schedule read (default
+            `time.monotonic`; tests inject a fake one).
 
     With `config.strategy` other than `default`, every worker runs this with the same arguments
     (`model_dir` on storage they all see); only the chief writes `model_dir` (docs/distributed.md).
@@ -153,9 +163,9 @@ def train(
         compile_model(model, config, steps)
         if config.strategy != "default":
             unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
-    progress = cb.Progress.load(model_dir / "backup" / "progress.json")
+    progress = cb.Progress.load(model_dir / "backup" / "progress.json", clock)
     finished = (
-        progress.epoch >= config.epochs
+        progress.epoch >= config.epoch_limit
         or progress.stopped_early
         or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60)
     )
@@ -184,6 +194,9 @@ def train(
         cb.StepLog(out_dir / "steps.csv", progress, steps),
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
         cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
+        BudgetCosine(config.learning_rate, config.max_minutes * 60, progress)
+        if config.max_minutes and config.lr_schedule == "cosine"
+        else None,
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         cb.SampleText(
@@ -200,8 +213,8 @@ def train(
     with strategy.scope(), _worker_failures(strategy, progress):
         if progress.step:  # finish the interrupted epoch first, skipping the batches already done
             _extend(history, fit(progress.epoch, progress.epoch + 1, progress.step))
-        if not model.stop_training and progress.epoch < config.epochs:
-            _extend(history, fit(progress.epoch, config.epochs, 0))
+        if not model.stop_training and progress.epoch < config.epoch_limit:
+            _extend(history, fit(progress.epoch, config.epoch_limit, 0))
         backup.save()
     plot_history(
         out_dir / "steps.csv",
