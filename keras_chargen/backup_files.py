@@ -38,7 +38,8 @@ def read_progress(path: Path) -> dict[str, Any]:
         raise damaged(path, f"expected the fields {', '.join(PROGRESS_FIELDS)}")
     for name, kind in PROGRESS_FIELDS.items():
         value = data[name]
-        ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, bool) if kind is bool else number
         if kind is int:
             ok = ok and isinstance(value, int) and value >= 0
         if kind is float:

@@ -109,7 +109,8 @@ def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Names
     lines = [
         f"# Quality at a {args.minutes:g}-minute CPU budget (tiny-shakespeare, validation = last 10 %)",
         "",
-        f"Machine: {cpu_name()}, {platform.machine()}, {os.cpu_count()} cores; {args.machine_note}. Each model trains for "
+        f"Machine: {cpu_name()}, {platform.machine()}, {os.cpu_count()} cores; {args.machine_note}. "
+        "Each model trains for "
         f"{args.minutes:g} minutes of fitting (validation passes included), one after the other; each "
         "is scored by `keras-chargen evaluate` (contiguous streams, state carried).",
         "",
