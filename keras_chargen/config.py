@@ -70,6 +70,17 @@ class ChargenConfig:
     max_minutes: float = _field(0.0, "stop training after this many minutes of fitting; 0 = no limit")
     save_every: int = _field(200, "batches between resumable backups (also written at each epoch end)")
     seed: int = _field(0, "seed for weight init, shuffling and the per-epoch samples")
+    # --- your own text (docs/training.md) ---
+    init_from: str = _field(
+        "",
+        "fine-tune: start from this trained model directory's weights, architecture and vocabulary "
+        "(its ids kept, new tokens appended); '' = from scratch",
+    )
+    documents: bool = _field(
+        False,
+        "the text is a list of documents: one per line (blank lines skipped), or one per *.txt file of a "
+        "directory; each is trained between start/end markers with the state reset at its start",
+    )
     # --- distribution (docs/distributed.md); may change when resuming ---
     strategy: str = _field(
         "default",
@@ -102,8 +113,11 @@ class ChargenConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChargenError(f"{name} must be a positive integer; got {value!r}")
-        if not isinstance(self.lowercase, bool):
-            raise ChargenError(f"lowercase must be true or false; got {self.lowercase!r}")
+        for name in ("lowercase", "documents"):
+            if not isinstance(getattr(self, name), bool):
+                raise ChargenError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if not isinstance(self.init_from, str):
+            raise ChargenError(f"init_from must be a model directory path (a string); got {self.init_from!r}")
         for name in ("epochs", "stride", "patience", "seed", "max_vocab", "logical_cpus"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -120,6 +134,11 @@ class ChargenConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
                 raise ChargenError(f"{name} must be a number >= 0; got {value!r}")
+        if self.documents and (self.layout != "stateful" or self.strategy != "default"):
+            raise ChargenError(
+                "documents: document mode has its own layout (whole documents in stateful streams) on one device; "
+                "drop --layout shuffled / --strategy"
+            )
         if self.learning_rate == 0:
             raise ChargenError("learning_rate must be > 0")
 

@@ -55,6 +55,10 @@ class CharGenerator(keras.layers.Layer):
         vocabulary: list[str], the tokens of the `Vocabulary` in id order (ids 1..n; 0 is OOV).
         level: "char" (default) or "word".
         lowercase: bool, word level: lowercase prompts before the lookup (as the corpus was). Default False.
+        document_start: int | None, a document model's start marker id: every row is primed on it
+            followed by the prompt (the beginning of a document). Default None (no document mode).
+        document_end: int | None, a document model's end marker id: a row stops after sampling it;
+            it is not part of the text. Default None.
 
     Example:
     >>> generator = load_generator("models/shakespeare")  # doctest: +SKIP
@@ -62,19 +66,29 @@ class CharGenerator(keras.layers.Layer):
     """
 
     def __init__(
-        self, model: keras.Model, vocabulary: Sequence[str], level: str = "char", lowercase: bool = False, **kwargs
+        self,
+        model: keras.Model,
+        vocabulary: Sequence[str],
+        level: str = "char",
+        lowercase: bool = False,
+        document_start: int | None = None,
+        document_end: int | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.vocabulary = list(vocabulary)
         self.level, self.lowercase = level, lowercase
+        self.document_start, self.document_end = document_start, document_end
         self.word_pieces = WordPieces([OOV_TOKEN] + self.vocabulary) if level == "word" else None
         self.step = RecurrentStep(model)
         self.encoder = keras.layers.StringLookup(vocabulary=self.vocabulary, oov_token=OOV_TOKEN, name="encoder")
         self.decoder = keras.layers.StringLookup(
             vocabulary=self.vocabulary, oov_token=OOV_TOKEN, invert=True, name="decoder"
         )
-        self.start_id = self.vocabulary.index("\n") + 1 if "\n" in self.vocabulary else 0
+        # what an empty prompt is primed on: a document start, or a line start
+        newline = self.vocabulary.index("\n") + 1 if "\n" in self.vocabulary else 0
+        self.start_id = newline if document_start is None else document_start
         self._compiled = None
 
     # --- graph pieces, reused by the exporters ---
@@ -90,6 +104,9 @@ class CharGenerator(keras.layers.Layer):
         ids = tokens.with_flat_values(tf.cast(self.encoder(tokens.flat_values), tf.int32))
         if self.level == "char":
             ids = tf.ragged.boolean_mask(ids, ids > 0)
+        if self.document_start is not None:  # a document starts at its marker; the prompt continues it
+            starts = tf.fill(tf.stack([ids.nrows(), 1]), tf.constant(self.document_start, tf.int32))
+            ids = tf.concat([tf.RaggedTensor.from_tensor(starts), ids], axis=1)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         width = tf.maximum(tf.reduce_max(tf.concat([lengths, [1]], 0)), 1)
         # empty rows get start_id at position 0 and length 1
@@ -157,7 +174,8 @@ class CharGenerator(keras.layers.Layer):
             ids each row generated `(batch,)`.
         """
         batch, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
-        never_oov = tf.one_hot(0, vocab, on_value=-1e9, off_value=0.0)  # OOV is never generated
+        never_oov = self.never_sampled(vocab)  # (vocab,)
+        document_end = -1 if self.document_end is None else self.document_end
         seen = tf.zeros([batch, vocab], tf.bool) if seen is None else seen
         prev_ids = tf.fill([batch], self.start_id) if prev_ids is None else prev_ids
         num_steps = tf.reduce_max(tf.concat([max_new_chars, [0]], 0))
@@ -179,7 +197,8 @@ class CharGenerator(keras.layers.Layer):
                 next_ids = next_token(
                     logits + never_oov, seen, settings, tf.stack([seed, tf.cast(t, tf.int64)]), in_use
                 )
-                active = tf.logical_not(done)
+                ended = tf.equal(next_ids, document_end)  # a document's end: not part of the text
+                active = tf.logical_and(tf.logical_not(done), tf.logical_not(ended))
                 out = out.write(t, tf.where(active, next_ids, 0))
                 count += tf.cast(active, tf.int32)
                 seen = tf.cond(
@@ -195,7 +214,7 @@ class CharGenerator(keras.layers.Layer):
                     tail, matched = tf.cond(
                         has_stop, lambda: check_stop(tail, prev_ids, next_ids), lambda: (tail, tf.zeros_like(done))
                     )
-                done = tf.logical_or(done, tf.logical_or(count >= max_new_chars, matched))
+                done = tf.logical_or(tf.logical_or(done, ended), tf.logical_or(count >= max_new_chars, matched))
                 logits, states = self.step(next_ids, states, weights)
                 return t + 1, logits, states, next_ids, seen, done, count, tail, out
 
@@ -221,7 +240,13 @@ class CharGenerator(keras.layers.Layer):
             counts = tf.maximum(max_new_chars, 0)
             return tf.where(tf.sequence_mask(counts, num_steps), tf.transpose(out.stack()), 0), counts
 
-        return tf.cond(tf.reduce_any(tf.stack([*in_use, has_stop])), general_loop, plain_loop)
+        documents = tf.constant(self.document_end is not None)  # rows end at the end marker: the general loop
+        return tf.cond(tf.reduce_any(tf.stack([*in_use, has_stop, documents])), general_loop, plain_loop)
+
+    def never_sampled(self, vocab) -> tf.Tensor:
+        """`(vocab,)` logit offsets: -1e9 on the ids never generated (OOV, a document's start marker), else 0."""
+        banned = [0] if self.document_start is None else [0, self.document_start]
+        return tf.reduce_sum(tf.one_hot(banned, vocab, on_value=-1e9, off_value=0.0), axis=0)
 
     def seen_ids(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         """Bool `(batch, vocab)`: which ids occur in each row's first `lengths` `ids` `(batch, time)`."""
@@ -397,6 +422,8 @@ class CharGenerator(keras.layers.Layer):
                 "vocabulary": self.vocabulary,
                 "level": self.level,
                 "lowercase": self.lowercase,
+                "document_start": self.document_start,
+                "document_end": self.document_end,
             }
         )
         return config

@@ -14,19 +14,27 @@ from keras_chargen.tokenizer import detokenize, tokenize
 
 OOV_TOKEN = "[UNK]"  # id 0, as in Keras `StringLookup(num_oov_indices=1)`
 MAX_CODE_POINT = 0x110000
+# Document markers (document mode): reserved tokens that no text produces: a text splits into single
+# characters, or into words that never hold "<" or ">" (the word tokenizer splits them off).
+DOC_START, DOC_END = "<doc>", "</doc>"
+MARKERS = (DOC_START, DOC_END)
 
 
 class Vocabulary:
     """The tokens a model knows; id 0 is reserved for unknown ones.
 
-    Character level: single characters in code-point order. Word level: the words and punctuation
-    tokens of `keras_chargen.tokenizer`, in the given order (most frequent first, as
-    `keras.layers.StringLookup.adapt` orders them), with their lowercasing setting.
+    Character level: single characters in code-point order (or in the given order with `ordered`:
+    a fine-tuned vocabulary keeps its source's ids and appends the new characters). Word level: the
+    words and punctuation tokens of `keras_chargen.tokenizer`, in the given order (most frequent
+    first, as `keras.layers.StringLookup.adapt` orders them), with their lowercasing setting. Either
+    level may also hold the document markers `<doc>` / `</doc>` (`MARKERS`), which no text encodes
+    to and which decode to "".
 
     Args:
         tokens: list[str], the known tokens, without the OOV token.
         level: "char" (default) or "word".
         lowercase: bool, word level only: prompts and texts are lowercased before lookup. Default False.
+        ordered: bool, character level: keep `tokens` in the given order instead of sorting. Default False.
 
     Example:
     >>> vocab = Vocabulary(["a", "b", "\\n"])
@@ -38,7 +46,7 @@ class Vocabulary:
     'ba'
     """
 
-    def __init__(self, tokens: list[str], level: str = "char", lowercase: bool = False) -> None:
+    def __init__(self, tokens: list[str], level: str = "char", lowercase: bool = False, ordered: bool = False) -> None:
         if level not in LEVELS:
             raise ChargenError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         if not tokens:
@@ -47,12 +55,16 @@ class Vocabulary:
             raise ChargenError("vocabulary has duplicate tokens")
         self.level, self.lowercase = level, bool(lowercase) and level == "word"
         if level == "char":
-            bad = [t for t in tokens if not isinstance(t, str) or len(t) != 1]
+            bad = [t for t in tokens if not isinstance(t, str) or (len(t) != 1 and t not in MARKERS)]
             if bad:
                 raise ChargenError(f"vocabulary tokens must be single characters; got {bad[:3]!r}")
-            self.tokens: list[str] = sorted(tokens, key=ord)
+            chars = [t for t in tokens if t not in MARKERS]
+            self.tokens: list[str] = (
+                list(tokens) if ordered else sorted(chars, key=ord) + [t for t in tokens if t in MARKERS]
+            )
             self._lut = np.zeros(MAX_CODE_POINT, dtype=np.int32)  # code point -> id; 0 = OOV
-            self._lut[[ord(t) for t in self.tokens]] = np.arange(1, len(self.tokens) + 1, dtype=np.int32)
+            ids = [i for i, t in enumerate(self.tokens, start=1) if t not in MARKERS]
+            self._lut[[ord(self.tokens[i - 1]) for i in ids]] = np.array(ids, dtype=np.int32)
         else:
             bad = [
                 t for t in tokens if not isinstance(t, str) or not t or (t != "\n" and not t.strip()) or t == OOV_TOKEN
@@ -66,6 +78,21 @@ class Vocabulary:
     def size(self) -> int:
         """Number of ids, including the OOV id 0 (the model's output width)."""
         return len(self.tokens) + 1
+
+    @property
+    def document_start(self) -> int | None:
+        """Id of the document start marker, None if this is not a document vocabulary."""
+        return self._ids.get(DOC_START)
+
+    @property
+    def document_end(self) -> int | None:
+        """Id of the document end marker, None if this is not a document vocabulary."""
+        return self._ids.get(DOC_END)
+
+    def extend(self, tokens: list[str]) -> Vocabulary:
+        """A vocabulary with every id of this one unchanged and `tokens` (those not in it yet) appended."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self._ids]
+        return Vocabulary(self.tokens + new, self.level, self.lowercase, ordered=True)
 
     @property
     def id_dtype(self) -> np.dtype:
@@ -93,9 +120,11 @@ class Vocabulary:
 
     def decode(self, ids) -> str:
         """Text of `ids`; the OOV id decodes to U+FFFD (characters) or `[UNK]` (words)."""
+        tokens = [self.tokens[i - 1] if i > 0 else None for i in np.asarray(ids).tolist()]
+        tokens = [t for t in tokens if t not in MARKERS]  # markers decode to ""
         if self.level == "char":
-            return "".join(self.tokens[i - 1] if i > 0 else "\ufffd" for i in np.asarray(ids).tolist())
-        return detokenize([self.tokens[i - 1] if i > 0 else OOV_TOKEN for i in np.asarray(ids).tolist()])
+            return "".join("\ufffd" if t is None else t for t in tokens)
+        return detokenize([OOV_TOKEN if t is None else t for t in tokens])
 
     def unknown_tokens(self, text: str) -> list[str]:
         """Distinct tokens of `text` not in the vocabulary, in order of first appearance."""
@@ -121,7 +150,7 @@ class Vocabulary:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(list(data["tokens"]), data.get("level", "char"), data.get("lowercase", False))
+            return cls(list(data["tokens"]), data.get("level", "char"), data.get("lowercase", False), ordered=True)
         except FileNotFoundError:
             raise ChargenError(f"missing vocabulary file: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:

@@ -45,7 +45,10 @@ class IdGenerator:
         self.vocab_size = len(generator.vocabulary) + 1
         never_oov = np.zeros([self.vocab_size], np.float32)
         never_oov[0] = -1e9  # the OOV id 0 is never generated
+        if generator.document_start is not None:
+            never_oov[generator.document_start] = -1e9  # nor a document's start marker
         self._never_oov = never_oov
+        self.document_start, self.document_end = generator.document_start, generator.document_end
 
     @property
     def state_names(self) -> list[str]:
@@ -94,26 +97,53 @@ class IdGenerator:
         empty_start = tf.logical_and((lengths == 0)[:, None], first[None, :])
         return tf.where(empty_start, self.generator.start_id, prompt_ids), tf.maximum(lengths, 1)
 
-    def generate(self, prompt_ids: tf.Tensor, temperature: tf.Tensor, num_chars: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Prime on the prompts, then sample `num_chars` ids per row in one `tf.while_loop`."""
+    def document_prompts(self, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Document model: every row primed on the start marker followed by its prompt ids; (ids, lengths)."""
         ids, lengths = self.prompt_lengths(prompt_ids)
+        has_prompt = tf.reduce_max(prompt_ids, axis=1) > 0  # (batch,)
+        lengths = tf.where(has_prompt, lengths + 1, 1)
+        starts = tf.fill(tf.stack([tf.shape(prompt_ids)[0], 1]), tf.constant(self.document_start, tf.int32))
+        return tf.concat([starts, prompt_ids], axis=1), lengths
+
+    def generate(self, prompt_ids: tf.Tensor, temperature: tf.Tensor, num_chars: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Prime on the prompts, then sample up to `num_chars` ids per row in one `tf.while_loop`.
+
+        A document model's rows stop after sampling the end marker (written as the padding id 0,
+        as is everything after it); the loop ends when every row has stopped, so `ids` may be
+        shorter than `num_chars`.
+        """
+        if self.document_end is None:
+            ids, lengths = self.prompt_lengths(prompt_ids)
+        else:
+            ids, lengths = self.document_prompts(prompt_ids)
         logits, states = self.generator.prime(ids, lengths, per_gate=False)  # whole-layer products run faster there
         batch = tf.shape(ids)[0]
+        end = -1 if self.document_end is None else self.document_end
 
-        def body(t, logits, states, out):
+        def body(t, logits, states, done, out):
             next_ids = self.sample(logits, temperature)
+            done = tf.logical_or(done, tf.equal(next_ids, end))  # (batch,) the end marker is not text
             # a growing tensor, not a TensorArray: TFLite lowers TensorLists to builtins only when
             # the element shape is static, and the batch is not
-            out = tf.concat([out, next_ids[:, None]], axis=1)
+            out = tf.concat([out, tf.where(done, 0, next_ids)[:, None]], axis=1)
             logits, states = self.recurrent_step(next_ids, states)
-            return t + 1, logits, states, out
+            return t + 1, logits, states, done, out
+
+        def more(t, logits, states, done, out):
+            # REDUCE_MAX of ints: a builtin in TFLite and ONNX (unlike a boolean "all")
+            return tf.logical_and(t < num_chars, tf.reduce_max(1 - tf.cast(done, tf.int32)) > 0)
 
         out = tf.zeros(tf.stack([batch, 0]), tf.int32)
-        invariants = (tf.TensorShape([]), logits.shape, [s.shape for s in states], tf.TensorShape([None, None]))
-        *_, out = tf.while_loop(
-            lambda t, *_: t < num_chars, body, (0, logits, states, out), shape_invariants=invariants
+        done = tf.zeros([batch], tf.bool)
+        invariants = (
+            tf.TensorShape([]),
+            logits.shape,
+            [s.shape for s in states],
+            tf.TensorShape([None]),
+            tf.TensorShape([None, None]),
         )
-        return {"ids": out}  # (batch, num_chars)
+        *_, out = tf.while_loop(more, body, (0, logits, states, done, out), shape_invariants=invariants)
+        return {"ids": out}  # (batch, at most num_chars)
 
     def archive(self) -> keras.export.ExportArchive:
         """An `ExportArchive` with the `step` and `generate` endpoints.

@@ -72,7 +72,11 @@ class GeneratorModule(tf.Module):
 
         Word level: the words are joined by the detokenization rules (no space before punctuation, …).
         """
-        ids = tf.ragged.boolean_mask(ids, tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary)))
+        keep = tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary))
+        for marker in (self.generator.document_start, self.generator.document_end):
+            if marker is not None:  # document markers decode to ""
+                keep = tf.logical_and(keep, tf.not_equal(ids, marker))
+        ids = tf.ragged.boolean_mask(ids, keep)
         ids = ids.to_tensor(default_value=0)
         start = tf.fill(tf.stack([tf.shape(ids)[0], 1]), self.generator.start_id)
         pieces = self.generator.pieces(tf.concat([start, ids[:, :-1]], 1), ids)  # (batch, time) strings
