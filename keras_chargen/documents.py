@@ -260,3 +260,33 @@ def document_resets(config: ChargenConfig, corpus: PreparedCorpus, progress) -> 
     """The `DocumentResets` callback of a prepared document corpus."""
     train_batches, val_batches = document_splits(config, corpus)
     return DocumentResets(train_batches.resets, val_batches.resets, progress)
+
+
+NOVEL_ROUNDS = 20  # `--novel`: batches of samples drawn at most
+
+
+def novel_documents(sample, args) -> list[str]:
+    """`args.num_samples` generated documents (with `args.prompt`) that are not training documents.
+
+    Args:
+        sample: callable(seed) → a batch of generated continuations of `args.prompt`.
+        args: the `generate` arguments (model_dir, prompt, num_samples, seed).
+
+    Draws batches (seeds `seed`, `seed + 1`, … for reproducibility) until enough are found; prints a
+    note to stderr and returns fewer if `NOVEL_ROUNDS` batches do not hold enough.
+    """
+    import sys
+
+    known = training_documents(args.model_dir)
+    found: list[str] = []
+    for round_ in range(NOVEL_ROUNDS):
+        seed = None if args.seed is None else args.seed + round_
+        found += [text for text in sample(seed) if text and args.prompt + text not in known]
+        if len(found) >= args.num_samples:
+            return found[: args.num_samples]
+    print(
+        f"note: only {len(found)} of {args.num_samples} novel documents in {NOVEL_ROUNDS} batches "
+        "(the model mostly reproduces its training documents)",
+        file=sys.stderr,
+    )
+    return found
