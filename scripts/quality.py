@@ -136,7 +136,8 @@ def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Names
         lines.append(f"- **{r['name']}**: " + ", ".join(f"`{k}={v}`" for k, v in r["settings"].items()))
     for r in runs:
         png = out.with_name(f"quality_{r['name']}.png")
-        shutil.copyfile(r["curves"], png)
+        if Path(r["curves"]).exists():  # a run kept from the previous report (--only) keeps its plot
+            shutil.copyfile(r["curves"], png)
         lines += ["", f"## {r['name']}", "", f"![training curves]({png.name})", ""]
         for t, text in r["samples"].items():
             lines += [f"### temperature {t}", "", "```", "ROMEO:\n" + text, "```", ""]
