@@ -290,3 +290,42 @@ def novel_documents(sample, args) -> list[str]:
         file=sys.stderr,
     )
     return found
+
+
+def evaluate_documents(model_dir: str | Path, source: TextSource, split: str = "val") -> dict[str, float]:
+    """`evaluation.evaluate` for a document model: its validation (or all) documents in the document layout.
+
+    Every document starts from the zero state and is scored up to and including its end marker
+    (padding excluded), as in training's validation.
+    """
+    import math
+    from types import SimpleNamespace
+
+    from keras_chargen.callbacks import ResetStates
+    from keras_chargen.metrics import BitsPerChar, Perplexity
+    from keras_chargen.model import build_model
+    from keras_chargen.saving import load_model
+
+    config, vocab, inference = load_model(model_dir)
+    documents = read_documents(source)
+    if split == "val":
+        documents = _split(documents, config.val_fraction)[1]
+    start, end = vocab.document_start, vocab.document_end
+    ids = [np.concatenate([[start], _ids(vocab, t), [end]]) for t in _tokens(documents, vocab.level, vocab.lowercase)]
+    inputs, targets, weights, resets = document_layout(ids, config.batch_size, config.seq_len)
+    model = build_model(config, vocab.size, config.batch_size, stateful=True)
+    model.set_weights(inference.get_weights())
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight"),
+        weighted_metrics=[BitsPerChar(), Perplexity()],
+    )
+    data = tf.data.Dataset.from_tensor_slices((inputs, targets, weights))
+    callbacks = [ResetStates(), DocumentResets(resets, resets, SimpleNamespace(step=0))]
+    results = model.evaluate(data, callbacks=callbacks, verbose=0, return_dict=True)
+    bpc = float(results["bpc"])
+    return {
+        "loss": bpc * math.log(2.0),
+        "bpc": bpc,
+        "perplexity": float(results["perplexity"]),
+        "chars": int(weights.sum()),
+    }

@@ -102,6 +102,19 @@ def names_dir(tmp_path_factory) -> Path:
     return out
 
 
+def test_evaluate_scores_whole_documents_as_training_validated_them(names_dir):
+    from keras_chargen import evaluate
+
+    rows = (names_dir / "history.csv").read_text().strip().splitlines()[1:]
+    header = (names_dir / "history.csv").read_text().splitlines()[0].split(",")
+    history = [dict(zip(header, r.split(","))) for r in rows]
+    best = min(history, key=lambda r: float(r["val_loss"]))
+    result = evaluate(names_dir, make_source([NAMES], documents=True))
+    assert result["bpc"] == pytest.approx(float(best["val_bpc"]), rel=1e-4)
+    lengths = [len(d) + 1 for d in read_documents(make_source([NAMES], documents=True))[540:]]
+    assert result["chars"] == sum(lengths)  # every character and the end marker, no padding
+
+
 def test_documents_end_by_themselves_in_python(names_dir):
     generator = load_generator(names_dir)
     texts = generator.generate([""] * 20, 0.8, CAP, seed=1)
@@ -167,3 +180,16 @@ def test_exports_stop_at_the_end_marker(names_dir, tmp_path):
     assert vocab.decode(out[0][out[0] > 0]) == greedy  # primed on the start marker + prompt, as in Python
     out = onnx_generate(session(onnx_dir / "generate.onnx"), prompt, 0.0, CAP)[0]
     assert vocab.decode(out[out > 0]) == greedy
+
+
+def test_word_level_documents(tmp_path):
+    from conftest import CORPUS
+
+    config = tiny_config(documents=True, level="word", seq_len=8, batch_size=16, epochs=4, learning_rate=1e-2)
+    train(config, make_source([CORPUS], documents=True), tmp_path / "w", verbose=0, sample_every_epoch=False)
+    vocab = Vocabulary.load(tmp_path / "w" / "vocab.json")
+    assert vocab.level == "word" and vocab.tokens[-2:] == [DOC_START, DOC_END]
+    texts = load_generator(tmp_path / "w").generate([""] * 10, 0.5, 30, seed=1)
+    ended = [t for t in texts if len(tokenize(t, False)) < 30]
+    assert len(ended) >= 8 and not any("<" in t or "doc" in t for t in texts), texts
+    assert all(t and t[0] != " " for t in texts)  # the first word follows the start marker directly
