@@ -193,3 +193,18 @@ def test_word_level_documents(tmp_path):
     ended = [t for t in texts if len(tokenize(t, False)) < 30]
     assert len(ended) >= 8 and not any("<" in t or "doc" in t for t in texts), texts
     assert all(t and t[0] != " " for t in texts)  # the first word follows the start marker directly
+
+
+def test_stream_ends_a_document_at_its_end_marker():
+    import collections
+    from types import SimpleNamespace
+
+    from keras_chargen.serving.streaming import _DONE, Stream
+
+    pushed = []
+    session = SimpleNamespace(push=pushed.append)
+    servable = SimpleNamespace(vocabulary=["a", "b", DOC_START, DOC_END])  # ids 1..4
+    stream = Stream(servable, collections.deque(), {}, 0.0, 10, np.random.default_rng(0), session)
+    for target, more in ((2, True), (1, True), (4, False)):  # greedy: b, a, then the end marker
+        assert stream.advance(np.eye(5, dtype=np.float32)[target]) is more
+    assert pushed == ["b", "a", _DONE] and stream.remaining == 8

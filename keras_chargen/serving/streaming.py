@@ -25,6 +25,7 @@ import numpy as np
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import ServableVersion
+from keras_chargen.vocab import DOC_END, DOC_START
 
 STEP, ENCODE = "step", "encode"
 DEFAULTS = {"temperature": 0.8, "max_new_chars": 200, "seed": -1}
@@ -123,7 +124,11 @@ class Stream:
             self.next_id = self.pending.popleft()
             return True
         self.next_id = sample_id(logits, self.temperature, self.rng)
-        self.session.push(self.servable.vocabulary[self.next_id - 1])
+        token = self.servable.vocabulary[self.next_id - 1]
+        if token == DOC_END:  # a document model's document has ended (the marker is not text)
+            self.session.push(_DONE)
+            return False
+        self.session.push("" if token == DOC_START else token)
         self.remaining -= 1
         if self.remaining == 0:
             self.session.push(_DONE)
