@@ -9,8 +9,10 @@ or words at the word level), once to build the vocabulary from the training part
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import json
+import logging
 import socket
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -124,7 +126,9 @@ class TfdsSource:
         config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
-            if not self.manual_dir and not builder.is_prepared():
+            with quiet_logger("absl"):  # "Variant folder ... has no dataset_info.json" before every first download
+                prepared = builder.is_prepared()
+            if not self.manual_dir and not prepared:
                 check_download_hosts(self.name, builder.url_infos or {})
             builder.download_and_prepare(download_config=config)  # a no-op once prepared
             split = self.split
@@ -175,6 +179,18 @@ def check_download_hosts(name: str, urls: Iterable[str], timeout: float = PROBE_
                 f"cannot download TFDS dataset {name!r}: {host} is unreachable ({err}), the download failed; "
                 f"{TFDS_ALTERNATIVES}"
             ) from None
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Hide the Python logger `name`'s records below `level` inside the block."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _host_port(url: str) -> tuple[str, int]:
