@@ -138,7 +138,7 @@ def test_train_with_no_source_offline_from_the_wheel_trains_on_the_embedded_corp
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["train", "--help"], ["generate", "--help"], ["serve", "--help"], ["export", "--help"]],
+    [["--help"], *([c, "--help"] for c in ("train", "generate", "evaluate", "export", "serve", "bench"))],
     ids=" ".join,
 )
 def test_help_answers_without_loading_tensorflow(argv):
