@@ -130,9 +130,9 @@ def train(
 
     Args:
         config: ChargenConfig, all settings (saved as `model_dir/config.json`).
-        source: a `FileSource` or `TfdsSource` (see `make_source`).
+        source: a `FileSource`, `TfdsSource` or `EmbeddedSource` (see `make_source`).
         model_dir: str | Path, created if needed; holds config, vocabulary, `model.keras` (best
-            validation loss), `history.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
+            validation loss), `history.csv`, `steps.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
         verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch); above 0 the corpus,
             model and budget are printed first. Why training stopped is printed in every mode.
         sample_every_epoch: bool, print generated samples after each epoch.
