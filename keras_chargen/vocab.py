@@ -10,7 +10,6 @@ import numpy as np
 from keras_chargen.config import LEVELS
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_write_text
-from keras_chargen.tokenizer import detokenize, tokenize
 
 OOV_TOKEN = "[UNK]"  # id 0, as in Keras `StringLookup(num_oov_indices=1)`
 MAX_CODE_POINT = 0x110000
@@ -83,7 +82,11 @@ class Vocabulary:
 
     def split(self, text: str) -> list[str]:
         """The tokens of `text` (characters, or words after lowercasing as configured)."""
-        return list(text) if self.level == "char" else tokenize(text, self.lowercase)
+        if self.level == "char":
+            return list(text)
+        from keras_chargen.tokenizer import tokenize  # TensorFlow, so imported only for words
+
+        return tokenize(text, self.lowercase)
 
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text` (unknown tokens → 0)."""
@@ -95,6 +98,8 @@ class Vocabulary:
         """Text of `ids`; the OOV id decodes to U+FFFD (characters) or `[UNK]` (words)."""
         if self.level == "char":
             return "".join(self.tokens[i - 1] if i > 0 else "\ufffd" for i in np.asarray(ids).tolist())
+        from keras_chargen.tokenizer import detokenize
+
         return detokenize([self.tokens[i - 1] if i > 0 else OOV_TOKEN for i in np.asarray(ids).tolist()])
 
     def unknown_tokens(self, text: str) -> list[str]:
