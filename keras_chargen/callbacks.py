@@ -195,11 +195,26 @@ class TimeLimit(keras.callbacks.Callback):
     def __init__(self, seconds: float, progress: Progress) -> None:
         super().__init__()
         self.seconds, self.progress = seconds, progress
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, batches done in it) when the time ran out
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         # In a cluster all workers must stop at the same batch, or the others wait in a collective.
         if workers_agree(self.model.distribute_strategy, self.progress.elapsed >= self.seconds):
             self.model.stop_training = True
+            self.stopped_at = (self.progress.epoch, self.progress.step)
+
+
+class PartialEpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, except that an epoch cut short (time budget) ends at the batch it reached.
+
+    Keras' own bar jumps to `steps/steps` at every epoch end, so a cut epoch looked complete.
+    """
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if self.progbar is not None and self.target is not None and 0 < self.seen < self.target:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+        else:
+            super().on_epoch_end(epoch, logs)
 
 
 class StopFlag(keras.callbacks.EarlyStopping):

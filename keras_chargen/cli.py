@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def flag_name(field: str) -> str:
 
 
 def _add_corpus_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("corpus (one of --text / --tfds)")
+    group = parser.add_argument_group(
+        "corpus (--text or --tfds; with neither, the embedded tiny-shakespeare, 1.1 MB, no download)"
+    )
     group.add_argument("--text", nargs="+", metavar="PATH", help="text files or directories of *.txt (UTF-8)")
     group.add_argument("--tfds", metavar="NAME", help="a tensorflow-datasets text dataset, e.g. tiny_shakespeare")
     group.add_argument("--tfds-split", default="all", help="TFDS split; 'all' = train+validation+test in order")
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model (rerun the same command to resume)",
         description="Train a model; rerunning the same command resumes where it stopped.",
+        usage="keras-chargen train [--text PATH [PATH ...] | --tfds NAME] --out MODEL_DIR [options]",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_corpus_args(train)
@@ -178,28 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from keras_chargen.saving import load_generator
-    from keras_chargen.training import train
-
+    # settings and sources are checked before TensorFlow loads (seconds)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig) if hasattr(args, f.name)}
-    if given.get("init_from"):
+    if given.get("init_from"):  # the architecture comes from that model; typed flags must agree with it
         from keras_chargen.finetune import inherit_config
 
         config = inherit_config(given["init_from"], given)
     else:
         config = ChargenConfig(**given)
+    source = _source(args, config.encoding_errors, config.documents)
+    announce_embedded(source, "training")
+    from keras_chargen.saving import load_generator
+    from keras_chargen.training import train
+
     result = train(
         config,
-        _source(args, config.encoding_errors, config.documents),
+        source,
         args.out,
         verbose=args.verbose,
         sample_every_epoch=not args.no_samples,
         restart_from_best=args.restart_from_best,
     )
-    print(f"best validation loss {result.progress.best_val_loss:.4f} nats/{config.level}; model in {result.model_dir}")
+    print(f"model in {result.model_dir}")
     if args.sample_length > 0:
         text = load_generator(args.out).generate([""], 0.8, args.sample_length, seed=config.seed)[0]
         print(f"--- sample (temperature 0.8) ---\n{text}")
+
+
+def announce_embedded(source, doing: str) -> None:
+    """Say so (first) when the corpus is the embedded default, not one the user named."""
+    from keras_chargen.corpora import EmbeddedSource
+
+    if isinstance(source, EmbeddedSource):
+        corpus = source.corpus
+        print(
+            f"{doing} on the embedded {corpus.name} corpus ({corpus.size_bytes:,} characters, {corpus.license}); "
+            "--text FILE or --tfds NAME for another",
+            flush=True,
+        )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -246,6 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.saving import CONFIG_FILE
 
     source = _source(args, args.encoding_errors)
+    announce_embedded(source, "evaluating")
     unit = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE).level if Path(args.model_dir).is_dir() else "char"
     if args.ngram_order:
         from keras_chargen.evaluation import ngram_baseline
@@ -323,6 +344,7 @@ def add_serve_parser(commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve an exported model over TensorFlow Serving's REST API",
+        usage="keras-chargen serve EXPORTED_DIR [--port 8501] [--host 127.0.0.1] [options]",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
@@ -394,9 +416,24 @@ COMMANDS = {
 }
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse `argv`; an error prints one line and the usage of the subcommand meant, and exits with 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in commands and not {"-h", "--help"} & set(argv[: argv.index(first)]):
+        close = difflib.get_close_matches(first, commands, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; choose from {', '.join(commands)}"
+        parser.error(f"unknown command {first!r}{hint}")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `keras-chargen` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         status = COMMANDS[args.command](args)
     except ChargenError as err:

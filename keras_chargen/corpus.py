@@ -9,14 +9,19 @@ or words at the word level), once to build the vocabulary from the training part
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+import logging
+import socket
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from keras_chargen.corpora import EmbeddedSource
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_path, atomic_write_text
 from keras_chargen.vocab import MAX_CODE_POINT, OOV_TOKEN, Vocabulary, text_to_code_points
@@ -124,14 +129,21 @@ class TfdsSource:
         config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
+            with quiet_logger("absl"):  # "Variant folder ... has no dataset_info.json" before every first download
+                prepared = builder.is_prepared()
+            if not self.manual_dir and not prepared:
+                check_download_hosts(self.name, builder.url_infos or {})
             builder.download_and_prepare(download_config=config)  # a no-op once prepared
             split = self.split
             if split == "all":
                 order = {"train": 0, "validation": 1, "test": 2}
                 split = "+".join(sorted(builder.info.splits.keys(), key=lambda s: (order.get(s, 3), s)))
             return builder.as_dataset(split=split, shuffle_files=False)
+        except ChargenError:
+            raise
         except Exception as err:  # TFDS raises many types; report one line
-            raise ChargenError(f"cannot load TFDS dataset {self.name!r}: {str(err).splitlines()[0]}") from None
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ChargenError(f"cannot load TFDS dataset {self.name!r}: {first}; {TFDS_ALTERNATIVES}") from None
 
     def chunks(self) -> Iterator[str]:
         first = True
@@ -147,6 +159,46 @@ class TfdsSource:
 
     def describe(self) -> str:
         return f"tfds:{self.name}[{self.split}]"
+
+
+TFDS_ALTERNATIVES = (
+    "use --text FILE, --tfds-manual-dir DIR (a folder with the dataset's raw files) "
+    "or no source flag (the embedded tiny-shakespeare corpus)"
+)
+PROBE_TIMEOUT = 5.0  # seconds to wait for a TCP connection to a download host
+
+
+def check_download_hosts(name: str, urls: Iterable[str], timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise `ChargenError` at once if a host `urls` point to cannot be reached.
+
+    Without a network, TFDS' downloader retries each URL for about 3.5 minutes (urllib3 backoff,
+    a warning per retry) before it fails; one short TCP connection per host fails in seconds.
+    """
+    for host, port in sorted({_host_port(url) for url in urls}):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as err:
+            raise ChargenError(
+                f"cannot download TFDS dataset {name!r}: {host} is unreachable ({err}), the download failed; "
+                f"{TFDS_ALTERNATIVES}"
+            ) from None
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Hide the Python logger `name`'s records below `level` inside the block."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,12 +364,15 @@ def make_source(
     documents: bool = False,
     **tfds_kwargs,
 ) -> TextSource:
-    """A `FileSource` for `text` paths or a `TfdsSource` for a TFDS name (exactly one of them).
+    """A `FileSource` for `text` paths, a `TfdsSource` for a TFDS name, or with neither the embedded
+    tiny-shakespeare (`corpora.EmbeddedSource`).
 
     With `documents`, each file found in a directory of `text` is one document (see `keras_chargen.documents`).
     """
-    if bool(text) == bool(tfds):
-        raise ChargenError("give exactly one corpus: --text PATH [PATH...] or --tfds NAME")
+    if text and tfds:
+        raise ChargenError("give one corpus at most: --text PATH [PATH...] or --tfds NAME (neither: tiny-shakespeare)")
+    if not text and not tfds:
+        return EmbeddedSource()
     if tfds:
         return TfdsSource(tfds, **{k: v for k, v in tfds_kwargs.items() if v is not None})
     paths = resolve_text_paths(text)

@@ -11,14 +11,16 @@ optimizer starts fresh.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from keras_chargen.config import ChargenConfig
 from keras_chargen.errors import ChargenError
 from keras_chargen.vocab import Vocabulary
+
+if TYPE_CHECKING:  # TensorFlow loads only when weights are grown, not when the CLI checks the flags
+    import keras
 
 # The settings that define the weights' shapes and the tokens: a fine-tuned model inherits them.
 ARCHITECTURE_FIELDS = ("level", "lowercase", "cell", "num_layers", "units", "embedding_dim")
@@ -32,9 +34,7 @@ def inherit_config(init_from: str | Path, given: dict[str, Any]) -> ChargenConfi
         given: dict, the settings given explicitly (e.g. the CLI flags typed); an architecture
             setting that differs from the source's is a `ChargenError`.
     """
-    from keras_chargen.saving import CONFIG_FILE
-
-    source = ChargenConfig.load(_source_dir(init_from) / CONFIG_FILE)
+    source = ChargenConfig.load(_source_dir(init_from) / "config.json")  # saving.CONFIG_FILE (saving loads Keras)
     inherited = {name: getattr(source, name) for name in ARCHITECTURE_FIELDS}
     _check_conflicts(init_from, {k: v for k, v in given.items() if k in inherited}, inherited)
     return ChargenConfig(**{**given, **inherited, "init_from": str(init_from)})

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_chargen.errors import ChargenError
+from keras_chargen.limits import MAX_NEW_CHARS, MAX_PROMPT_CHARS, MAX_STOP_CHARS
 from keras_chargen.model import RecurrentStep
 from keras_chargen.sampling import (
     PENALTY_OFF,
@@ -33,9 +34,6 @@ from keras_chargen.sampling import (
 from keras_chargen.tokenizer import WordPieces, split_words, tokenize
 from keras_chargen.vocab import OOV_TOKEN
 
-MAX_NEW_CHARS = 100_000  # cap on characters generated per call (per row)
-MAX_PROMPT_CHARS = 100_000  # cap on prompt length for the Python API
-MAX_STOP_CHARS = 1_000  # cap on a stop string's length for the Python API
 OOV_POLICIES = {"char": ("error", "skip"), "word": ("error", "unk")}  # what `generate` may do with unknown tokens
 
 
@@ -341,8 +339,9 @@ class CharGenerator(keras.layers.Layer):
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         stop: str | None = None,
+        include_prompt: bool = False,
     ) -> list[str]:
-        """Continuations (without the prompt) of each prompt, validated and run in one compiled call.
+        """Continuations of each prompt (without the prompt, unless `include_prompt`), in one compiled call.
 
         Args:
             prompts: str or list[str].
@@ -359,6 +358,8 @@ class CharGenerator(keras.layers.Layer):
                 the generated text); None (default) = off.
             stop: str, stop each row once its generated text ends with it (it is included in the
                 output); None (default) = generate `max_new_chars`.
+            include_prompt: bool, return prompt + continuation, as the CLI prints it and the SavedModel's
+                `text` output gives it; False (default) = the continuation only (`generated`).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         prompts = expand_temperatures(prompts, temperature)
@@ -396,7 +397,7 @@ class CharGenerator(keras.layers.Layer):
             tf.fill([rows], repetition_penalty),
             tf.fill([rows], stop),
         )
-        return [s.decode("utf-8") for s in outputs["generated"].numpy()]
+        return [s.decode("utf-8") for s in outputs["text" if include_prompt else "generated"].numpy()]
 
     def _check_known(self, prompts: Sequence[str]) -> None:
         """Raise `ChargenError` naming the prompt tokens outside the vocabulary."""

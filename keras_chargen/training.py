@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class TrainResult:
     model_dir: Path
     history: dict[str, list[float]]
     progress: cb.Progress
+    stop_reason: str = ""  # why training stopped, as printed (see `stop_message`)
 
 
 def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
@@ -180,10 +182,11 @@ def train(
 
     Args:
         config: ChargenConfig, all settings (saved as `model_dir/config.json`).
-        source: a `FileSource` or `TfdsSource` (see `make_source`).
+        source: a `FileSource`, `TfdsSource` or `EmbeddedSource` (see `make_source`).
         model_dir: str | Path, created if needed; holds config, vocabulary, `model.keras` (best
-            validation loss), `history.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
-        verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch).
+            validation loss), `history.csv`, `steps.csv`, `history.png`, TensorBoard `logs/` and `backup/`.
+        verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch); above 0 the corpus,
+            model and budget are printed first. Why training stopped is printed in every mode.
         sample_every_epoch: bool, print generated samples after each epoch.
         clock: the seconds clock that `--max-minutes` and the budget schedule read (default
             `time.monotonic`; tests inject a fake one).
@@ -247,13 +250,13 @@ def _train(
         or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60)
     )
     if finished:
-        print(
-            f"{model_dir}: training already finished at epoch {progress.epoch} "
-            f"(best val_loss {progress.best_val_loss:.4f}); raise --epochs or --max-minutes to continue"
-        )
+        reason = already_finished_message(model_dir, config, progress)
+        print(reason)
         if out_dir != model_dir:
             shutil.rmtree(out_dir, ignore_errors=True)
-        return TrainResult(model_dir, {}, progress)
+        return TrainResult(model_dir, {}, progress, reason)
+    if verbose:
+        print(describe_run(source, config, corpus, model.count_params(), steps))
 
     backup = cb.TrainingBackup(out_dir / "backup", progress, config.save_every, steps, step_offset=progress.step)
     backup.set_model(model)
@@ -272,15 +275,17 @@ def _train(
         if verbose:
             print(f"Fine-tuning from {config.init_from}: {added} new tokens appended to its {source_vocab.size} ids")
     inference = build_model(config, corpus.vocab.size)
+    time_limit = cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None
     reset_prob = 0.0 if config.documents else config.state_reset_prob  # documents: exact resets instead
     callbacks = [
+        cb.PartialEpochProgbar(),
         cb.ResetStates(pending_states, reset_prob, config.seed) if stateful else None,
         cb.BestCheckpoint(out_dir / WEIGHTS_FILE, inference, progress, verbose),
         backup,  # before StepLog and after BestCheckpoint: it advances `progress`
         cb.StepLog(out_dir / "steps.csv", progress, steps),
         document_resets(config, corpus, progress) if config.documents else None,
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
-        cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None,
+        time_limit,
         BudgetCosine(config.learning_rate, config.max_minutes * 60, progress)
         if config.max_minutes and config.lr_schedule == "cosine"
         else None,
@@ -300,6 +305,8 @@ def _train(
         if not model.stop_training and progress.epoch < config.epoch_limit:
             _extend(history, fit(progress.epoch, config.epoch_limit, 0))
         backup.save()
+    reason = stop_message(config, progress, time_limit.stopped_at if time_limit else None, steps)
+    print(reason)
     plot_history(
         out_dir / "steps.csv",
         out_dir / "history.png",
@@ -308,7 +315,65 @@ def _train(
     )
     if out_dir != model_dir:
         shutil.rmtree(out_dir, ignore_errors=True)  # a non-chief worker's files are temporary
-    return TrainResult(model_dir, history, progress)
+    return TrainResult(model_dir, history, progress, reason)
+
+
+def describe_run(source: TextSource, config: ChargenConfig, corpus: PreparedCorpus, params: int, steps: int) -> str:
+    """The lines printed before training: the corpus, the model and the budget."""
+    unit = "word" if config.level == "word" else "character"
+    total = corpus.num_train + corpus.num_val
+    batches = f"{steps:,} batches of {config.batch_size}×{config.seq_len} {unit}s"
+    if config.max_minutes and not config.epochs:  # --epochs 0: the time budget alone ends training
+        budget = f"epochs of {batches} until {config.max_minutes:g} min of fitting are used"
+    else:
+        budget = f"{config.epoch_limit} epochs of {batches}"
+        budget += f", at most {config.max_minutes:g} min of fitting" if config.max_minutes else ", no time limit"
+    if config.patience:
+        budget += f", early stopping after {config.patience} epochs without improvement"
+    return (
+        f"corpus: {source.describe()}: {total:,} {unit}s, vocabulary {corpus.vocab.size - 1:,} {unit}s "
+        f"(+1 unknown id); training {corpus.num_train:,} / validation {corpus.num_val:,} "
+        f"(the last {config.val_fraction:.0%})\n"
+        f"model: {config.num_layers}×{config.units} {config.cell.upper()}, embedding {config.embedding_dim}, "
+        f"{params:,} parameters\n"
+        f"budget: {budget}"
+    )
+
+
+def best_validation(progress: cb.Progress, level: str = "char") -> str:
+    """`best validation loss X nats/char (Y bits/char)`, or that there was no validation yet."""
+    if not math.isfinite(progress.best_val_loss):
+        return "no validation loss yet"
+    loss = progress.best_val_loss
+    return f"best validation loss {loss:.4f} nats/{level} ({loss / math.log(2):.4f} bits/{level})"
+
+
+def stop_message(config: ChargenConfig, progress: cb.Progress, time_stop: tuple[int, int] | None, steps: int) -> str:
+    """Why `fit` returned: the time budget (where), early stopping, or every epoch done."""
+    best = best_validation(progress, config.level)
+    if time_stop is not None:
+        epoch, batch = time_stop
+        return f"time budget of {config.max_minutes:g} min reached at epoch {epoch + 1}, batch {batch}/{steps}; {best}"
+    if progress.stopped_early:
+        return (
+            f"early stopping: no validation improvement in {config.patience} epochs, stopped after epoch "
+            f"{progress.epoch} of {config.epoch_limit}; {best}"
+        )
+    return f"finished all {config.epoch_limit} epochs; {best}"
+
+
+def already_finished_message(model_dir: Path, config: ChargenConfig, progress: cb.Progress) -> str:
+    """What a rerun of a finished training prints: why it had stopped, and how to continue."""
+    if progress.stopped_early:
+        why = f"early stopping after epoch {progress.epoch}"
+    elif progress.epoch >= config.epoch_limit:
+        why = f"all {config.epoch_limit} epochs done"
+    else:
+        why = f"time budget of {config.max_minutes:g} min used up in epoch {progress.epoch + 1}"
+    return (
+        f"{model_dir}: training already finished ({why}); {best_validation(progress, config.level)}; "
+        "raise --epochs or --max-minutes to continue"
+    )
 
 
 def _fitter(

@@ -10,7 +10,6 @@ import numpy as np
 from keras_chargen.config import LEVELS
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_write_text
-from keras_chargen.tokenizer import detokenize, tokenize
 
 OOV_TOKEN = "[UNK]"  # id 0, as in Keras `StringLookup(num_oov_indices=1)`
 MAX_CODE_POINT = 0x110000
@@ -110,7 +109,11 @@ class Vocabulary:
 
     def split(self, text: str) -> list[str]:
         """The tokens of `text` (characters, or words after lowercasing as configured)."""
-        return list(text) if self.level == "char" else tokenize(text, self.lowercase)
+        if self.level == "char":
+            return list(text)
+        from keras_chargen.tokenizer import tokenize  # TensorFlow, so imported only for words
+
+        return tokenize(text, self.lowercase)
 
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text` (unknown tokens → 0)."""
@@ -124,6 +127,8 @@ class Vocabulary:
         tokens = [t for t in tokens if t not in MARKERS]  # markers decode to ""
         if self.level == "char":
             return "".join("\ufffd" if t is None else t for t in tokens)
+        from keras_chargen.tokenizer import detokenize
+
         return detokenize([OOV_TOKEN if t is None else t for t in tokens])
 
     def unknown_tokens(self, text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the small corpus kept in tests/, tiny-shakespeare when ../shared is there, a tiny trained model."""
+"""Shared fixtures: the small corpus kept in tests/, the package's tiny-shakespeare, a tiny trained model."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from keras_chargen import ChargenConfig, FileSource, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "data" / "corpus.txt"
-SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+# The package's embedded copy (keras_chargen/corpora), so these tests run on a fresh clone too (no ../shared).
+SHAKESPEARE = REPO / "keras_chargen" / "corpora" / "tinyshakespeare.txt"
 
 needs_shakespeare = pytest.mark.skipif(
-    not SHAKESPEARE.exists(), reason="../shared/data/tinyshakespeare.txt is not here (a fresh clone has no ../shared)"
+    not SHAKESPEARE.exists(), reason="keras_chargen/corpora/tinyshakespeare.txt is missing (an incomplete checkout)"
 )
 
 # Small enough that the whole suite runs in minutes on 2 CPU cores.

@@ -121,44 +121,59 @@ def test_evaluate_last_line_is_bits_per_char(trained_dir, capsys):
     assert code == 0 and "order-3 n-gram baseline: " in out and out.strip().splitlines()[-1] == lines[-1]
 
 
-def test_train_bad_inputs(tmp_path, capsys):
+@pytest.fixture
+def bad_texts(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("a few words only")
     (tmp_path / "bad.txt").write_bytes(b"fine text \xff\xfe then bytes")
-    cases = [
-        (["--text", tmp_path / "empty.txt"], "corpus is empty"),
-        (["--text", tmp_path / "short.txt"], "corpus is too short"),
-        (["--text", tmp_path / "bad.txt"], "invalid UTF-8 at byte 10"),
-        (["--text", tmp_path / "nope.txt"], "no such file or directory"),
-        (["--text", CORPUS, "--units", "0"], "units must be a positive integer"),
-        (["--text", CORPUS, "--dropout", "1.5"], "dropout must be in [0.0, 1.0)"),
-        (["--text", CORPUS, "--val-fraction", "0"], "val_fraction must be > 0"),
-        (["--text", CORPUS, "--tfds", "tiny_shakespeare"], "exactly one corpus"),
-    ]
-    for extra, fragment in cases:
-        code, _, err = run_cli(capsys, "train", "--out", tmp_path / "m", *extra)
-        assert_one_line_error(code, err, fragment)
+    return tmp_path
 
 
-def test_generate_bad_inputs(trained_dir, tmp_path, capsys):
-    cases = [
-        (["--prompt", "ANNA §"], "characters not in the model's vocabulary: '§' (U+00A7)"),
-        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
-        (["--temperature", "nan"], "temperature must be a number >= 0; got nan"),
-        (["--length", "0"], "length must be between 1 and 100000"),
-        (["--length", "1000000000"], "length must be between 1 and 100000"),
-        (["--num-samples", "0"], "num-samples must be between 1 and 1000"),
-        (["--top-k", "0"], "top_k must be an integer >= 1; got 0"),
-        (["--top-p", "0"], "top_p must be a number in (0, 1]; got 0.0"),
-        (["--top-p", "1.5"], "top_p must be a number in (0, 1]"),
-        (["--top-p", "nan"], "top_p must be a number in (0, 1]; got nan"),
-        (["--repetition-penalty", "-1"], "repetition_penalty must be a finite number > 0"),
-        (["--stop", ""], "stop must be a non-empty string"),
-        (["--temperature", "0.5", "-1"], "temperature must be a finite number >= 0; got -1.0"),
-    ]
-    for extra, fragment in cases:
-        code, _, err = run_cli(capsys, "generate", trained_dir, *extra)
-        assert_one_line_error(code, err, fragment)
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        pytest.param(["--text", "empty.txt"], "corpus is empty", id="empty"),
+        pytest.param(["--text", "short.txt"], "corpus is too short", id="short"),
+        pytest.param(["--text", "bad.txt"], "invalid UTF-8 at byte 10", id="bad-utf8"),
+        pytest.param(["--text", "nope.txt"], "no such file or directory", id="missing"),
+        pytest.param(["--text", CORPUS, "--units", "0"], "units must be a positive integer", id="units"),
+        pytest.param(["--text", CORPUS, "--dropout", "1.5"], "dropout must be in [0.0, 1.0)", id="dropout"),
+        pytest.param(["--text", CORPUS, "--val-fraction", "0"], "val_fraction must be > 0", id="val-fraction"),
+        pytest.param(["--text", CORPUS, "--tfds", "tiny_shakespeare"], "one corpus at most", id="two-sources"),
+    ],
+)
+def test_train_bad_inputs(bad_texts, extra, fragment, capsys):
+    extra = [bad_texts / e if str(e).endswith(".txt") and e != CORPUS else e for e in extra]
+    code, _, err = run_cli(capsys, "train", "--out", bad_texts / "m", *extra)
+    assert_one_line_error(code, err, fragment)
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        pytest.param(["--prompt", "ANNA §"], "characters not in the model's vocabulary: '§' (U+00A7)", id="oov"),
+        pytest.param(["--temperature", "-1"], "temperature must be a finite number >= 0", id="negative-t"),
+        pytest.param(["--temperature", "nan"], "temperature must be a number >= 0; got nan", id="nan-t"),
+        pytest.param(["--length", "0"], "length must be between 1 and 100000", id="zero-length"),
+        pytest.param(["--length", "1000000000"], "length must be between 1 and 100000", id="huge-length"),
+        pytest.param(["--num-samples", "0"], "num-samples must be between 1 and 1000", id="num-samples"),
+        pytest.param(["--top-k", "0"], "top_k must be an integer >= 1; got 0", id="top-k"),
+        pytest.param(["--top-p", "0"], "top_p must be a number in (0, 1]; got 0.0", id="top-p-0"),
+        pytest.param(["--top-p", "1.5"], "top_p must be a number in (0, 1]", id="top-p-big"),
+        pytest.param(["--top-p", "nan"], "top_p must be a number in (0, 1]; got nan", id="top-p-nan"),
+        pytest.param(["--repetition-penalty", "-1"], "repetition_penalty must be a finite number > 0", id="penalty"),
+        pytest.param(["--stop", ""], "stop must be a non-empty string", id="empty-stop"),
+        pytest.param(
+            ["--temperature", "0.5", "-1"], "temperature must be a finite number >= 0; got -1.0", id="second-t"
+        ),
+    ],
+)
+def test_generate_bad_inputs(trained_dir, extra, fragment, capsys):
+    code, _, err = run_cli(capsys, "generate", trained_dir, *extra)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_generate_oov_skip_keeps_the_prompt_as_typed(trained_dir, capsys):
     code, out, _ = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA §", "--oov", "skip", "--length", "5")
     assert code == 0 and out.startswith("ANNA §")
 

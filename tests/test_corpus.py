@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, SHAKESPEARE, needs_shakespeare
 
-from keras_chargen import ChargenError, FileSource, TfdsSource, make_source, prepare_corpus
+from keras_chargen import ChargenError, EmbeddedSource, FileSource, TfdsSource, make_source, prepare_corpus
 from keras_chargen import corpus as corpus_module
 from keras_chargen.corpus import resolve_text_paths
 
@@ -52,13 +52,21 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(ChargenError, match=r"latin1.txt: invalid UTF-8 at byte 9 .*--encoding-errors replace"):
         list(FileSource((tmp_path / "latin1.txt",)).chunks())
     assert "".join(FileSource((tmp_path / "latin1.txt",), "replace").chunks()) == "ok ok caf\ufffd ok"
-    with pytest.raises(ChargenError, match="exactly one corpus"):
-        make_source(None, None)
+    with pytest.raises(ChargenError, match=r"one corpus at most: --text PATH \[PATH...\] or --tfds NAME"):
+        make_source([CORPUS], "tiny_shakespeare")
 
 
-def test_tfds_mock_data_generic_text_dataset(tmp_path):
+def test_no_source_is_the_embedded_tiny_shakespeare():
+    source = make_source(None, None)
+    assert source == EmbeddedSource() and source.describe() == "embedded:tiny-shakespeare"
+    assert "".join(source.chunks()) == SHAKESPEARE.read_text(encoding="utf-8")
+
+
+def test_tfds_mock_data_generic_text_dataset(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
+    # mock_data fakes TFDS' download, not our reachability probe of the download host (this machine is offline)
+    monkeypatch.setattr(corpus_module, "check_download_hosts", lambda name, urls: None)
     with tfds.testing.mock_data(num_examples=3):
         source = TfdsSource("tiny_shakespeare", split="train")
         chunks = list(source.chunks())

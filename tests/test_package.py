@@ -1,14 +1,24 @@
+import importlib
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 import keras_chargen
 
 
-def test_every_public_name_resolves():
-    for name in keras_chargen.__all__:
-        assert getattr(keras_chargen, name) is not None, name
+def test_every_public_name_is_the_object_of_its_module():
+    assert keras_chargen.__all__ == sorted(keras_chargen._EXPORTS)
+    for name, module in keras_chargen._EXPORTS.items():
+        value = getattr(keras_chargen, name)
+        assert value is getattr(importlib.import_module(f"keras_chargen.{module}"), name), name
+        if callable(value):
+            assert value.__name__ == name and value.__module__.startswith(f"keras_chargen.{module}"), name
+    assert keras_chargen.MAX_NEW_CHARS == 100_000
+    assert keras_chargen.__version__ == "0.1.0"
+    with pytest.raises(AttributeError, match="module 'keras_chargen' has no attribute 'nope'"):
+        _ = keras_chargen.nope
 
 
 def test_public_names_are_not_shadowed_by_submodules():

@@ -5,10 +5,28 @@ status, metadata and predict requests as TF Serving does; `:stream` (server-sent
 `step` signature) and the playground page at `/` are extensions. See docs/serving.md.
 """
 
-from keras_chargen.serving.app import ServingApp, create_app
-from keras_chargen.serving.config import ServingConfig
-from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import ModelRepository, ServableVersion
-from keras_chargen.serving.server import serve
+import importlib
+from typing import Any
 
-__all__ = ["ModelRepository", "RequestError", "ServableVersion", "ServingApp", "ServingConfig", "create_app", "serve"]
+# Imported lazily (PEP 562): `keras-chargen serve --help` reads `ServingConfig` without loading TensorFlow.
+_EXPORTS = {
+    "ModelRepository": "repository",
+    "RequestError": "errors",
+    "ServableVersion": "repository",
+    "ServingApp": "app",
+    "ServingConfig": "config",
+    "create_app": "app",
+    "serve": "server",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_chargen.serving' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"keras_chargen.serving.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

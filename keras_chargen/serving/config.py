@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.generation import MAX_NEW_CHARS
+from keras_chargen.limits import MAX_NEW_CHARS
 
 
 def _field(default: Any, help: str) -> Any:
