@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def read_states(path: Path) -> list[np.ndarray]:
         raise damaged(path, str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
 
-def check_states(path: Path, states: list[np.ndarray], shapes: list[tuple[int, ...]]) -> None:
+def check_states(path: Path, states: list[np.ndarray], shapes: Sequence[Sequence[int]]) -> None:
     """Raise the damaged-file error unless `states` match the model's state shapes."""
     got = [tuple(s.shape) for s in states]
     if got != [tuple(s) for s in shapes]:

@@ -230,7 +230,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
 
-    def sample(seed: int | None) -> list[str]:
+    def draw(seed: int | None) -> list[str]:
         return generator.generate(
             [args.prompt] * len(temps),
             temps,
@@ -246,12 +246,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if generator.document_end is not None:  # a document model: whole documents, one per line
         from keras_chargen.documents import novel_documents
 
-        for text in novel_documents(sample, args) if args.novel else sample(args.seed):
+        for text in novel_documents(draw, args) if args.novel else draw(args.seed):
             print(args.prompt + text)
         return
     if args.novel:
         raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
-    texts = sample(args.seed)
+    texts = draw(args.seed)
     for i, (temperature, text) in enumerate(zip(temps, texts)):
         if len(args.temperature) > 1:
             sample = i // len(args.temperature) + 1

@@ -375,6 +375,6 @@ def make_source(
         return EmbeddedSource()
     if tfds:
         return TfdsSource(tfds, **{k: v for k, v in tfds_kwargs.items() if v is not None})
-    paths = resolve_text_paths(text)
-    whole = tuple(p for p in paths if documents and not any(Path(raw) == p for raw in text))
+    paths = resolve_text_paths(text or [])
+    whole = tuple(p for p in paths if documents and not any(Path(raw) == p for raw in text or []))
     return FileSource(tuple(paths), encoding_errors, whole)

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from keras_chargen.config import ChargenConfig
 from keras_chargen.corpus import FileSource, PreparedCorpus, TextSource, TfdsSource, build_vocabulary, split_sizes
+from keras_chargen.distribute import ReplicaStates
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_path, atomic_write_text
 from keras_chargen.vocab import MARKERS, Vocabulary, text_to_code_points
@@ -111,7 +112,7 @@ def prepare_documents(
     if vocab is None:
         vocab = document_vocabulary(source, config)
     vocab = vocab.extend(list(MARKERS))  # a no-op when it has them
-    start, end = vocab.document_start, vocab.document_end
+    start, end = marker_ids(vocab)
     directory.mkdir(parents=True, exist_ok=True)
     dtype = vocab.id_dtype.newbyteorder("<")
     sizes = []
@@ -132,6 +133,14 @@ def prepare_documents(
     }
     atomic_write_text(directory / "corpus.json", json.dumps(record, indent=2) + "\n")
     return PreparedCorpus(directory, vocab, sizes[0], sizes[1])
+
+
+def marker_ids(vocab: Vocabulary) -> tuple[int, int]:
+    """(start, end) marker ids of a document vocabulary; `ChargenError` if it has none."""
+    start, end = vocab.document_start, vocab.document_end
+    if start is None or end is None:
+        raise ChargenError("this is not a document model (its vocabulary has no <doc> / </doc> markers)")
+    return start, end
 
 
 def split_documents(ids: np.ndarray, start: int) -> list[np.ndarray]:
@@ -155,10 +164,10 @@ def document_layout(
     for doc in documents:
         x, y = doc[:-1], doc[1:]
         windows = -(-len(x) // seq_len)
-        count, stream = heapq.heappop(heap)
+        count, index = heapq.heappop(heap)
         for w in range(windows):
-            streams[stream].append((x[w * seq_len : (w + 1) * seq_len], y[w * seq_len : (w + 1) * seq_len], w == 0))
-        heapq.heappush(heap, (count + windows, stream))
+            streams[index].append((x[w * seq_len : (w + 1) * seq_len], y[w * seq_len : (w + 1) * seq_len], w == 0))
+        heapq.heappush(heap, (count + windows, index))
     num_batches = max(len(s) for s in streams)
     inputs = np.zeros((num_batches, batch_size, seq_len), np.int32)
     targets = np.zeros_like(inputs)
@@ -183,7 +192,7 @@ class DocumentBatches:
 
     def __init__(self, corpus: PreparedCorpus, split: str, batch_size: int, seq_len: int, seed: int = 0) -> None:
         ids = np.asarray(corpus.read_ids(split), np.int64)
-        documents = split_documents(ids, corpus.vocab.document_start)
+        documents = split_documents(ids, marker_ids(corpus.vocab)[0])
         if split == "train":
             order = np.random.default_rng(seed).permutation(len(documents))
             documents = [documents[i] for i in order]  # a name list is often sorted: mix the streams
@@ -211,12 +220,10 @@ class DocumentResets(keras.callbacks.Callback):
     def __init__(self, train_resets: np.ndarray, val_resets: np.ndarray, progress) -> None:
         super().__init__()
         self.train_resets, self.val_resets, self.progress = train_resets, val_resets, progress
-        self._states = None
+        self._states: ReplicaStates | None = None
 
     @property
-    def states(self):
-        from keras_chargen.distribute import ReplicaStates
-
+    def states(self) -> ReplicaStates:
         if self._states is None:
             self._states = ReplicaStates(self.model)
         return self._states
@@ -244,7 +251,7 @@ def training_documents(model_dir: str | Path) -> set[str]:
         if not path.exists():
             raise ChargenError(f"--novel needs the prepared corpus {path}, which is missing")
         ids = np.fromfile(path, dtype=vocab.id_dtype.newbyteorder("<")).astype(np.int64)
-        found.update(vocab.decode(doc) for doc in split_documents(ids, vocab.document_start))
+        found.update(vocab.decode(doc) for doc in split_documents(ids, marker_ids(vocab)[0]))
     return found
 
 
@@ -310,7 +317,7 @@ def evaluate_documents(model_dir: str | Path, source: TextSource, split: str = "
     documents = read_documents(source)
     if split == "val":
         documents = _split(documents, config.val_fraction)[1]
-    start, end = vocab.document_start, vocab.document_end
+    start, end = marker_ids(vocab)
     ids = [np.concatenate([[start], _ids(vocab, t), [end]]) for t in _tokens(documents, vocab.level, vocab.lowercase)]
     inputs, targets, weights, resets = document_layout(ids, config.batch_size, config.seq_len)
     model = build_model(config, vocab.size, config.batch_size, stateful=True)

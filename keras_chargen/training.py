@@ -273,7 +273,8 @@ def _train(
     elif source_model is not None:
         added = grow_weights(source_model, model)
         if verbose:
-            print(f"Fine-tuning from {config.init_from}: {added} new tokens appended to its {source_vocab.size} ids")
+            old = source_model.get_layer("embedding").input_dim
+            print(f"Fine-tuning from {config.init_from}: {added} new tokens appended to its {old} ids")
     inference = build_model(config, corpus.vocab.size)
     time_limit = cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None
     reset_prob = 0.0 if config.documents else config.state_reset_prob  # documents: exact resets instead
