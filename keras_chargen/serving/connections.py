@@ -156,16 +156,21 @@ class _GuardedProtocol(asyncio.Protocol):
         self.key: tuple | None = None
         self.phase = HEADERS
         self.received = False  # bytes arrived in the current headers phase
+        self.refused = False  # above the cap: answered 503, closing
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         cap = self.guard.config.max_connections
         if self.guard.open_connections >= cap:
+            # answer 503 and half-close; the request the client sends meanwhile is read and dropped (closing
+            # at once would reset the connection under the client's request, and it could miss the 503)
             self.guard.note("cap", cap)
+            self.refused = True
             message = f"too many open connections (cap {cap}); retry later"
             transport.write(raw_json_response(503, "Service Unavailable", message))  # type: ignore[attr-defined]
-            transport.close()
+            transport.write_eof()  # type: ignore[attr-defined]
+            asyncio.get_running_loop().call_later(1.0, transport.close)
             return
         peer = transport.get_extra_info("peername")
         self.key = tuple(peer[:2]) if isinstance(peer, tuple) else None
@@ -185,6 +190,9 @@ class _GuardedProtocol(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self.refused:
+            self.transport.close()
+            return None
         return self.inner.eof_received() if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -246,7 +246,7 @@ def _fingerprint(folder: Path) -> tuple:
             stat = (folder / relative).stat()
         except OSError:
             continue
-        parts.append((relative, stat.st_size, stat.st_mtime_ns))
+        parts.append((relative, stat.st_ino, stat.st_size, stat.st_mtime_ns))
     return tuple(parts)
 
 
@@ -273,6 +273,7 @@ class ModelRepository:
         self._status: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}  # version → fingerprint of the folder that failed to load
         self._warned_base = False
+        self._refreshed = False  # the first refresh (start-up) logs loads at debug level: serve() prints them
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -345,7 +346,9 @@ class ModelRepository:
                 logger.error("version %d of model %s failed to load: %s", version, self.name, err)
                 continue
             status[version] = VersionStatus(version, AVAILABLE)
-            logger.info("loaded version %d of model %s", version, self.name)
+            logger.log(
+                logging.INFO if self._refreshed else logging.DEBUG, "loaded version %d of model %s", version, self.name
+            )
         for version in [v for v in loaded if v not in wanted]:
             del loaded[version]
             status[version] = VersionStatus(version, END)
@@ -358,6 +361,7 @@ class ModelRepository:
         with self._lock:
             self._versions = dict(sorted(loaded.items()))
             self._status = status
+        self._refreshed = True
 
     def start_polling(self, seconds: float) -> None:
         """Refresh every `seconds` on a daemon thread until `stop_polling()` (0: never, as TF Serving)."""
