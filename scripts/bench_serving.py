@@ -435,7 +435,8 @@ def mixed_report(mixed: dict, length: int) -> list[str]:
         "(`PredictionServiceStub.Predict` of `tensorflow-serving-api`, all eight inputs as `tf.make_tensor_proto`) "
         f"each sent {mixed['per_client']} requests of {length} characters (random seeds, so REST and gRPC requests "
         f"are merged into the same batches), while {bad_clients} clients sent bad requests in a loop until the good "
-        f"ones had finished ({mixed['wall']:.1f} s for the good requests). Default server settings (header/body timeouts 10/30 s).",
+        f"ones had finished ({mixed['wall']:.1f} s for the good requests). Default server settings "
+        "(header/body timeouts 10/30 s).",
         "",
         "| protocol | good requests | errors | p50 ms | p95 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
