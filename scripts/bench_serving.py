@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 FALLBACK_CORPUS = REPO / "tests" / "data" / "corpus.txt"
 NAME = "bench"
+BAD_PAUSE = 0.1  # seconds between two requests of a bad client (with stalls of 10-30 s: a few hundred open)
 
 
 def fresh_model_dir(out: Path) -> tuple[Path, str]:
@@ -200,17 +201,20 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     return {"requests": len(values), "p50": p50, "p95": p95, "p99": p99, "max": values.max() if len(values) else np.nan}
 
 
-def _raw_http(port: int, payload: bytes, hold: float = 0.0) -> int:
-    """Send raw bytes on a new connection; the status code of the answer (0: closed without one)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        sock.sendall(payload)
-        time.sleep(hold)
-        answer = b""
+def _stall(port: int, payload: bytes) -> socket.socket:
+    """Open a connection, send part of a request and leave it hanging (the server must close it)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    sock.sendall(payload)
+    return sock
+
+
+def _answer_of_stalled(sock: socket.socket) -> str:
+    """The status the server answered a stalled connection with, once it closed it."""
+    answer = b""
+    with sock:
         while chunk := sock.recv(65536):
             answer += chunk
-            if b"\r\n\r\n" in answer and b"content-length" in answer.lower():
-                break
-    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+    return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.1 ") else "closed"
 
 
 def _gone(port: int, payload: bytes) -> str:
@@ -264,8 +268,8 @@ def bad_requests(url: str, port: int, grpc_port: int, length: int) -> list:
         ("foreign Origin (text/plain)", rest(good.encode(), headers={"Origin": "http://evil.example"})),
         ("DNS-rebinding Host", rest(good.encode(), headers={"Host": "evil.example"})),
         ("oversize body", rest(b"x" * (2 << 20))),
-        ("stalled headers", lambda: _raw_http(port, head + b"Content-Le")),
-        ("stalled body", lambda: _raw_http(port, head + b"Content-Length: 100\r\n\r\n{")),
+        ("stalled headers", lambda: _stall(port, head + b"Content-Le")),
+        ("stalled body", lambda: _stall(port, head + b"Content-Length: 100\r\n\r\n{")),
         ("gone mid-body", lambda: _gone(port, head + b"Content-Length: 100\r\n\r\n{")),
         ("gRPC int32 seed", grpc_bad(prompt=tf.make_tensor_proto(["A"]), seed=tf.make_tensor_proto([1]))),
         ("gRPC unknown input", grpc_bad(prompt=tf.make_tensor_proto(["A"]), top_q=tf.make_tensor_proto([1]))),
@@ -327,17 +331,26 @@ def mixed_load(server: Server, rest_clients: int, grpc_clients: int, bad_clients
 
     cases = bad_requests(server.url, server.port, server.grpc_port, length)
 
+    stalled: list[tuple[str, socket.socket]] = []
+
+    def count(name: str, answer: str) -> None:
+        counts = bad_answers.setdefault(name, {})
+        counts[answer] = counts.get(answer, 0) + 1
+
     def bad_client(i: int) -> None:
         k = i
         while not done.is_set():
             name, send = cases[k % len(cases)]
-            k += bad_clients
+            k += 1
             try:
-                answer = str(send())
+                answer = send()
             except Exception as err:
                 answer = type(err).__name__
-            counts = bad_answers.setdefault(name, {})
-            counts[answer] = counts.get(answer, 0) + 1
+            if isinstance(answer, socket.socket):  # left hanging; its answer is collected at the end
+                stalled.append((name, answer))
+            else:
+                count(name, str(answer))
+            done.wait(BAD_PAUSE)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(rest_clients + grpc_clients + bad_clients) as pool:
@@ -350,12 +363,17 @@ def mixed_load(server: Server, rest_clients: int, grpc_clients: int, bad_clients
         done.set()
         for future in bad:
             future.result()
+        for name, answer in pool.map(lambda item: (item[0], _answer_of_stalled(item[1])), stalled):
+            count(name, answer)
+        drained = time.perf_counter() - started
     return {
         "rest": _percentiles(rest_latencies),
         "grpc": _percentiles(grpc_latencies),
         "good_errors": good_errors,
         "bad": bad_answers,
         "wall": wall,
+        "drained": drained,
+        "stalled": len(stalled),
         "clients": (rest_clients, grpc_clients, bad_clients),
         "per_client": per_client,
     }
@@ -434,9 +452,11 @@ def mixed_report(mixed: dict, length: int) -> list[str]:
         f"{rest_clients} REST clients (`ChargenClient.generate`) and {grpc_clients} gRPC clients "
         "(`PredictionServiceStub.Predict` of `tensorflow-serving-api`, all eight inputs as `tf.make_tensor_proto`) "
         f"each sent {mixed['per_client']} requests of {length} characters (random seeds, so REST and gRPC requests "
-        f"are merged into the same batches), while {bad_clients} clients sent bad requests in a loop until the good "
-        f"ones had finished ({mixed['wall']:.1f} s for the good requests). Default server settings "
-        "(header/body timeouts 10/30 s).",
+        f"are merged into the same batches), while {bad_clients} clients sent bad requests in a loop (one every "
+        f"{BAD_PAUSE:g} s each) until the good ones had finished ({mixed['wall']:.1f} s for the good requests). "
+        "Default server settings "
+        f"(header/body timeouts 10/30 s): the {mixed['stalled']} connections the bad clients left stalled "
+        f"were all closed by the server {mixed['drained']:.0f} s after the start.",
         "",
         "| protocol | good requests | errors | p50 ms | p95 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -153,7 +153,8 @@ class Dispatcher:
             kept: collections.deque[_Job] = collections.deque()
             while self._queue:
                 job = self._queue.popleft()
-                if job.key == head.key and rows + job.rows <= self.config.max_merged_rows:
+                mergeable = job.key == head.key and job.servable is head.servable  # a reloaded version differs
+                if mergeable and rows + job.rows <= self.config.max_merged_rows:
                     group.append(job)
                     rows += job.rows
                 else:
