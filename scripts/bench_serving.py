@@ -406,6 +406,7 @@ def write_report(
         f"Written by `scripts/bench_serving.py` on {datetime.date.today().isoformat()}. "
         f"{os.cpu_count()} CPU cores ({cpu_name()}), TensorFlow {tf.__version__}, Python {platform.python_version()}; "
         f"load average {load_before:.1f} before the run (other work on the machine inflates the numbers).",
+        *([f"{args.note}"] if args.note else []),
         "",
         f"Model: {model}. Server: `keras-chargen serve` with its default settings (2 worker threads), on "
         "127.0.0.1; clients: `keras_chargen.client.ChargenClient.generate` (columnar predict, random seed) "
@@ -482,6 +483,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--length", type=int, default=100, help="characters generated per request")
     parser.add_argument("--mixed-requests", type=int, default=6, help="requests per good client in the mixed load")
+    parser.add_argument("--note", help="a sentence about the run's conditions, written under the header")
     parser.add_argument("--out", default=str(REPO / "docs" / "serving_load.md"))
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
