@@ -193,20 +193,25 @@ def test_200_stalled_connections_do_not_lock_out_16_clients(limited):
 
 
 def test_a_stalled_connection_is_closed_within_its_timeout(limited):
-    for payload, fragment in [(b"", b""), (HALF_HEADERS, b"request headers did not arrive")]:
-        sock = _stall(limited.port, payload)
-        started = time.monotonic()
-        answer = _read_until_closed(sock)
-        elapsed = time.monotonic() - started
-        sock.close()
-        assert TIMEOUT - 0.5 < elapsed < TIMEOUT + 3 and fragment in answer
-    connection = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=30)  # keep-alive, then idle
-    connection.request("GET", f"/v1/models/{MODEL}")
-    assert connection.getresponse().read()
+    silent = _stall(limited.port, b"")  # opened, nothing sent: closed without an answer
+    half = _stall(limited.port, HALF_HEADERS)  # part of the headers: 408, then closed
+    keep_alive = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=30)  # one request, then idle
+    keep_alive.request("GET", f"/v1/models/{MODEL}")
+    assert keep_alive.getresponse().read()
     started = time.monotonic()
-    assert connection.sock.recv(1) == b""  # closed by the server
-    assert TIMEOUT - 0.5 < time.monotonic() - started < TIMEOUT + 3
-    connection.close()
+
+    def closed_after(sock: socket.socket) -> tuple[bytes, float]:
+        answer = _read_until_closed(sock)
+        return answer, time.monotonic() - started
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(closed_after, [silent, half, keep_alive.sock]))
+    for sock in (silent, half):
+        sock.close()
+    keep_alive.close()
+    assert [answer for answer, _ in results] == [b"", results[1][0], b""]
+    assert b"408 Request Timeout" in results[1][0] and b"request headers did not arrive within 5 s" in results[1][0]
+    assert all(TIMEOUT - 0.5 < elapsed < TIMEOUT + 3 for _, elapsed in results), results
 
 
 def test_connections_above_the_cap_get_503_and_the_server_recovers(limited):
