@@ -371,6 +371,23 @@ def test_cli_errors_are_one_line(base, tmp_path, capsys):
         assert main(["serve", str(base), "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot listen on 127.0.0.1:")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = str(taken.getsockname()[1])
+        assert main(["serve", str(base), "--port", "0", "--grpc-port", grpc_port, "--log-level", "warning"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot listen for gRPC on 127.0.0.1:{grpc_port}: the port is taken or the address is not local"
+    )
+    for flags, message in [
+        (["--version-policy", "newest"], "error: unknown version policy 'newest'; use latest, latest:N, all or"),
+        (["--allow-origin", "evil.example"], "error: --allow-origin takes origins such as http://localhost:3000"),
+        (["--grpc-port", "70000"], "error: grpc port must be between 0 and 65535 (0: off); got 70000"),
+        (["--poll-seconds", "-1"], "error: poll_seconds must be a number of seconds >= 0; got -1.0"),
+        (["--header-timeout", "0"], "error: header_timeout must be a number of seconds > 0; got 0.0"),
+    ]:
+        assert main(["serve", str(base), *flags]) == 2
+        assert capsys.readouterr().err.strip().startswith(message)
 
 
 # --- REST API over HTTP -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from keras_chargen.errors import ChargenError
 from keras_chargen.serving.app import ServingApp, logger
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.connections import ConnectionGuard
+from keras_chargen.serving.origins import normalize_origin
 from keras_chargen.serving.repository import ModelRepository, VersionPolicy
 
 _GRACE = 5.0  # seconds uvicorn waits past the shutdown timeout for the 503s to be written
@@ -148,6 +149,7 @@ def serve(
 
     config = config or ServingConfig()
     policy = VersionPolicy.parse(policy) if isinstance(policy, str) else policy
+    allow_origins = tuple(normalize_origin(o) for o in allow_origins)
     if not 0 <= grpc_port <= 65535:
         raise ChargenError(f"grpc port must be between 0 and 65535 (0: off); got {grpc_port}")
     _configure_logging(log_level)
