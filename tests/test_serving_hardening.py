@@ -317,9 +317,14 @@ def test_a_client_that_goes_away_costs_one_log_line(limited):
     sock = _stall(limited.port, head + body)
     time.sleep(0.5)  # the generation of 20000 characters is running
     sock.close()
+    stream = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=30)
+    stream.request("POST", STREAM, body=json.dumps({"prompt": "A", "max_new_chars": 20000}))
+    assert stream.getresponse().readline().startswith(b"event: start")
+    stream.close()  # mid-stream
     mid_body = _log_lines(limited, "went away before sending the whole request body", 1)
     cancelled = _log_lines(limited, "went away before its answer was ready; its generation was cancelled", 1)
-    assert len(mid_body) == 1 and len(cancelled) == 1
+    mid_stream = _log_lines(limited, "went away during a stream after", 1)
+    assert len(mid_body) == 1 and len(cancelled) == 1 and len(mid_stream) == 1
     assert "Traceback" not in limited.log(200_000) and "internal error" not in limited.log(200_000)
 
 
@@ -421,3 +426,27 @@ def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_ev
     assert "shutting down" in events[-1][1]["error"]
     assert live.process.wait(30) == 0
     assert "Traceback" not in live.log(200_000)
+
+
+def test_out_of_file_descriptors_is_logged_once(caplog):
+    from keras_chargen.serving.connections import ConnectionGuard
+
+    guard = ConnectionGuard(ServingConfig())
+    loop = asyncio.new_event_loop()
+    try:
+        guard.install(loop)
+        with caplog.at_level("WARNING", logger="keras_chargen.serving"):
+            for _ in range(1000):  # what asyncio reports on every failed accept()
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(24, "Too many open files"),
+                    }
+                )
+    finally:
+        loop.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        "accept() failed: [Errno 24] Too many open files; the server is out of file descriptors and retries in a "
+        "second; further ones are counted, not logged"
+    ]
+    assert guard.summary() == "connection limits applied: accept 1000"

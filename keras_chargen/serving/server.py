@@ -101,7 +101,6 @@ def _configure_logging(log_level: str) -> None:
         handler = _StderrHandler()
         handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
 
 
 def _raise_open_files_limit(needed: int) -> None:
