@@ -16,9 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 from serving_support import MODEL, ServerProcess, generate_body, request, sse_events
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from test_serving import FakeServable, generate_inputs
 
 from keras_chargen.errors import ChargenError
@@ -299,6 +302,19 @@ def test_zero_new_characters_return_the_prompt(server):
 # --- clients that go away --------------------------------------------------------------------------
 
 
+def _grpc_request(rows: int, length: int) -> predict_pb2.PredictRequest:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = MODEL
+    for key, tensor in {
+        "prompt": tf.make_tensor_proto(["A"] * rows),
+        "temperature": tf.make_tensor_proto([1.0] * rows, tf.float32),
+        "max_new_chars": tf.make_tensor_proto([length] * rows, tf.int32),
+        "seed": tf.make_tensor_proto([3] * rows, tf.int64),
+    }.items():
+        req.inputs[key].CopyFrom(tensor)
+    return req
+
+
 def _log_lines(server, fragment: str, count: int, timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -325,6 +341,14 @@ def test_a_client_that_goes_away_costs_one_log_line(limited):
     cancelled = _log_lines(limited, "went away before its answer was ready; its generation was cancelled", 1)
     mid_stream = _log_lines(limited, "went away during a stream after", 1)
     assert len(mid_body) == 1 and len(cancelled) == 1 and len(mid_stream) == 1
+    with grpc.insecure_channel(f"127.0.0.1:{limited.grpc_port}") as channel:  # a gRPC client that cancels
+        call = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
+            _grpc_request(rows=16, length=20000), timeout=60
+        )
+        time.sleep(0.5)
+        call.cancel()
+        assert len(_log_lines(limited, "gRPC client", 1)) == 1
+        assert "its generation was cancelled" in _log_lines(limited, "gRPC client", 1)[0]
     assert "Traceback" not in limited.log(200_000) and "internal error" not in limited.log(200_000)
 
 
@@ -413,15 +437,21 @@ def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_ev
     connection.request("POST", STREAM, body=json.dumps({"prompt": "A", "max_new_chars": 20000}))
     response = connection.getresponse()
     assert response.readline().startswith(b"event: start")
+    channel = grpc.insecure_channel(f"127.0.0.1:{live.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     with ThreadPoolExecutor(1) as pool:
         predict = pool.submit(request, "POST", live.url + PREDICT, generate_body("B", 1.0, 20000, seed=2, rows=16))
+        grpc_predict = stub.Predict.future(_grpc_request(rows=16, length=20000), timeout=60)
         time.sleep(1.0)  # 16 rows of 20000 characters: far longer than the 1 s shutdown timeout
         live.process.send_signal(signal.SIGTERM)
         events = sse_events(response)
         status, body, headers = predict.result(timeout=60)
+        grpc_error = grpc_predict.exception(timeout=60)
     connection.close()
+    channel.close()
     assert status == 503 and headers["content-type"] == "application/json"
     assert body["error"].startswith("server is shutting down: the request did not finish within the shutdown timeout")
+    assert (grpc_error.code(), grpc_error.details()) == (grpc.StatusCode.UNAVAILABLE, body["error"])
     assert events[-1][0] == "error" and events[-1][1]["status"] == 503
     assert "shutting down" in events[-1][1]["error"]
     assert live.process.wait(30) == 0
