@@ -53,6 +53,13 @@ class ConnectionGuard:
 
     Args:
         config: ServingConfig, `header_timeout`, `body_timeout`, `idle_timeout` and `max_connections`.
+
+    Example:
+    >>> from uvicorn.protocols.http.h11_impl import H11Protocol
+    >>> guard = ConnectionGuard(ServingConfig(header_timeout=5.0))
+    >>> # uvicorn.Config(guard.middleware(app), http=guard.protocol_factory(H11Protocol))
+    >>> guard.summary() is None  # nothing refused yet
+    True
     """
 
     def __init__(self, config: ServingConfig) -> None:

@@ -115,6 +115,10 @@ class GrpcServer:
         port: int, TCP port (TF Serving's gRPC port is 8500).
         config: ServingConfig, `max_body_bytes` (largest request message), `max_connections`
             (RPCs at once; beyond: RESOURCE_EXHAUSTED), `header_timeout` (handshake), `idle_timeout`.
+
+    Example:
+    >>> grpc_server = GrpcServer("127.0.0.1", 8500, ServingConfig())  # doctest: +SKIP
+    >>> grpc_server.start(serving_app, loop)  # from the app's lifespan  # doctest: +SKIP
     """
 
     def __init__(self, host: str, port: int, config: ServingConfig) -> None:

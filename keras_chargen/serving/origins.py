@@ -59,6 +59,15 @@ class CrossSiteGuard:
         app: the ASGI app to protect.
         bound_host: str | None, the address the server listens on; None: no `Host` check.
         allow_origins: origins (or `*`) allowed to call the API from a browser, with CORS headers.
+
+    Example:
+    >>> guard = CrossSiteGuard(app=None, bound_host="127.0.0.1", allow_origins=["http://localhost:3000"])
+    >>> guard.refusal("127.0.0.1:8501", None) is None  # curl: no Origin
+    True
+    >>> guard.refusal("evil.example", None)[:30]
+    "Host 'evil.example' refused: t"
+    >>> guard.refusal("127.0.0.1:8501", "http://localhost:3000") is None  # an allowed web app
+    True
     """
 
     def __init__(self, app: Callable, bound_host: str | None, allow_origins: Sequence[str] = ()) -> None:
