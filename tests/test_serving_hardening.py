@@ -197,6 +197,7 @@ def test_200_stalled_connections_do_not_lock_out_16_clients(limited):
 
 def test_a_stalled_connection_is_closed_within_its_timeout(limited):
     silent = _stall(limited.port, b"")  # opened, nothing sent: closed without an answer
+    grpc_stalled = _stall(limited.grpc_port, b"PRI * HTTP/2.0\r\n")  # part of the HTTP/2 preface: gRPC's handshake
     half = _stall(limited.port, HALF_HEADERS)  # part of the headers: 408, then closed
     keep_alive = http.client.HTTPConnection("127.0.0.1", limited.port, timeout=30)  # one request, then idle
     keep_alive.request("GET", f"/v1/models/{MODEL}")
@@ -208,11 +209,11 @@ def test_a_stalled_connection_is_closed_within_its_timeout(limited):
         return answer, time.monotonic() - started
 
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(closed_after, [silent, half, keep_alive.sock]))
-    for sock in (silent, half):
+        results = list(pool.map(closed_after, [silent, half, keep_alive.sock, grpc_stalled]))
+    for sock in (silent, half, grpc_stalled):
         sock.close()
     keep_alive.close()
-    assert [answer for answer, _ in results] == [b"", results[1][0], b""]
+    assert [answer for answer, _ in results[:3]] == [b"", results[1][0], b""]
     assert b"408 Request Timeout" in results[1][0] and b"request headers did not arrive within 5 s" in results[1][0]
     assert all(TIMEOUT - 0.5 < elapsed < TIMEOUT + 3 for _, elapsed in results), results
 
