@@ -282,7 +282,12 @@ def add_serve_parser(commands) -> None:
         help="versions to serve, as TF Serving's model_version_policy: latest, latest:N, all, specific:V1,V2",
     )
     versions.add_argument(
-        "--all-versions", action="store_const", const="all", dest="version_policy", help="serve every version folder"
+        "--all-versions",
+        action="store_const",
+        const="all",
+        dest="version_policy",
+        default=argparse.SUPPRESS,
+        help="serve every version folder (--version-policy all)",
     )
     serve.add_argument(
         "--allow-origin",
