@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -37,6 +37,9 @@ from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.origins import CrossSiteGuard, normalize_origin
 from keras_chargen.serving.playground import playground_html
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion, VersionPolicy
+
+if TYPE_CHECKING:
+    from keras_chargen.serving.grpc_api import GrpcServer
 
 logger = logging.getLogger("keras_chargen.serving")
 
@@ -140,7 +143,7 @@ class ServingApp:
         self.allow_origins = tuple(normalize_origin(o) for o in allow_origins)  # ChargenError if malformed
         self.dispatcher: Dispatcher | None = None
         self.scheduler: streaming.StreamScheduler | None = None
-        self.grpc = None  # a GrpcServer, bound by `serve()` and started with the app
+        self.grpc: GrpcServer | None = None  # bound by `serve()`, started with the app
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_startup: list[Callable[[asyncio.AbstractEventLoop], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
