@@ -343,13 +343,37 @@ def _interrupted_export(args: argparse.Namespace, placed: list[Path]) -> int:
 def add_serve_parser(commands) -> None:
     serve = commands.add_parser(
         "serve",
-        help="serve an exported model over TensorFlow Serving's REST API",
-        usage="keras-chargen serve EXPORTED_DIR [--port 8501] [--host 127.0.0.1] [options]",
+        help="serve an exported model over TensorFlow Serving's REST and gRPC APIs",
+        usage="keras-chargen serve EXPORTED_DIR [--port 8501] [--grpc-port 8500] [--host 127.0.0.1] [options]",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
-    serve.add_argument("--port", type=int, default=8501, help="TCP port (0: any free port)")
+    serve.add_argument("--port", type=int, default=8501, help="REST TCP port (0: any free port)")
+    serve.add_argument(
+        "--grpc-port", type=int, default=8500, help="gRPC TCP port (TF Serving's PredictionService); 0: off"
+    )
+    versions = serve.add_mutually_exclusive_group()
+    versions.add_argument(
+        "--version-policy",
+        default="latest",
+        help="versions to serve, as TF Serving's model_version_policy: latest, latest:N, all, specific:V1,V2",
+    )
+    versions.add_argument(
+        "--all-versions",
+        action="store_const",
+        const="all",
+        dest="version_policy",
+        default=argparse.SUPPRESS,
+        help="serve every version folder (--version-policy all)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (http://host:port, or *) whose pages may call the API, with CORS headers; repeatable",
+    )
     serve.add_argument("--model-name", help="name in the URLs (default: the base path's folder name)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     from keras_chargen.serving.config import ServingConfig
@@ -382,6 +406,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         model_name=args.model_name,
         config=config,
         log_level=args.log_level,
+        grpc_port=args.grpc_port,
+        policy=args.version_policy,
+        allow_origins=tuple(args.allow_origin),
     )
 
 

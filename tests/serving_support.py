@@ -1,8 +1,9 @@
 """Helpers for the serving, client and playground tests: an exported base path and a real server process.
 
-The server runs as `python -m keras_chargen serve ...` in a subprocess on a free 127.0.0.1 port,
-exactly as users start it. One export and one server (per set of flags) are shared by every test
-module of the session; they are stopped when pytest finishes (`config.add_cleanup`).
+The server runs as `python -m keras_chargen serve ...` in a subprocess on free 127.0.0.1 ports (REST
+and gRPC: never the default 8500/8501, so parallel test runs do not collide), exactly as users start
+it. One export and one server (per set of flags) are shared by every test module of the session;
+they are stopped when pytest finishes (`config.add_cleanup`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from conftest import REPO
 MODEL = "tiny"
 # Small caps so that the cap tests are cheap, and a high length cap for the long-request tests.
 SERVER_FLAGS = (
+    "--all-versions",
     "--max-new-chars",
     "20000",
     "--max-prompt-chars",
@@ -68,6 +70,10 @@ class ServerProcess:
     def __init__(self, base: Path, flags: tuple[str, ...], log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = 0
+        if "--grpc-port" not in flags:
+            self.grpc_port = free_port()
+            flags = (*flags, "--grpc-port", str(self.grpc_port))
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 (closed by stop())
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -94,8 +100,8 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT} s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", "replace")[-4000:]
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text("utf-8", "replace")[-tail:]
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -87,7 +87,7 @@ def test_row_and_columnar_requests_decode_to_the_same_tensors():
 
 def test_single_input_signatures_take_plain_lists():
     specs = {"ids": tf.TensorSpec([None, None], tf.int32)}
-    assert decode_inputs({"instances": [[1, 2], [3, 4]]}, specs)[1]["ids"].shape == (2, 2)
+    assert decode_inputs({"instances": [[1, 2], [3, 4]]}, specs)[1]["ids"].tolist() == [[1, 2], [3, 4]]
     assert decode_inputs({"inputs": [[1, 2, 3]]}, specs)[1]["ids"].tolist() == [[1, 2, 3]]
     with pytest.raises(RequestError, match="same shape"):
         decode_inputs({"instances": [[1, 2], [3]]}, specs)
@@ -221,17 +221,22 @@ def test_sampling_is_greedy_at_zero_and_softmax_above_and_never_oov():
 
 
 class FakeServable:
-    """Upper-cases prompts; blocks on `gate` so that requests pile up behind the first call."""
+    """Upper-cases prompts; blocks on `gate` (or until cancelled) so that requests pile up behind the first call."""
 
     version = 1
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.calls: list[list[str]] = []
+        self.cancelled: list[list[str]] = []
 
-    def run(self, signature, inputs):
-        self.gate.wait(10)
+    def run(self, signature, inputs, canceller=None):
         prompts = [p.decode() for p in inputs["prompt"]]
+        deadline = time.monotonic() + 10
+        while not self.gate.wait(0.01) and time.monotonic() < deadline:
+            if canceller is not None and canceller.cancelled:
+                self.cancelled.append(prompts)
+                raise RequestError(499, "the request was cancelled")
         self.calls.append(prompts)
         if "bad" in prompts:
             raise RequestError(400, "bad prompt")
@@ -366,6 +371,23 @@ def test_cli_errors_are_one_line(base, tmp_path, capsys):
         assert main(["serve", str(base), "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot listen on 127.0.0.1:")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_port = str(taken.getsockname()[1])
+        assert main(["serve", str(base), "--port", "0", "--grpc-port", grpc_port, "--log-level", "warning"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot listen for gRPC on 127.0.0.1:{grpc_port}: the port is taken or the address is not local"
+    )
+    for flags, message in [
+        (["--version-policy", "newest"], "error: unknown version policy 'newest'; use latest, latest:N, all or"),
+        (["--allow-origin", "evil.example"], "error: --allow-origin takes origins such as http://localhost:3000"),
+        (["--grpc-port", "70000"], "error: grpc port must be between 0 and 65535 (0: off); got 70000"),
+        (["--poll-seconds", "-1"], "error: poll_seconds must be a number of seconds >= 0; got -1.0"),
+        (["--header-timeout", "0"], "error: header_timeout must be a number of seconds > 0; got 0.0"),
+    ]:
+        assert main(["serve", str(base), *flags]) == 2
+        assert capsys.readouterr().err.strip().startswith(message)
 
 
 # --- REST API over HTTP -----------------------------------------------------------------------------
@@ -449,15 +471,15 @@ def test_predict_columnar_format_gives_the_same_tensors(server):
     assert body["outputs"] == {"generated": [r["generated"] for r in rows], "text": [r["text"] for r in rows]}
 
 
-def test_columnar_values_broadcast_over_the_prompts(server):
+def test_columnar_values_broadcast_over_the_prompts(server, reference):
     status, body, _ = request(
         "POST",
         server.url + PREDICT,
-        {"inputs": {"prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [-1]}},
+        {"inputs": {"prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [4]}},
     )
     assert status == 200
-    assert [t[0] for t in body["outputs"]["text"]] == ["A", "B", "C"]
-    assert [len(g) for g in body["outputs"]["generated"]] == [12, 12, 12]
+    expected = reference(["A", "B", "C"], 0.9, 12, 4)  # the same values given once per row
+    assert body["outputs"] == {"generated": expected, "text": [p + g for p, g in zip("ABC", expected)]}
 
 
 def test_predict_by_version_and_by_signature(server, reference):
@@ -615,12 +637,45 @@ BAD_REQUESTS = [
         400,
         "Failed to convert version: x to numeric",
     ),
+    (
+        "version-superscript-two",
+        "POST",
+        f"/v1/models/{MODEL}/versions/%C2%B2:predict",
+        _row(),
+        400,
+        "Failed to convert version: \u00b2 to numeric.",
+    ),
+    (
+        "version-arabic-indic-one",
+        "POST",
+        f"/v1/models/{MODEL}/versions/%D9%A1:predict",
+        _row(),
+        400,
+        "Failed to convert version: \u0661 to numeric.",
+    ),
+    ("version-above-int64", "GET", f"/v1/models/{MODEL}/versions/{'9' * 30}", None, 400, "Failed to convert version"),
+    (
+        "5000-digit-integer",
+        "POST",
+        PREDICT,
+        b'{"instances": [{"prompt": "a", "temperature": 1.0, "max_new_chars": ' + b"9" * 5000 + b', "seed": 1}]}',
+        400,
+        "JSON Parse error: an integer of 5000 digits is out of range",
+    ),
     ("unknown-method", "POST", f"/v1/models/{MODEL}:frobnicate", _row(), 400, "Malformed request"),
     ("classify", "POST", f"/v1/models/{MODEL}:classify", _row(), 501, "classify is not supported"),
     ("get-on-predict", "GET", PREDICT, None, 405, "GET is not allowed"),
     ("post-on-status", "POST", f"/v1/models/{MODEL}", _row(), 405, "POST is not allowed"),
     ("put-anywhere", "PUT", PREDICT, _row(), 405, "PUT is not allowed"),
-    ("status-unknown-model", "GET", "/v1/models/nope", None, 404, "Latest(nope)"),
+    ("status-unknown-model", "GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
+    (
+        "status-unknown-version",
+        "GET",
+        f"/v1/models/{MODEL}/versions/7",
+        None,
+        404,
+        f"Could not find version 7 of model {MODEL}",
+    ),
     ("metadata-unknown-version", "GET", f"/v1/models/{MODEL}/versions/5/metadata", None, 404, "Specific"),
     ("missing-model-name", "GET", "/v1/models", None, 400, "Missing model name"),
     ("unknown-path", "GET", "/v2/anything", None, 404, "Not Found"),

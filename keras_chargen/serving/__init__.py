@@ -1,7 +1,8 @@
-"""A local server that speaks TensorFlow Serving's REST API over an exported model base path.
+"""A local server that speaks TensorFlow Serving's REST and gRPC APIs over an exported model base path.
 
-`serve("exported/NAME")` loads every numeric version folder and answers `/v1/models/NAME...`
-status, metadata and predict requests as TF Serving does; `:stream` (server-sent events over the
+`serve("exported/NAME")` polls the numeric version folders (TF Serving's version policies) and
+answers `/v1/models/NAME...` status, metadata and predict requests, and the gRPC
+`PredictionService` / `ModelService`, as TF Serving does; `:stream` (server-sent events over the
 `step` signature) and the playground page at `/` are extensions. See docs/serving.md.
 """
 
@@ -15,6 +16,7 @@ _EXPORTS = {
     "ServableVersion": "repository",
     "ServingApp": "app",
     "ServingConfig": "config",
+    "VersionPolicy": "repository",
     "create_app": "app",
     "serve": "server",
 }

@@ -6,7 +6,9 @@ Routes (as TF Serving, `http_rest_api_handler.cc`):
 - `POST /v1/models/{name}[/versions/{v}]:predict`    row (`instances`) or columnar (`inputs`) format
 Extension: `POST /v1/models/{name}[/versions/{v}]:stream` (server-sent events), and `GET /`.
 Every error is `{"error": "..."}` with TF Serving's status for its kind (400, 404, ...), plus 413
-for an oversize body and 503 when the server is saturated.
+for an oversize body, 403 for cross-site requests (`origins.py`) and 503 when the server is
+saturated or shutting down. A client that goes away gets its generation cancelled (one log line).
+The gRPC API (`grpc_api.py`) runs the same checks through `run_predict`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -31,8 +34,12 @@ from keras_chargen.serving import protocol, streaming
 from keras_chargen.serving.batching import Dispatcher
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
+from keras_chargen.serving.origins import CrossSiteGuard, normalize_origin
 from keras_chargen.serving.playground import playground_html
-from keras_chargen.serving.repository import ModelRepository, ServableVersion
+from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion, VersionPolicy
+
+if TYPE_CHECKING:
+    from keras_chargen.serving.grpc_api import GrpcServer
 
 logger = logging.getLogger("keras_chargen.serving")
 
@@ -41,6 +48,22 @@ _PATH = re.compile(
     r"(?:(?P<verb>:[^/]*)|/(?P<sub>metadata))?"
 )
 _DRAIN_LIMIT = 64 << 20  # bytes of an oversize body read and discarded so the client sees the 413
+_MAX_VERSION_DIGITS = 18  # versions are int64 in TF Serving
+
+
+class ClientGone(Exception):
+    """The client closed its connection; nobody is left to answer (`what` says what was dropped)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def parse_version(text: str) -> int:
+    """A version path segment as TF Serving reads it: ASCII digits only (not `²` or `١`), an int64."""
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_VERSION_DIGITS):
+        raise RequestError(400, f"Failed to convert version: {text} to numeric.")
+    return int(text)
 
 
 class JSONBody(Response):
@@ -53,14 +76,27 @@ class JSONBody(Response):
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONBody:
+    if status == 408:  # the rest of the request may still be on its way: do not read it as the next one
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONBody({"error": message}, status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 once it passes `limit` bytes (by Content-Length or as it arrives)."""
+    """The request body, or 413 once it passes `limit` bytes (by Content-Length or as it arrives).
+
+    `ClientGone` if the client disconnects before the body is complete.
+    """
+    try:
+        return await _read_body(request, limit)
+    except ClientDisconnect:
+        raise ClientGone("before sending the whole request body") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        if declared.isdigit():
+    valid = declared is not None and declared.isascii() and declared.isdigit()
+    if declared is not None and (not valid or int(declared) > limit):
+        if valid:
             await _drain(request, int(declared))
             raise RequestError(413, f"request body of {declared} bytes is above this server's cap of {limit} bytes")
         raise RequestError(400, f"invalid Content-Length header {declared!r}")
@@ -87,15 +123,31 @@ class ServingApp:
     """Request handlers over one `ModelRepository`; `starlette()` wires them into an ASGI app.
 
     Args:
-        repo: ModelRepository, the loaded versions.
-        config: ServingConfig, caps and concurrency.
+        repo: ModelRepository, the versions (kept current by its polling thread while serving).
+        config: ServingConfig, caps, timeouts and concurrency.
+        bound_host: str | None, the address the server listens on: a loopback address turns on the
+            `Host` check (DNS rebinding). None: no `Host` check.
+        allow_origins: origins whose web pages may call the API (CORS), `*` for any.
     """
 
-    def __init__(self, repo: ModelRepository, config: ServingConfig) -> None:
+    def __init__(
+        self,
+        repo: ModelRepository,
+        config: ServingConfig,
+        bound_host: str | None = None,
+        allow_origins: tuple[str, ...] = (),
+    ) -> None:
         self.repo = repo
         self.config = config
+        self.bound_host = bound_host
+        self.allow_origins = tuple(normalize_origin(o) for o in allow_origins)  # ChargenError if malformed
         self.dispatcher: Dispatcher | None = None
         self.scheduler: streaming.StreamScheduler | None = None
+        self.grpc: GrpcServer | None = None  # bound by `serve()`, started with the app
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_startup: list[Callable[[asyncio.AbstractEventLoop], None]] = []
+        self.on_shutdown: list[Callable[[], None]] = []
+        self._shutdown_timer: asyncio.TimerHandle | None = None
 
     def starlette(self) -> Starlette:
         routes = [
@@ -103,22 +155,67 @@ class ServingApp:
             Route("/v1/models{rest:path}", self.models, methods=["GET", "POST"]),
         ]
         handlers = {HTTPException: self._http_exception, Exception: self._internal_error}
-        return Starlette(routes=routes, exception_handlers=handlers, lifespan=self._lifespan)
+        return Starlette(
+            routes=routes,
+            exception_handlers=handlers,
+            lifespan=self._lifespan,
+            middleware=[
+                Middleware(CrossSiteGuard, bound_host=self.bound_host, allow_origins=self.allow_origins),
+            ],
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(self.config)
         self.dispatcher.start()
         self.scheduler = streaming.StreamScheduler(self.config.max_streams)
         self.scheduler.start()
+        self.repo.start_polling(self.config.poll_seconds)
+        for hook in self.on_startup:
+            hook(self.loop)
+        if self.grpc is not None:
+            self.grpc.start(self, self.loop)
         logger.info(
-            "serving model %s, versions %s (default %d)", self.repo.name, list(self.repo.versions), self.repo.latest
+            "serving model %s, versions %s (default %s, policy %s)",
+            self.repo.name,
+            list(self.repo.versions),
+            self.repo.latest,
+            self.repo.policy,
         )
         try:
             yield
-        finally:  # uvicorn gets here after the requests in flight have finished
+        finally:  # uvicorn gets here after the requests in flight have finished (or were aborted)
+            self.begin_shutdown()
+            self.abort_in_flight()
             await asyncio.to_thread(self.scheduler.stop)
             await self.dispatcher.close()
+            await asyncio.to_thread(self.repo.stop_polling)
+            if self.grpc is not None:
+                await asyncio.to_thread(self.grpc.wait_stopped)
+            for hook in self.on_shutdown:
+                hook()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: stop polling and accepting gRPC calls; abort what still runs after the timeout."""
+        if self._shutdown_timer is not None or self.loop is None:
+            return
+        self.repo.stop_polling(wait=False)
+        if self.grpc is not None:
+            self.grpc.stop(self.config.shutdown_timeout + 2)
+        self._shutdown_timer = self.loop.call_later(self.config.shutdown_timeout, self.abort_in_flight)
+
+    def abort_in_flight(self) -> None:
+        """Fail every request still running with a 503 and end every stream with an `error` event."""
+        error = RequestError(
+            503,
+            f"server is shutting down: the request did not finish within the shutdown timeout "
+            f"({self.config.shutdown_timeout:g} s); retry on another server",
+        )
+        if self.dispatcher is not None:
+            self.dispatcher.abort(error)
+        if self.scheduler is not None:
+            self.scheduler.abort(error)
 
     async def playground(self, request: Request) -> HTMLResponse:
         return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config))
@@ -129,6 +226,17 @@ class ServingApp:
             return await self._route(request)
         except RequestError as err:
             return error_response(err.status, err.message)
+        except ClientGone as gone:
+            client = request.client
+            logger.info(
+                "client %s:%s went away %s (%s %s)",
+                client.host if client else "?",
+                client.port if client else "?",
+                gone.what,
+                request.method,
+                request.url.path,
+            )
+            return Response(status_code=499)  # never sent: the connection is closed
 
     async def _route(self, request: Request) -> Response:
         path, method = request.url.path, request.method
@@ -138,16 +246,13 @@ class ServingApp:
         name, version_text, verb, sub = match.group("name", "version", "verb", "sub")
         if name is None:
             raise RequestError(400, "Missing model name in request.")
-        if version_text is not None and not version_text.isdigit():
-            raise RequestError(400, f"Failed to convert version: {version_text} to numeric.")
-        version = int(version_text) if version_text is not None else None
+        version = parse_version(version_text) if version_text is not None else None
         if verb is None:
             if method != "GET":
                 return error_response(405, f"{method} is not allowed on {path}; use GET", {"Allow": "GET"})
-            servable = self.repo.get(name, version)
             if sub == "metadata":
-                return JSONBody(protocol.metadata_body(servable))
-            return JSONBody(protocol.status_body(self.repo, servable.version if version is not None else None))
+                return JSONBody(protocol.metadata_body(self.repo.get(name, version)))
+            return JSONBody(protocol.status_body(self.repo.status(name, version)))
         if method != "POST":
             return error_response(405, f"{method} is not allowed on {path}; use POST", {"Allow": "POST"})
         handlers: dict[str, Callable[[Request, ServableVersion], Awaitable[Response]]] = {
@@ -169,9 +274,20 @@ class ServingApp:
         signature = protocol.signature_of(doc)
         specs = servable.input_specs(signature)
         fmt, inputs = protocol.decode_inputs(doc, specs, protocol.defaults_for(signature, specs))
-        protocol.check_caps(inputs, self.config)
-        outputs = await self.dispatcher.run(servable, signature, inputs)
+        outputs = await until_disconnected(request, self.run_predict(servable, signature, inputs))
         return JSONBody(protocol.encode_outputs(outputs, fmt))
+
+    async def run_predict(
+        self, servable: ServableVersion, signature: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Check the caps and run a decoded predict request (REST and gRPC)."""
+        protocol.check_caps(inputs, self.config)
+        if signature == DEFAULT_SIGNATURE and _nothing_to_generate(inputs):
+            prompts = inputs["prompt"]
+            return {"generated": np.full(prompts.shape, b"", dtype=object), "text": prompts.copy()}
+        if self.dispatcher is None:
+            raise RequestError(503, "server is starting up; retry in a moment")
+        return await self.dispatcher.run(servable, signature, inputs)
 
     async def stream(self, request: Request, servable: ServableVersion) -> Response:
         """Extension: generate over `step` and send the text as server-sent events while it is produced."""
@@ -191,7 +307,7 @@ class ServingApp:
             params["seed"],
             asyncio.get_running_loop(),
         )
-        events = _sse_events(session, servable, params["prompt"])
+        events = _sse_events(session, servable, params["prompt"], request)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -212,33 +328,91 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _sse_events(session: streaming.StreamSession, servable: ServableVersion, prompt: str) -> AsyncIterator[str]:
+def _nothing_to_generate(inputs: dict[str, np.ndarray]) -> bool:
+    """True when every row asks for 0 new characters: the answer is the prompts, without a model call."""
+    lengths, prompts = inputs.get("max_new_chars"), inputs.get("prompt")
+    return (
+        lengths is not None
+        and prompts is not None
+        and prompts.ndim == 1
+        and lengths.size > 0
+        and lengths.ndim == 1
+        and lengths.shape[0] in (1, prompts.shape[0])
+        and not lengths.any()
+    )
+
+
+async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """Await `work`, cancelling it (`ClientGone`) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise ClientGone("before its answer was ready; its generation was cancelled")
+
+
+async def _sse_events(
+    session: streaming.StreamSession, servable: ServableVersion, prompt: str, request: Request
+) -> AsyncIterator[str]:
     """`start`, then `text` events with new characters, then `done` with the whole text (or `error`)."""
     parts: list[str] = []
+    finished = False
     try:
         yield _sse("start", {"model": servable.name, "version": servable.version, "prompt": prompt})
         async for piece in session.pieces():
             parts.append(piece)
             yield _sse("text", {"text": piece})
         generated = "".join(parts)
+        finished = True
         yield _sse("done", {"generated": generated, "text": prompt + generated, "chars": len(generated)})
     except RequestError as err:
+        finished = True
         yield _sse("error", {"error": err.message, "status": err.status})
     finally:
         session.cancel()
+        if not finished:
+            client = request.client
+            logger.info(
+                "client %s:%s went away during a stream after %d characters; stopped generating",
+                client.host if client else "?",
+                client.port if client else "?",
+                sum(map(len, parts)),
+            )
 
 
-def create_app(base_path: str | Path, model_name: str | None = None, config: ServingConfig | None = None) -> Starlette:
-    """An ASGI app serving every version under `base_path` (loaded now, so errors surface before binding).
+def create_app(
+    base_path: str | Path,
+    model_name: str | None = None,
+    config: ServingConfig | None = None,
+    policy: VersionPolicy | str = "latest",
+    bound_host: str | None = None,
+    allow_origins: tuple[str, ...] = (),
+) -> Starlette:
+    """An ASGI app serving the versions under `base_path` (loaded now, so errors surface before binding).
 
     Args:
         base_path: str | Path, the model base path (`exported/NAME`, holding `1/`, `2/`, ...).
         model_name: str | None, the name in URLs; default: the base path's folder name.
         config: ServingConfig | None, caps and concurrency; default `ServingConfig()`.
+        policy: VersionPolicy | str, which versions to serve (`latest`, `latest:N`, `all`, `specific:1,3`).
+        bound_host: str | None, the address it will listen on (a loopback one turns on the Host check).
+        allow_origins: origins whose web pages may call it (CORS).
 
     Example:
     >>> app = create_app("exported/shakespeare")  # doctest: +SKIP
     >>> # uvicorn.run(app, port=8501)
     """
-    repo = ModelRepository.load(base_path, model_name)
-    return ServingApp(repo, config or ServingConfig()).starlette()
+    policy = VersionPolicy.parse(policy) if isinstance(policy, str) else policy
+    repo = ModelRepository.load(base_path, model_name, policy)
+    return ServingApp(repo, config or ServingConfig(), bound_host, allow_origins).starlette()

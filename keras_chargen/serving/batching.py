@@ -10,6 +10,11 @@ other input is per row: temperature, length, top-k, top-p, penalty and stop stri
 a fixed seed the first row seeds the whole batch, so merging would change a seeded request's
 output. Merged requests are also grouped by length bucket (the next power of two of their longest
 `max_new_chars`), so a short request never waits for a much longer one.
+
+A request whose client goes away (its future is cancelled) is dropped from the queue; if it is
+already running alone, or every request of its merged call went away, the call itself is cancelled
+(TF stops the generation loop); a merged call with live requests goes on. `abort()` fails every
+queued and running request (shutdown past its timeout).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_chargen.serving.cancellation import Canceller
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
@@ -87,8 +93,11 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(config.workers)
         self._loop_task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self._calls: dict[Canceller, list[_Job]] = {}  # the calls running now and their requests
+        self._aborted: RequestError | None = None
         self.calls = 0  # model calls made (a merged call counts once)
         self.requests = 0  # requests served through those calls
+        self.cancelled_calls = 0  # calls stopped because every client of theirs went away
 
     def start(self) -> None:
         """Start the dispatch loop (call from the running event loop)."""
@@ -106,12 +115,15 @@ class Dispatcher:
         self, servable: ServableVersion, signature: str, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Outputs of `signature` on `inputs`, run on a worker thread (possibly merged with others)."""
+        if self._aborted is not None:
+            raise self._aborted
         rows = max((a.shape[0] for a in inputs.values() if a.ndim), default=1)
         if self._queued_rows + rows > self.config.max_queued_rows:
             raise RequestError(
                 503,
                 f"server busy: {self._queued_rows} rows already queued "
                 f"(cap {self.config.max_queued_rows}); retry later",
+                grpc_code="RESOURCE_EXHAUSTED",
             )
         key = merge_key(servable, signature, inputs) if self.config.batching else None
         if key is not None:
@@ -141,7 +153,8 @@ class Dispatcher:
             kept: collections.deque[_Job] = collections.deque()
             while self._queue:
                 job = self._queue.popleft()
-                if job.key == head.key and rows + job.rows <= self.config.max_merged_rows:
+                mergeable = job.key == head.key and job.servable is head.servable  # a reloaded version differs
+                if mergeable and rows + job.rows <= self.config.max_merged_rows:
                     group.append(job)
                     rows += job.rows
                 else:
@@ -149,6 +162,18 @@ class Dispatcher:
             self._queue = kept
         self._queued_rows -= rows
         return group
+
+    def abort(self, error: RequestError) -> None:
+        """Fail every queued and running request with `error` and cancel the running calls; refuse new ones."""
+        self._aborted = error
+        for job in self._queue:
+            _settle(job.future, error=error)
+        self._queue.clear()
+        self._queued_rows = 0
+        for canceller, jobs in list(self._calls.items()):
+            for job in jobs:
+                _settle(job.future, error=error)
+            canceller.cancel()
 
     async def _execute(self, group: list[_Job]) -> None:
         """Run one (merged) call on a worker thread and hand each job its rows of the outputs."""
@@ -162,9 +187,32 @@ class Dispatcher:
         finally:
             self._slots.release()
 
+    async def _call(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One model call for `jobs`, cancelled once every one of their futures is cancelled."""
+        canceller = Canceller()
+
+        def on_done(_: asyncio.Future) -> None:
+            if all(job.future.cancelled() for job in jobs) and not canceller.cancelled:
+                self.cancelled_calls += 1
+                canceller.cancel()
+
+        for job in jobs:
+            job.future.add_done_callback(on_done)
+        self._calls[canceller] = jobs
+        try:
+            return await loop.run_in_executor(
+                self._executor, jobs[0].servable.run, jobs[0].signature, inputs, canceller
+            )
+        finally:
+            del self._calls[canceller]
+            for job in jobs:
+                job.future.remove_done_callback(on_done)
+
     async def _run_alone(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
         try:
-            result = await loop.run_in_executor(self._executor, job.servable.run, job.signature, job.inputs)
+            result = await self._call(loop, [job], job.inputs)
         except Exception as err:  # delivered to the request that caused it
             _settle(job.future, error=err)
         else:
@@ -175,10 +223,11 @@ class Dispatcher:
     async def _run_merged(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         merged = {name: np.concatenate([job.inputs[name] for job in jobs]) for name in jobs[0].inputs}
         try:
-            outputs = await loop.run_in_executor(self._executor, jobs[0].servable.run, jobs[0].signature, merged)
+            outputs = await self._call(loop, jobs, merged)
         except RequestError:
             for job in jobs:  # one bad row must not fail the others: rerun each alone to attribute the error
-                await self._run_alone(loop, job)
+                if not job.future.done():
+                    await self._run_alone(loop, job)
             return
         except Exception as err:
             for job in jobs:

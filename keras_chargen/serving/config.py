@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from keras_chargen.errors import ChargenError
@@ -35,7 +36,16 @@ class ServingConfig:
     batching: bool = _field(True, "merge concurrent serving_default requests with random seeds into one call")
     max_merged_rows: int = _field(128, "rows per merged (server-side batched) call")
     max_queued_rows: int = _field(4096, "rows waiting for a worker; above: 503")
-    shutdown_timeout: float = _field(30.0, "seconds SIGTERM waits for requests in flight before cancelling them")
+    shutdown_timeout: float = _field(
+        30.0, "seconds SIGTERM waits for requests in flight; then they get 503 and streams an error event"
+    )
+    poll_seconds: float = _field(
+        1.0, "seconds between scans of the base path for new or removed versions (0: scan once at start-up)"
+    )
+    header_timeout: float = _field(10.0, "seconds a connection may take to send a request's headers; then 408")
+    body_timeout: float = _field(30.0, "seconds a request may take to send its body; then 408")
+    idle_timeout: float = _field(10.0, "seconds an idle keep-alive connection stays open")
+    max_connections: int = _field(1000, "open connections (REST and gRPC each); new ones above it are closed")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -48,9 +58,13 @@ class ServingConfig:
             )
         if not isinstance(self.batching, bool):
             raise ChargenError(f"batching must be True or False; got {self.batching!r}")
-        if (
-            isinstance(self.shutdown_timeout, bool)
-            or not isinstance(self.shutdown_timeout, (int, float))
-            or not self.shutdown_timeout > 0
-        ):
-            raise ChargenError(f"shutdown_timeout must be a number of seconds > 0; got {self.shutdown_timeout!r}")
+        for name in ("shutdown_timeout", "poll_seconds", "header_timeout", "body_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            zero_ok = name == "poll_seconds"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not (value >= 0 if zero_ok else value > 0)
+            ):
+                raise ChargenError(f"{name} must be a number of seconds {'>=' if zero_ok else '>'} 0; got {value!r}")

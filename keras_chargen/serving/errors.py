@@ -28,6 +28,23 @@ TF_CODE_TO_HTTP = {
     tf.errors.UNAUTHENTICATED: 401,
 }
 
+# The gRPC status (grpc.StatusCode name) of each HTTP status this server answers with.
+HTTP_TO_GRPC = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 _ASSERTION = re.compile(r"assertion failed: \[([^\]]*)\]")
 
 
@@ -37,12 +54,15 @@ class RequestError(ChargenError):
     Args:
         status: int, the HTTP status code.
         message: str, one clear sentence; it is the whole `error` value of the response.
+        grpc_code: str | None, the gRPC status code name for the same error; default: the one
+            `HTTP_TO_GRPC` gives for `status`.
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, grpc_code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.grpc_code = grpc_code or HTTP_TO_GRPC.get(status, "UNKNOWN" if status < 500 else "INTERNAL")
 
 
 def from_tf_error(err: tf.errors.OpError) -> RequestError:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras_chargen.export.savedmodel import SERVING_DEFAULTS
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion
+from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion, VersionStatus
 
 ROW, COLUMNAR = "row", "columnar"
 _JSON_TYPES = {
@@ -35,12 +35,27 @@ _JSON_TYPES = {
 }
 
 
+_MAX_INT_DIGITS = 40  # more than any int64/uint64 needs; Python refuses past 4300 digits
+
+
+class _HugeNumber(ValueError):
+    """An integer literal too long for any tensor type (raised from inside `json.loads`)."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _HugeNumber(f"JSON Parse error: an integer of {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     """The request's top-level JSON object; 400 `JSON Parse error` or `Is not object` otherwise."""
     if not body.strip():
         raise RequestError(400, "JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, parse_int=_parse_int)
+    except _HugeNumber as err:
+        raise RequestError(400, f"{err} (integers fit in 64 bits)") from None
     except UnicodeDecodeError as err:
         raise RequestError(
             400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})"
@@ -112,7 +127,7 @@ def _decode_instances(
                 f"Failed to process element: {i} of 'instances' list: expecting an object "
                 f"with keys {', '.join(names)}; got {_json_type(item)}",
             )
-        _check_keys(item, names, f"Failed to process element: {i} of 'instances' list", defaults)
+        check_keys(item, names, f"Failed to process element: {i} of 'instances' list", defaults)
         for name in names:
             columns[name].append(item[name] if name in item else defaults[name])
     arrays = {}
@@ -136,14 +151,14 @@ def _decode_columns(
                 f"tensors are required: {', '.join(names)}",
             )
         inputs = {names[0]: inputs}
-    _check_keys(inputs, names, "'inputs' object", defaults)
+    check_keys(inputs, names, "'inputs' object", defaults)
     return {
         name: to_array(inputs[name] if name in inputs else [defaults[name]], spec, name, row_format=False)
         for name, spec in specs.items()
     }
 
 
-def _check_keys(item: Mapping[str, Any], names: list[str], where: str, defaults: Mapping[str, Any]) -> None:
+def check_keys(item: Mapping[str, Any], names: list[str], where: str, defaults: Mapping[str, Any]) -> None:
     missing = [name for name in names if name not in item and name not in defaults]
     unknown = [key for key in item if key not in names]
     if missing or unknown:
@@ -180,11 +195,11 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
             raise RequestError(
                 400,
                 f"Failed to process 'instances' list, key: {name}: each instance's value must "
-                f"have shape {_shape_str(spec.shape[1:])}; got {list(array.shape[1:])}",
+                f"have shape {shape_str(spec.shape[1:])}; got {list(array.shape[1:])}",
             )
         hint = " (one value per row: wrap it in a list)" if array.ndim + 1 == spec.shape.rank else ""
         raise RequestError(
-            400, f"input {name} has shape {list(array.shape)}; the signature expects {_shape_str(spec.shape)}{hint}"
+            400, f"input {name} has shape {list(array.shape)}; the signature expects {shape_str(spec.shape)}{hint}"
         )
     return array
 
@@ -356,13 +371,16 @@ def _nest(flat: list, shape: tuple[int, ...]) -> Any:
     return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-def status_body(repo: ModelRepository, version: int | None) -> dict[str, Any]:
+def status_body(statuses: list[VersionStatus]) -> dict[str, Any]:
     """`GET /v1/models/{name}[/versions/{v}]`: TF Serving's `GetModelStatusResponse` JSON."""
-    versions = [version] if version is not None else sorted(repo.versions, reverse=True)
     return {
         "model_version_status": [
-            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            for v in versions
+            {
+                "version": str(s.version),
+                "state": s.state,
+                "status": {"error_code": s.error_code, "error_message": s.error_message},
+            }
+            for s in statuses
         ]
     }
 
@@ -399,7 +417,7 @@ def _where(name: str, index: tuple[int, ...], row_format: bool) -> str:
     return f"Failed to process input {name}{''.join(f'[{i}]' for i in index)} of 'inputs' object"
 
 
-def _shape_str(shape: tf.TensorShape) -> str:
+def shape_str(shape: tf.TensorShape) -> str:
     if shape.rank is None:
         return "any shape"
     return "[" + ", ".join("-1" if d is None else str(d) for d in shape.as_list()) + "]"

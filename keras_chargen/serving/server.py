@@ -1,19 +1,29 @@
-"""`serve()`: bind, run the app under uvicorn, and shut down gracefully on SIGTERM / Ctrl-C."""
+"""`serve()`: bind REST (and gRPC), run the app under uvicorn, and shut down gracefully on SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import resource
 import signal
 import socket
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import uvicorn
+from uvicorn.logging import DefaultFormatter
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.serving.app import ServingApp
+from keras_chargen.serving.app import ServingApp, logger
 from keras_chargen.serving.config import ServingConfig
-from keras_chargen.serving.repository import ModelRepository
+from keras_chargen.serving.connections import ConnectionGuard
+from keras_chargen.serving.origins import normalize_origin
+from keras_chargen.serving.repository import ModelRepository, VersionPolicy
+
+_GRACE = 5.0  # seconds uvicorn waits past the shutdown timeout for the 503s to be written
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -53,6 +63,55 @@ def _quiet_after_shutdown() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a shutdown begins (so it can abort work past its timeout)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
+
+
+def _log_summary(guard: ConnectionGuard) -> None:
+    summary = guard.summary()
+    if summary:
+        logger.info(summary)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (it may be replaced after the handler is made)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def _configure_logging(log_level: str) -> None:
+    """Our log lines look like uvicorn's and follow `--log-level`."""
+    level = logging.getLevelName(log_level.upper())
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        logger.addHandler(handler)
+
+
+def _raise_open_files_limit(needed: int) -> None:
+    """Raise the soft open-files limit toward the hard one, so `max_connections` sockets fit."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(
     base_path: str | Path,
     host: str = "127.0.0.1",
@@ -60,36 +119,71 @@ def serve(
     model_name: str | None = None,
     config: ServingConfig | None = None,
     log_level: str = "info",
+    grpc_port: int = 8500,
+    policy: VersionPolicy | str = "latest",
+    allow_origins: tuple[str, ...] = (),
 ) -> None:
-    """Serve every version under `base_path` over TF Serving's REST API until SIGTERM or Ctrl-C.
+    """Serve the versions under `base_path` over TF Serving's REST and gRPC APIs until SIGTERM or Ctrl-C.
 
-    Requests in flight when the signal arrives are finished (up to `config.shutdown_timeout`
-    seconds); new connections are refused meanwhile.
+    The base path is polled every `config.poll_seconds` for new and removed versions. Requests in
+    flight when the signal arrives are finished (up to `config.shutdown_timeout` seconds, then they
+    get a 503); new connections are refused meanwhile.
 
     Args:
         base_path: str | Path, the model base path (`exported/NAME` with `1/`, `2/`, ... inside).
         host: str, interface to listen on. Default "127.0.0.1" (local only).
-        port: int, TCP port; 0 picks a free one. Default 8501, TF Serving's REST port.
+        port: int, REST TCP port; 0 picks a free one. Default 8501, TF Serving's REST port.
         model_name: str | None, the name in URLs; default the base path's folder name.
-        config: ServingConfig | None, caps and concurrency. Default `ServingConfig()`.
-        log_level: str, uvicorn's log level. Default "info".
+        config: ServingConfig | None, caps, timeouts and concurrency. Default `ServingConfig()`.
+        log_level: str, the log level. Default "info".
+        grpc_port: int, gRPC TCP port; 0 turns gRPC off. Default 8500, TF Serving's gRPC port.
+        policy: VersionPolicy | str, which versions to serve: `latest` (default, as TF Serving),
+            `latest:N`, `all` or `specific:V1,V2`.
+        allow_origins: origins whose web pages may call the API (CORS); `*` for any.
 
     Example:
-    >>> serve("exported/shakespeare", port=8501)  # doctest: +SKIP
+    >>> serve("exported/shakespeare", port=8501, grpc_port=8500)  # doctest: +SKIP
     """
+    from keras_chargen.serving.grpc_api import GrpcServer
+
     config = config or ServingConfig()
-    repo = ModelRepository.load(base_path, model_name)
-    app = ServingApp(repo, config).starlette()
+    policy = VersionPolicy.parse(policy) if isinstance(policy, str) else policy
+    allow_origins = tuple(normalize_origin(o) for o in allow_origins)
+    if not 0 <= grpc_port <= 65535:
+        raise ChargenError(f"grpc port must be between 0 and 65535 (0: off); got {grpc_port}")
+    _configure_logging(log_level)
+    repo = ModelRepository.load(base_path, model_name, policy)
+    _raise_open_files_limit(2 * config.max_connections + 256)
     sock = bind_socket(host, port)
+    serving = ServingApp(repo, config, bound_host=host, allow_origins=allow_origins)
+    try:
+        serving.grpc = GrpcServer(host, grpc_port, config) if grpc_port else None
+    except ChargenError:
+        sock.close()
+        raise
+    guard = ConnectionGuard(config)
+    serving.on_startup.append(guard.install)
+    serving.on_shutdown.append(lambda: _log_summary(guard))
+    app = guard.middleware(serving.starlette())
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
+    grpc_text = f"; gRPC at {bound_host}:{serving.grpc.port}" if serving.grpc else ""
     print(
-        f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}) at "
-        f"{url}/v1/models/{repo.name}; playground at {url}/",
+        f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}, policy {repo.policy}) at "
+        f"{url}/v1/models/{repo.name}{grpc_text}; playground at {url}/",
         flush=True,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=config.shutdown_timeout, lifespan="on")
+    server = _Server(
+        uvicorn.Config(
+            app,
+            http=guard.protocol_factory(H11Protocol),
+            loop="asyncio",
+            log_level=log_level,
+            timeout_graceful_shutdown=config.shutdown_timeout + _GRACE,
+            timeout_keep_alive=config.idle_timeout,
+            lifespan="on",
+        ),
+        serving.begin_shutdown,
     )
     with _quiet_after_shutdown():
         server.run(sockets=[sock])

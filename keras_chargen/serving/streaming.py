@@ -183,6 +183,7 @@ class StreamScheduler:
         self._new: list[Stream] = []
         self._open = 0
         self._stopping = False
+        self._error = RequestError(503, "server is shutting down")
         self._thread = threading.Thread(target=self._loop, name="stream-scheduler", daemon=True)
         self.ticks = 0
 
@@ -191,10 +192,16 @@ class StreamScheduler:
 
     def stop(self) -> None:
         """Stop the thread; streams still open get an error event."""
+        self.abort(self._error)
+        self._thread.join()
+
+    def abort(self, error: RequestError) -> None:
+        """End every open stream with `error` (an `error` event) and refuse new ones; does not wait."""
         with self._cond:
+            if not self._stopping:
+                self._error = error
             self._stopping = True
             self._cond.notify()
-        self._thread.join()
 
     def open(
         self,
@@ -245,7 +252,7 @@ class StreamScheduler:
                 self._new.clear()
                 if self._stopping:
                     for stream in active:
-                        stream.session.push(RequestError(503, "server is shutting down"))
+                        stream.session.push(self._error)
                     return
             live = [s for s in active if not s.cancelled]
             by_version: dict[int, list[Stream]] = collections.defaultdict(list)
