@@ -58,6 +58,7 @@ class DirectoryLock:
         self.path = Path(directory) / LOCK_FILE
         self.what = what
         self.held = False
+        self.created = False  # whether acquiring created the directory (removed again if left empty)
 
     def owner(self) -> dict | None:
         """The current lock's content, None if there is no lock; {} if it cannot be read."""
@@ -81,6 +82,7 @@ class DirectoryLock:
 
     def acquire(self) -> None:
         """Take the lock, taking over a stale one; `ChargenError` if another live writer holds it."""
+        self.created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
         fd, tmp = tempfile.mkstemp(prefix=f".{LOCK_FILE}.", suffix=".tmp", dir=self.path.parent)
@@ -113,11 +115,14 @@ class DirectoryLock:
         )
 
     def release(self) -> None:
-        """Remove the lock if this object holds it."""
+        """Remove the lock if this object holds it (and the directory, if acquiring created it and it is empty)."""
         if self.held:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             self.held = False
+            if self.created:  # a run that failed before writing anything leaves no empty directory behind
+                with contextlib.suppress(OSError):
+                    self.path.parent.rmdir()
 
     def __enter__(self) -> DirectoryLock:
         self.acquire()

@@ -62,6 +62,9 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "1"}))
     with pytest.raises(ChargenError, match="in use by process 1 on another-host"):
         DirectoryLock(tmp_path).acquire()
+    with DirectoryLock(tmp_path / "new"):  # a directory the lock created is removed again if left empty
+        assert (tmp_path / "new" / LOCK_FILE).exists()
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
