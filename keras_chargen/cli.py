@@ -265,9 +265,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.evaluation import evaluate
     from keras_chargen.saving import CONFIG_FILE
 
-    source = _source(args, args.encoding_errors)
+    config = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE) if Path(args.model_dir).is_dir() else None
+    unit = config.level if config else "char"
+    source = _source(args, args.encoding_errors, bool(config and config.documents))  # documents as trained
     announce_embedded(source, "evaluating")
-    unit = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE).level if Path(args.model_dir).is_dir() else "char"
     if args.ngram_order:
         from keras_chargen.evaluation import ngram_baseline
 
