@@ -447,7 +447,7 @@ COMMANDS = {
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv`; an error prints one line and the usage of the subcommand meant, and exits with 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
     first = next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first not in commands and not {"-h", "--help"} & set(argv[: argv.index(first)]):
         close = difflib.get_close_matches(first, commands, n=1)

@@ -186,7 +186,7 @@ def _train_error(message: str) -> list[str]:
         pytest.param(
             ["serve", "x", "--port", "http"],
             [
-                "usage: keras-chargen serve EXPORTED_DIR [--port 8501] [--host 127.0.0.1] [options]",
+                "usage: keras-chargen serve EXPORTED_DIR [--port 8501] [--grpc-port 8500] [--host 127.0.0.1] [options]",
                 "keras-chargen serve: error: argument --port: invalid int value: 'http'",
             ],
             id="serve-bad-port",

@@ -9,6 +9,7 @@ and read through `importlib.resources`, so it works from an installed wheel and 
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator
 from importlib import resources
 
@@ -54,7 +55,8 @@ class EmbeddedSource:
         return resources.files(__name__).joinpath(self.corpus.filename).read_bytes()
 
     def chunks(self) -> Iterator[str]:
-        with resources.files(__name__).joinpath(self.corpus.filename).open("r", encoding="utf-8", newline="") as f:
+        raw = resources.files(__name__).joinpath(self.corpus.filename).open("rb")
+        with io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
             while chunk := f.read(CHUNK_CHARS):
                 yield chunk
 

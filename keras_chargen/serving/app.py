@@ -154,7 +154,7 @@ class ServingApp:
             Route("/", self.playground, methods=["GET"]),
             Route("/v1/models{rest:path}", self.models, methods=["GET", "POST"]),
         ]
-        handlers = {HTTPException: self._http_exception, Exception: self._internal_error}
+        handlers: dict[Any, Any] = {HTTPException: self._http_exception, Exception: self._internal_error}
         return Starlette(
             routes=routes,
             exception_handlers=handlers,
@@ -193,8 +193,8 @@ class ServingApp:
             await asyncio.to_thread(self.repo.stop_polling)
             if self.grpc is not None:
                 await asyncio.to_thread(self.grpc.wait_stopped)
-            for hook in self.on_shutdown:
-                hook()
+            for stop_hook in self.on_shutdown:
+                stop_hook()
 
     def begin_shutdown(self) -> None:
         """SIGTERM arrived: stop polling and accepting gRPC calls; abort what still runs after the timeout."""
@@ -292,6 +292,8 @@ class ServingApp:
     async def stream(self, request: Request, servable: ServableVersion) -> Response:
         """Extension: generate over `step` and send the text as server-sent events while it is produced."""
         streaming.check_streamable(servable)
+        if self.dispatcher is None or self.scheduler is None:
+            raise RequestError(503, "server is starting up; retry in a moment")
         doc = protocol.parse_body(await read_body(request, self.config.max_body_bytes))
         params = streaming.parse_stream_request(doc, self.config)
         encode_input = next(iter(servable.input_specs(streaming.ENCODE)))

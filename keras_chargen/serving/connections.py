@@ -198,7 +198,8 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.refused:
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return None
         return self.inner.eof_received() if self.inner is not None else None
 

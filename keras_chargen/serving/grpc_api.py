@@ -140,7 +140,14 @@ class GrpcServer:
             raise ChargenError(f"cannot listen for gRPC on {address}: the port is taken or the address is not local")
         self.app: ServingApp | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._stopped = None
+        self._stopped: Any = None  # the grpc.Server.stop() event
+
+    @property
+    def started(self) -> tuple[ServingApp, asyncio.AbstractEventLoop]:
+        """The app and event loop given to `start`."""
+        if self.app is None or self.loop is None:
+            raise RuntimeError("the gRPC server has not been started")
+        return self.app, self.loop
 
     def start(self, app: ServingApp, loop: asyncio.AbstractEventLoop) -> None:
         self.app, self.loop = app, loop
@@ -160,7 +167,7 @@ class GrpcServer:
 
     def call(self, context: grpc.ServicerContext, work: Coroutine) -> Any:
         """Run `work` on the app's event loop; cancel it if the client goes away; map errors to codes."""
-        future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        future = asyncio.run_coroutine_threadsafe(work, self.started[1])
 
         def on_rpc_end() -> None:
             if not future.done():
@@ -177,11 +184,11 @@ class GrpcServer:
 
     async def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         name, version = _model_spec(request.model_spec)
-        servable = self.app.repo.get(name, version)
+        servable = self.started[0].repo.get(name, version)
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         specs = servable.input_specs(signature)
         inputs = decode_tensors(request.inputs, specs, protocol.defaults_for(signature, specs))
-        outputs = await self.app.run_predict(servable, signature, inputs)
+        outputs = await self.started[0].run_predict(servable, signature, inputs)
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, servable, signature)
         for alias in self._output_names(request, servable, signature, outputs):
@@ -219,7 +226,7 @@ class GrpcServer:
             if field != SIGNATURE_DEF:
                 raise RequestError(400, f"Metadata field {field} is not supported")
         name, version = _model_spec(request.model_spec)
-        servable = self.app.repo.get(name, version)
+        servable = self.started[0].repo.get(name, version)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for key, proto in servable.signature_protos.items():
             signatures.signature_def[key].CopyFrom(proto)
@@ -235,7 +242,7 @@ class GrpcServer:
             raise RequestError(400, "Missing ModelSpec")
         name, version = _model_spec(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
-        for status in self.app.repo.status(name, version):
+        for status in self.started[0].repo.status(name, version):
             entry = response.model_version_status.add()
             entry.version = status.version
             entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(status.state)

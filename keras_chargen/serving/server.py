@@ -84,7 +84,7 @@ def _log_summary(guard: ConnectionGuard) -> None:
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (it may be replaced after the handler is made)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -176,11 +176,11 @@ def serve(
     server = _Server(
         uvicorn.Config(
             app,
-            http=guard.protocol_factory(H11Protocol),
+            http=guard.protocol_factory(H11Protocol),  # type: ignore[arg-type]  # uvicorn accepts a factory
             loop="asyncio",
             log_level=log_level,
-            timeout_graceful_shutdown=config.shutdown_timeout + _GRACE,
-            timeout_keep_alive=config.idle_timeout,
+            timeout_graceful_shutdown=config.shutdown_timeout + _GRACE,  # type: ignore[arg-type]  # floats work
+            timeout_keep_alive=config.idle_timeout,  # type: ignore[arg-type]
             lifespan="on",
         ),
         serving.begin_shutdown,

@@ -124,7 +124,7 @@ class Stream:
             self.next_id = self.pending.popleft()
             return True
         self.next_id = sample_id(logits, self.temperature, self.rng)
-        token = self.servable.vocabulary[self.next_id - 1]
+        token = (self.servable.vocabulary or [])[self.next_id - 1]  # check_streamable made sure it is there
         if token == DOC_END:  # a document model's document has ended (the marker is not text)
             self.session.push(_DONE)
             return False
