@@ -1,0 +1,198 @@
+"""The decode loop, written once over a step function: prime on the prompt, then sample until every row stops.
+
+Every runtime runs it: `CharGenerator` (the Python API and the SavedModel's `serving_default`), the
+id-level TFLite and ONNX generators (`keras_chargen.export.id_generator`) and the `:stream`
+scheduler (a chunk of tokens per tick, carrying `DecodeState` between ticks). Only the step
+function and the text side (`keras_chargen.codecs`) vary.
+
+A step function maps ids `(batch,)` int32 and a list of states to logits `(batch, vocab)` and the
+new states. Each loop iteration draws one token per row with `keras_chargen.sampling.next_token`
+(the row's seed and its own token index key the noise, so a row's draws do not depend on the other
+rows or on how the loop is cut into chunks), then feeds it. A row stops after `max_new` tokens,
+after a token in its `stop_ids`, or once its generated text ends with its stop string; from then on
+it emits the padding id 0. The loop ends early when every row has stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from keras_chargen.sampling import SamplingSettings, next_token, processors_in_use
+
+StepFn = Callable[[tf.Tensor, list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor]]]
+NEVER = -1e9  # added to the logits of ids that are never generated (the OOV id 0, a document-start marker)
+
+
+class DecodeState(NamedTuple):
+    """What the loop carries per row; a stream keeps it between chunks.
+
+    logits: float32 `(batch, vocab)`, the next token's logits; states: the step's states;
+    prev_ids: int32 `(batch,)`, the last token fed (word pieces depend on it); seen: float32
+    `(batch, vocab)`, 1 where a token is in the row's text (repetition penalty); done: bool `(batch,)`;
+    count: int32 `(batch,)`, tokens generated so far (the index of the next draw); tail: tf.string
+    `(batch,)`, the last bytes of the generated text, as many as the row's stop string has.
+    """
+
+    logits: tf.Tensor
+    states: list[tf.Tensor]
+    prev_ids: tf.Tensor
+    seen: tf.Tensor
+    done: tf.Tensor
+    count: tf.Tensor
+    tail: tf.Tensor
+
+
+class StopText(NamedTuple):
+    """The stop-string rule: `pieces(prev_ids, ids)` is the text a token adds; `stop` tf.string `(batch,)`, "" = off."""
+
+    pieces: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+    stop: tf.Tensor
+
+
+def prime(
+    step: StepFn, ids: tf.Tensor, lengths: tf.Tensor, states: list[tf.Tensor], readout: Callable | None = None
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """Feed the prompt ids `(batch, time)` in one loop; a row's state stops changing after its length `(batch,)`.
+
+    With `readout` (states → logits), `step` may return only the new states (logits None) and the
+    output layer runs once, after the loop. Returns the logits after each row's last id and the states.
+    """
+
+    def body(t, logits, states):
+        new_logits, new_states = step(ids[:, t], states)
+        active = (t < lengths)[:, None]  # (batch, 1)
+        states = [tf.where(active, new, old) for new, old in zip(new_states, states)]
+        if readout is None:
+            logits = tf.where(active, new_logits, logits)
+        return t + 1, logits, states
+
+    logits = readout(states) if readout is not None else step(ids[:, 0], states)[0] * 0.0
+    _, logits, states = tf.while_loop(lambda t, *_: t < tf.shape(ids)[1], body, (0, logits, states))
+    return (readout(states) if readout is not None else logits), states
+
+
+def row_seeds(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """Each row's int32 seed `(batch,)`: a `(batch,)` seed as it is; one seed s >= 0 for several rows
+    seeds row i with (s + i) mod 2**31 (a negative one stays negative: random)."""
+    seed = tf.reshape(tf.cast(seed, tf.int32), [-1])
+    spread = seed[0] + tf.range(batch)
+    spread = tf.where(spread < 0, spread - (-(2**31)), spread)  # wrapped past 2**31 - 1: back into [0, 2**31)
+    spread = tf.where(seed[0] < 0, tf.fill([batch], seed[0]), spread)
+    return tf.where(tf.equal(tf.size(seed), 1), spread, seed)
+
+
+def seen_from_ids(ids: tf.Tensor, lengths: tf.Tensor, vocab: int) -> tf.Tensor:
+    """Float32 `(batch, vocab)`: 1 where an id occurs in a row's first `lengths` `ids` `(batch, time)`."""
+    valid = tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None]
+    hot = tf.one_hot(tf.where(valid, ids, -1), vocab)  # (batch, time, vocab); -1 is all zeros
+    return tf.reduce_max(tf.concat([hot, tf.zeros_like(hot[:, :1])], 1), axis=1)
+
+
+def start_state(
+    logits: tf.Tensor,
+    states: list[tf.Tensor],
+    prev_ids: tf.Tensor,
+    seen: tf.Tensor,
+    max_new: tf.Tensor,
+    with_tail: bool = False,
+) -> DecodeState:
+    """The loop's state right after priming (`max_new` `(batch,)`: rows at 0 are done already)."""
+    batch = tf.shape(logits)[0]
+    tail = tf.fill([batch], "") if with_tail else tf.zeros([batch], tf.int32)
+    return DecodeState(logits, states, prev_ids, seen, max_new <= 0, tf.zeros([batch], tf.int32), tail)
+
+
+def decode(
+    step: StepFn,
+    state: DecodeState,
+    settings: SamplingSettings,
+    seeds: tf.Tensor,
+    max_new: tf.Tensor,
+    num_steps: tf.Tensor,
+    *,
+    banned: Sequence[int] = (0,),
+    stop_ids: tf.Tensor | None = None,
+    stop_text: StopText | None = None,
+    conditional: bool = True,
+    growing_output: bool = False,
+) -> tuple[tf.Tensor, DecodeState]:
+    """Run up to `num_steps` iterations; returns the ids `(batch, steps)` (0 after a row stops) and the final state.
+
+    Args:
+        step: the step function; state: `DecodeState` after priming (or after the previous chunk).
+        settings: SamplingSettings, one value per row; seeds: int32 `(batch,)`.
+        max_new: int32 `(batch,)`, the most tokens each row generates in all (counting earlier chunks).
+        num_steps: int32 `()`, iterations of this call (the loop ends earlier once every row is done).
+        banned: ids never generated.
+        stop_ids: int32 `(batch, s)` or None; a row stops after generating one of its ids (0 = padding).
+        stop_text: StopText or None (then no string op runs, and the loop compiles under XLA).
+        conditional: skip unused processors and the stop-string check with `tf.cond` (TF); False
+            builds one straight graph (the TFLite and ONNX converters).
+        growing_output: collect the ids in a growing tensor instead of a `TensorArray` (TFLite lowers
+            TensorLists to builtins only with a static element shape, and the batch is not static).
+    """
+    vocab = state.logits.shape[-1]
+    never = tf.reduce_sum(tf.one_hot(list(banned), vocab, on_value=NEVER, off_value=0.0), axis=0)  # (vocab,)
+    in_use = processors_in_use(settings) if conditional else None
+    has_stop = None
+    if stop_text is not None:
+        has_stop = tf.reduce_any(tf.strings.length(stop_text.stop) > 0)
+
+    def check_text(tail, prev_ids, next_ids):
+        text = tail + stop_text.pieces(prev_ids, next_ids)
+        size = tf.strings.length(stop_text.stop)  # bytes: a UTF-8 suffix match on bytes is one on characters
+        tail = tf.strings.substr(text, tf.maximum(tf.strings.length(text) - size, 0), size)
+        return tail, tf.logical_and(size > 0, tf.equal(tail, stop_text.stop))
+
+    def body(t, s: DecodeState, out):
+        active = tf.logical_not(s.done)
+        next_ids = next_token(s.logits + never, s.seen > 0, settings, seeds, s.count, in_use)
+        next_ids = tf.where(active, next_ids, 0)
+        out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
+        count = s.count + tf.cast(active, tf.int32)
+
+        def grow_seen():
+            return tf.maximum(s.seen, tf.one_hot(tf.where(active, next_ids, -1), vocab))
+
+        seen = grow_seen() if in_use is None else tf.cond(in_use[0], grow_seen, lambda: s.seen)
+        stopped = count >= max_new
+        if stop_ids is not None:
+            hit = tf.logical_and(tf.equal(stop_ids, next_ids[:, None]), stop_ids > 0)
+            stopped = tf.logical_or(stopped, tf.reduce_any(hit, axis=1))
+        tail = s.tail
+        if stop_text is not None:
+            if conditional:
+                tail, matched = tf.cond(
+                    has_stop, lambda: check_text(s.tail, s.prev_ids, next_ids), lambda: (s.tail, tf.zeros_like(active))
+                )
+            else:
+                tail, matched = check_text(s.tail, s.prev_ids, next_ids)
+            stopped = tf.logical_or(stopped, tf.logical_and(active, matched))
+        done = tf.logical_or(s.done, stopped)
+        logits, states = step(next_ids, s.states)  # a stopped row's state no longer matters
+        return t + 1, DecodeState(logits, states, next_ids, seen, done, count, tail), out
+
+    def more(t, s, out):
+        return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(s.done)))
+
+    batch = tf.shape(state.logits)[0]
+    if growing_output:
+        out = tf.zeros(tf.stack([batch, 0]), tf.int32)
+        invariants = (
+            tf.TensorShape([]),
+            tf.nest.map_structure(lambda x: x.shape, state),
+            tf.TensorShape([None, None]),
+        )
+        steps, state, out = tf.while_loop(more, body, (0, state, out), shape_invariants=invariants)
+        return out, state
+    array = tf.TensorArray(tf.int32, size=tf.maximum(num_steps, 0), element_shape=tf.TensorShape([None]))
+    steps, state, array = tf.while_loop(more, body, (0, state, array))
+    ids = tf.cond(
+        steps > 0,
+        lambda: tf.transpose(array.stack())[:, :steps],
+        lambda: tf.zeros(tf.stack([batch, 0]), tf.int32),
+    )
+    return ids, state
