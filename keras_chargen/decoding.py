@@ -52,6 +52,19 @@ class StopText(NamedTuple):
     stop: tf.Tensor
 
 
+def ends_with_stop(tail: tf.Tensor, piece: tf.Tensor, stop: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Append `piece` to `tail` (all tf.string `(batch,)`), keep as many last bytes as `stop` has.
+
+    Returns the new tail and whether it equals `stop` (never for an empty `stop`): since the tail
+    holds the last bytes of the generated text, that is "the text now ends with `stop`" (a UTF-8
+    suffix match on bytes is a match on characters).
+    """
+    size = tf.strings.length(stop)  # bytes
+    text = tail + piece
+    tail = tf.strings.substr(text, tf.maximum(tf.strings.length(text) - size, 0), size)
+    return tail, tf.logical_and(size > 0, tf.equal(tail, stop))
+
+
 def prime(
     step: StepFn, ids: tf.Tensor, lengths: tf.Tensor, states: list[tf.Tensor], readout: Callable | None = None
 ) -> tuple[tf.Tensor, list[tf.Tensor]]:
@@ -142,10 +155,7 @@ def decode(
         has_stop = tf.reduce_any(tf.strings.length(stop_text.stop) > 0)
 
     def check_text(tail, prev_ids, next_ids):
-        text = tail + stop_text.pieces(prev_ids, next_ids)
-        size = tf.strings.length(stop_text.stop)  # bytes: a UTF-8 suffix match on bytes is one on characters
-        tail = tf.strings.substr(text, tf.maximum(tf.strings.length(text) - size, 0), size)
-        return tail, tf.logical_and(size > 0, tf.equal(tail, stop_text.stop))
+        return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
     def body(t, s: DecodeState, out):
         active = tf.logical_not(s.done)
