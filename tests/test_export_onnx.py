@@ -99,3 +99,8 @@ def test_the_same_seed_gives_the_same_ids_in_fresh_sessions_and_as_the_python_ap
     assert first.min() >= 1  # the OOV id is never generated
     expected = generator.generate([GREEDY_PROMPT] * 2, 1.0, 150, seed=7, **settings)
     assert [vocab.decode(row) for row in first] == expected
+
+
+def test_max_new_chars_zero_gives_no_ids(onnx_dir):
+    # (LiteRT's Python interpreter cannot hand back a zero-size tensor: "Invalid tensor size")
+    assert run_generate(onnx_dir / "generate.onnx", [[5, 6]], 0.8, 0, seed=1).shape == (1, 0)

@@ -150,11 +150,6 @@ def test_stop_ids_end_rows_and_pad_with_zeros(tflite_dirs, generator):
     assert generator.generate(["ANNA:"], 0.0, 60, stop=greedy[10])[0] == greedy[:end]
 
 
-def test_max_new_chars_zero_gives_no_ids(tflite_dirs):
-    out = run_generate(tflite_dirs["none"] / "generate.tflite", [[5, 6]], 0.8, 0, seed=1)
-    assert out.shape == (1, 0)
-
-
 def test_quantized_quality_on_the_validation_text(tflite_dirs, generator, validation_ids, capsys):
     matrix = stream_matrix(validation_ids, STREAMS)
     keras_bpc = cross_entropy_bits(generator.model(matrix[:, :-1]).numpy(), matrix[:, 1:])
