@@ -45,7 +45,7 @@ def test_files_names_and_metadata(onnx_dir, trained_dir):
     assert (onnx_dir / "vocab.json").read_text("utf-8") == vocab_text
     step = onnx.load(str(onnx_dir / "step.onnx"))
     onnx.checker.check_model(step)
-    assert [i.name for i in step.graph.input] == ["ids", "h_0", "c_0"]
+    assert sorted(i.name for i in step.graph.input) == ["c_0", "h_0", "ids"]
     assert sorted(o.name for o in step.graph.output) == ["logits", "new_c_0", "new_h_0"]
     meta = {p.key: p.value for p in step.metadata_props}
     assert meta["vocabulary"] == vocab_text and json.loads(meta["state_names"]) == ["h_0", "c_0"]
