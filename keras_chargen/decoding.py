@@ -101,7 +101,7 @@ def seen_from_ids(ids: tf.Tensor, lengths: tf.Tensor, vocab: int) -> tf.Tensor:
     """Float32 `(batch, vocab)`: 1 where an id occurs in a row's first `lengths` `ids` `(batch, time)`."""
     valid = tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None]
     # masked by a product, not by index -1: ONNX's OneHot counts negative indices from the end
-    hot = tf.one_hot(ids, vocab) * tf.cast(valid, tf.float32)[:, :, None]  # (batch, time, vocab)
+    hot = tf.one_hot(ids, vocab) * tf.expand_dims(tf.cast(valid, tf.float32), -1)  # (batch, time, vocab)
     return tf.reduce_max(tf.concat([hot, tf.zeros_like(hot[:, :1])], 1), axis=1)
 
 
@@ -166,7 +166,7 @@ def decode(
         count = s.count + tf.cast(active, tf.int32)
 
         def grow_seen():
-            return tf.maximum(s.seen, tf.one_hot(next_ids, vocab) * tf.cast(active, tf.float32)[:, None])
+            return tf.maximum(s.seen, tf.one_hot(next_ids, vocab) * tf.expand_dims(tf.cast(active, tf.float32), -1))
 
         seen = grow_seen() if in_use is None else tf.cond(in_use[0], grow_seen, lambda: s.seen)
         stopped = count >= max_new

@@ -59,6 +59,12 @@ def test_stream_pieces_join_to_the_greedy_text(client):
     assert len(pieces) > 1 and "".join(pieces) == client.generate("ANNA:", 0.0, 40)
 
 
+def test_stream_takes_every_setting_and_joins_to_the_generate_text(client):
+    settings = dict(top_k=5, top_p=0.9, repetition_penalty=1.2, stop=".")
+    streamed = "".join(client.stream("ANNA:", 0.9, 80, seed=3, **settings))
+    assert streamed == client.generate("ANNA:", 0.9, 80, seed=3, **settings)
+
+
 def test_status_metadata_and_raw_predict(client):
     assert [s["version"] for s in client.status()["model_version_status"]] == ["2", "1"]
     assert client.metadata()["model_spec"]["version"] == "2"
