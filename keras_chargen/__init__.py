@@ -27,6 +27,7 @@ _EXPORTS = {
     "Perplexity": "metrics",
     "CharGenerator": "generation",
     "MAX_NEW_CHARS": "generation",
+    "SETTINGS": "settings",
     "train": "training",
     "evaluate": "evaluation",
     "load_model": "saving",

@@ -205,14 +205,15 @@ def test_top_k_1_and_top_p_near_0_equal_greedy(generator):
     assert generator.generate(prompts, 1.5, 80, seed=4, top_p=1e-7) == greedy
 
 
-def test_plain_loop_draws_equal_the_general_loop_with_filters_that_keep_everything(generator):
-    """Temperature-only calls run a loop without the per-step conditionals; a filter that keeps every
-    token sends the call through the general loop, which must draw exactly the same ids."""
+def test_filters_that_keep_everything_change_no_draw(generator):
+    """Temperature-only calls skip the processors and the stop-string check (`tf.cond`); a filter that
+    keeps every token or a stop string that never comes runs them, and must draw exactly the same ids."""
     prompts, temperatures = ["ANNA:\n", "", "The king"], [0.7, 0.0, 1.3]
     plain = generator.generate(prompts, temperatures, 60, seed=11)
     assert len(set(plain)) == 3 and all(len(text) == 60 for text in plain)
     everything = len(generator.vocabulary) + 1
     assert generator.generate(prompts, temperatures, 60, seed=11, top_k=everything) == plain
+    assert generator.generate(prompts, temperatures, 60, seed=11, top_p=1.0) == plain
     assert generator.generate(prompts, temperatures, 60, seed=11, stop="\u00a7never") == plain
 
 
