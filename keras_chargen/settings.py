@@ -174,8 +174,9 @@ def setting(name: str) -> Setting:
 
 
 def offs() -> dict[str, Any]:
-    """`{name: off value}` for the settings a request may leave out (all but `temperature` and `max_new_chars`)."""
-    return {s.name: s.off for s in SETTINGS if s.name not in ("temperature", "max_new_chars")}
+    """`{name: off value}` of the settings a `:predict` request may leave out: the sampling filters and the stop
+    (`temperature`, `max_new_chars` and `seed` are required, as in the first four-input signature)."""
+    return {s.name: s.off for s in SETTINGS if s.name not in ("temperature", "max_new_chars", "seed")}
 
 
 def check_api(name: str, value: Any) -> Any:

@@ -215,6 +215,15 @@ def test_word_savedmodel_matches_in_process(word_dir, word_generator, tmp_path):
     )
     exported = loaded.signatures["serving_default"](**inputs)["generated"].numpy().tolist()
     assert exported == word_generator(**inputs)["generated"].numpy().tolist()  # same seeded rows in-process
+    # the :stream gives the same words, detokenized the same way (spaces, punctuation, newlines)
+    from serving_stream import stream_texts
+
+    rows = [{k: v.numpy()[i] for k, v in inputs.items()} for i in range(3)]
+    rows = [{k: v.decode() if isinstance(v, bytes) else v.item() for k, v in row.items()} for row in rows]
+    assert stream_texts(tmp_path / "exp" / "1", rows) == [t.decode() for t in exported]
+    longer = {**rows[2], "prompt": "The river ", "max_new_chars": 40, "temperature": 0.9, "stop": ""}
+    predicted = loaded.signatures["serving_default"](**{k: tf.constant([v]) for k, v in longer.items()})
+    assert stream_texts(tmp_path / "exp" / "1", [longer]) == [predicted["generated"].numpy()[0].decode()]
     assert exported[0].decode() == word_generator.generate(prompts[0], 0.0, 10)[0]
     encoded = loaded.signatures["encode"](prompt=tf.constant(["My lord is zebra"]))
     ids = encoded["ids"].numpy()[0][: encoded["lengths"].numpy()[0]]
