@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_chargen.sampling import SamplingSettings, next_token, processors_in_use
+from keras_chargen.sampling import SamplingSettings, inverse_temperature, next_token, processors_in_use, seed_keys
 
 StepFn = Callable[[tf.Tensor, list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor]]]
 NEVER = -1e9  # added to the logits of ids that are never generated (the OOV id 0, a document-start marker)
@@ -131,9 +131,14 @@ def decode(
     stop_ids: tf.Tensor | None = None,
     stop_text: StopText | None = None,
     conditional: bool = True,
+    lean: bool = True,
     growing_output: bool = False,
 ) -> tuple[tf.Tensor, DecodeState]:
     """Run up to `num_steps` iterations; returns the ids `(batch, steps)` (0 after a row stops) and the final state.
+
+    When no row uses a filter (repetition penalty, top-k, top-p) or a stop rule, a lean variant of
+    the loop runs, chosen once per call: the same draws without those per-step branches, and rows
+    simply run to their length.
 
     Args:
         step: the step function; state: `DecodeState` after priming (or after the previous chunk).
@@ -143,24 +148,36 @@ def decode(
         banned: ids never generated.
         stop_ids: int32 `(batch, s)` or None; a row stops after generating one of its ids (0 = padding).
         stop_text: StopText or None (then no string op runs, and the loop compiles under XLA).
-        conditional: skip unused processors and the stop-string check with `tf.cond` (TF); False
-            builds one straight graph (the TFLite and ONNX converters).
+        conditional: skip unused processors and the stop-string check with `tf.cond` inside the loop;
+            False applies every processor at every step of the general loop.
+        lean: choose the lean loop when nothing needs the general one (a `tf.cond` around two loops;
+            onnxruntime cannot run a converted loop inside a conditional, so ONNX exports pass False).
         growing_output: collect the ids in a growing tensor instead of a `TensorArray` (TFLite lowers
             TensorLists to builtins only with a static element shape, and the batch is not static).
     """
     vocab = state.logits.shape[-1]
+    batch = tf.shape(state.logits)[0]
     never = tf.reduce_sum(tf.one_hot(list(banned), vocab, on_value=NEVER, off_value=0.0), axis=0)  # (vocab,)
-    in_use = processors_in_use(settings) if conditional else None
-    has_stop = None
+    keys = seed_keys(seeds)  # (batch,), once per call
+    inverse_t = inverse_temperature(settings.temperature)
+    in_use = processors_in_use(settings)
+    flags = list(in_use[:2])
+    if stop_ids is not None:
+        flags.append(tf.reduce_any(stop_ids > 0))
+    has_stop_text = tf.constant(False)
     if stop_text is not None:
-        has_stop = tf.reduce_any(tf.strings.length(stop_text.stop) > 0)
+        has_stop_text = tf.reduce_any(tf.strings.length(stop_text.stop) > 0)
+        flags.append(has_stop_text)
+    general = tf.reduce_any(tf.stack(flags))
 
     def check_text(tail, prev_ids, next_ids):
         return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
-    def body(t, s: DecodeState, out):
+    def general_body(t, s: DecodeState, out):
         active = tf.logical_not(s.done)
-        next_ids = next_token(s.logits + never, s.seen > 0, settings, seeds, s.count, in_use)
+        next_ids = next_token(
+            s.logits + never, s.seen > 0, settings, keys, s.count, in_use if conditional else None, inverse_t=inverse_t
+        )
         next_ids = tf.where(active, next_ids, 0)
         out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
         count = s.count + tf.cast(active, tf.int32)
@@ -168,16 +185,18 @@ def decode(
         def grow_seen():
             return tf.maximum(s.seen, tf.one_hot(next_ids, vocab) * tf.expand_dims(tf.cast(active, tf.float32), -1))
 
-        seen = grow_seen() if in_use is None else tf.cond(in_use[0], grow_seen, lambda: s.seen)
+        seen = tf.cond(in_use[0], grow_seen, lambda: s.seen) if conditional else grow_seen()
         stopped = count >= max_new
         if stop_ids is not None:
             hit = tf.logical_and(tf.equal(stop_ids, next_ids[:, None]), stop_ids > 0)
             stopped = tf.logical_or(stopped, tf.reduce_any(hit, axis=1))
         tail = s.tail
         if stop_text is not None:
-            if conditional:
+            if conditional:  # string ops only when some row has a stop string
                 tail, matched = tf.cond(
-                    has_stop, lambda: check_text(s.tail, s.prev_ids, next_ids), lambda: (s.tail, tf.zeros_like(active))
+                    has_stop_text,
+                    lambda: check_text(s.tail, s.prev_ids, next_ids),
+                    lambda: (s.tail, tf.zeros_like(active)),
                 )
             else:
                 tail, matched = check_text(s.tail, s.prev_ids, next_ids)
@@ -186,24 +205,54 @@ def decode(
         logits, states = step(next_ids, s.states)  # a stopped row's state no longer matters
         return t + 1, DecodeState(logits, states, next_ids, seen, done, count, tail), out
 
-    def more(t, s, out):
-        return tf.logical_and(t < num_steps, tf.logical_not(tf.reduce_all(s.done)))
-
-    batch = tf.shape(state.logits)[0]
-    if growing_output:
-        out = tf.zeros(tf.stack([batch, 0]), tf.int32)
-        invariants = (
-            tf.TensorShape([]),
-            tf.nest.map_structure(lambda x: x.shape, state),
-            tf.TensorShape([None, None]),
+    def plain_body(t, s: DecodeState, out):
+        next_ids = next_token(
+            s.logits + never,
+            None,
+            settings,
+            keys,
+            s.count + t,
+            in_use if conditional else None,
+            filters=False,
+            inverse_t=inverse_t,
         )
-        steps, state, out = tf.while_loop(more, body, (0, state, out), shape_invariants=invariants)
-        return out, state
-    array = tf.TensorArray(tf.int32, size=tf.maximum(num_steps, 0), element_shape=tf.TensorShape([None]))
-    steps, state, array = tf.while_loop(more, body, (0, state, array))
-    ids = tf.cond(
-        steps > 0,
-        lambda: tf.transpose(array.stack())[:, :steps],
-        lambda: tf.zeros(tf.stack([batch, 0]), tf.int32),
-    )
-    return ids, state
+        out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
+        logits, states = step(next_ids, s.states)
+        return t + 1, s._replace(logits=logits, states=states, prev_ids=next_ids), out
+
+    def run(body, limit):
+        def more(t, s, out):
+            return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(s.done)))
+
+        if growing_output:
+            out = tf.zeros(tf.stack([batch, 0]), tf.int32)
+            invariants = (
+                tf.TensorShape([]),
+                tf.nest.map_structure(lambda x: x.shape, state),
+                tf.TensorShape([None, None]),
+            )
+            steps, final, out = tf.while_loop(more, body, (0, state, out), shape_invariants=invariants)
+            return out, final
+        array = tf.TensorArray(tf.int32, size=tf.maximum(limit, 0), element_shape=tf.TensorShape([None]))
+        steps, final, array = tf.while_loop(more, body, (0, state, array))
+        ids = tf.cond(
+            steps > 0,
+            lambda: tf.transpose(array.stack())[:, :steps],
+            lambda: tf.zeros(tf.stack([batch, 0]), tf.int32),
+        )
+        return ids, final
+
+    def general_loop():
+        return tuple(run(general_body, num_steps))
+
+    def plain_loop():
+        """Rows run to their length: the count, the end and the padding follow from it, after the loop."""
+        remaining = tf.where(state.done, 0, max_new - state.count)
+        ids, final = run(plain_body, tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))))
+        steps = tf.shape(ids)[1]
+        valid = tf.range(steps)[None, :] < remaining[:, None]  # (batch, steps)
+        ids = tf.where(valid, ids, 0)
+        count = state.count + tf.minimum(remaining, steps)
+        return ids, final._replace(count=count, done=tf.logical_or(state.done, count >= max_new))
+
+    return tf.cond(general, general_loop, plain_loop) if lean else general_loop()

@@ -32,7 +32,7 @@ TOP_K_OFF = BY_NAME["top_k"].off
 TOP_P_OFF = BY_NAME["top_p"].off
 PENALTY_OFF = BY_NAME["repetition_penalty"].off
 
-# murmur3's 32-bit finalizer constants, and odd multipliers that spread the counters, as int32
+# murmur3's 32-bit finalizer multipliers, and odd multipliers that spread the counters, as int32
 _M1, _M2 = -2048144789, -1028477387  # 0x85EBCA6B, 0xC2B2AE35
 _SEED_MULT, _STEP_MULT, _TOKEN_MULT = -1640531535, 1779033703, 668265263  # 0x9E3779B1, 0x6A09E667, 0x27D4EB2F
 
@@ -60,29 +60,38 @@ def sampling_settings(
 
 
 # --- the counter-based generator ---
-def _shift_right(x: tf.Tensor, bits: int) -> tf.Tensor:
-    """Logical right shift of int32 from the arithmetic one (TFLite has no BitwiseAnd): clear the sign fill."""
-    return tf.bitwise.bitwise_xor(tf.bitwise.right_shift(x, bits), tf.bitwise.right_shift(x, 31) * (2 ** (32 - bits)))
-
-
 def mix(x: tf.Tensor) -> tf.Tensor:
-    """murmur3's 32-bit finalizer on int32 (wrapping multiplies): a bijection that scrambles every bit."""
-    x = tf.bitwise.bitwise_xor(x, _shift_right(x, 16)) * _M1
-    x = tf.bitwise.bitwise_xor(x, _shift_right(x, 13)) * _M2
-    return tf.bitwise.bitwise_xor(x, _shift_right(x, 16))
+    """Two xorshift-multiply rounds of murmur3's 32-bit finalizer on int32 (wrapping multiplies).
+
+    The shifts are arithmetic (TFLite has no BitwiseAnd to make them logical): each xorshift then
+    maps two inputs to one output, uniformly, and the odd multiply spreads the bits again; the noise
+    reads the high bits, which depend on every input bit.
+    """
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16)) * _M1
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13)) * _M2
+
+
+def seed_keys(seed: tf.Tensor) -> tf.Tensor:
+    """int32 `(batch,)` keys of the row seeds; a loop computes them once and passes them to `uniform_from_keys`."""
+    return mix(tf.cast(seed, tf.int32) * _SEED_MULT)
+
+
+def uniform_from_keys(keys: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
+    """`uniform_noise` from `seed_keys(seed)` (the part that does not change from step to step)."""
+    row_key = mix(keys + tf.cast(step, tf.int32) * _STEP_MULT)  # (batch,)
+    tokens = tf.range(vocab, dtype=tf.int32) * _TOKEN_MULT  # (vocab,)
+    bits = mix(row_key[:, None] + tokens[None, :])  # (batch, vocab)
+    # the high 23 bits h >> 9, as (2 * (h >> 9) + 2**23 + 1) / 2**24: exact in float32, odd over 2**24
+    return tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) * (1.0 / 2**23) + (0.5 + 1.0 / 2**24)
 
 
 def uniform_noise(seed: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
     """Uniform float32 `(batch, vocab)` in (0, 1), a pure function of `seed`, `step` (int32 `(batch,)`) and token.
 
-    23 random bits per value: `(2 * (h >> 9) + 2**23 + 1) / 2**24` is odd over 2**24, exact in float32,
-    never 0 or 1 (a shift and an offset, not a modulo: onnxruntime's modulo of negatives differs).
+    `mix(mix(mix(seed * A) + step * B) + token * C)`, then the high 23 bits as an odd multiple of
+    2**-24: never 0 or 1 (a shift and an offset, not a modulo: onnxruntime's modulo of negatives differs).
     """
-    row_key = mix(mix(tf.cast(seed, tf.int32) * _SEED_MULT) + tf.cast(step, tf.int32) * _STEP_MULT)  # (batch,)
-    tokens = tf.range(vocab, dtype=tf.int32) * _TOKEN_MULT  # (vocab,)
-    bits = mix(row_key[:, None] + tokens[None, :])  # (batch, vocab)
-    odd = tf.bitwise.right_shift(bits, 9) * 2 + (2**23 + 1)  # in [1, 2**24 - 1]
-    return tf.cast(odd, tf.float32) * (1.0 / 2**24)
+    return uniform_from_keys(seed_keys(seed), step, vocab)
 
 
 def gumbel_noise(seed: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
@@ -98,66 +107,69 @@ def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Ten
     return tf.where(seen, penalized, logits)  # (batch, vocab)
 
 
+def inverse_temperature(temperature: tf.Tensor) -> tf.Tensor:
+    """`1 / T` per row `(batch,)` (1 where T = 0); a loop computes it once."""
+    return 1.0 / tf.where(temperature > 0, temperature, tf.ones_like(temperature))
+
+
 def apply_temperature(logits: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
-    """Divide each row's logits by its temperature (rows at temperature 0 are left as they are)."""
-    safe = tf.where(temperature > 0, temperature, tf.ones_like(temperature))
-    return logits / safe[:, None]  # (batch, vocab)
+    """Each row's logits times `1 / T` (rows at temperature 0 are left as they are): one multiply per step,
+    rounded the same way on every runtime."""
+    return logits * inverse_temperature(temperature)[:, None]  # (batch, vocab)
 
 
-def _sorted(logits: tf.Tensor) -> tf.Tensor:
-    """Each row's logits in descending order `(batch, vocab)` (TFLite TOPK_V2, ONNX TopK)."""
+def apply_top_k_top_p(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
+    """Top-k, then top-p on what top-k kept, from one sort: the logits at or above each row's threshold stay.
+
+    Top-k keeps the `top_k` `(batch,)` highest logits (0 = all; ties at the k-th value stay); top-p
+    then keeps the most likely of those while the probability ranked before them is below `top_p`
+    `(batch,)` (so the most likely token always stays and p -> 0 is greedy; 1 = all). One descending
+    sort (TFLite TOPK_V2, ONNX TopK), a softmax and a cumulative sum; the threshold is the smallest
+    kept sorted value, so no scatter is needed.
+    """
     vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
-    return tf.math.top_k(logits, k=vocab, sorted=True).values
-
-
-def _keep_from(logits: tf.Tensor, sorted_logits: tf.Tensor, keep_sorted: tf.Tensor) -> tf.Tensor:
-    """Keep the logits at or above the smallest kept sorted value of each row; -inf elsewhere."""
-    threshold = tf.reduce_min(tf.where(keep_sorted, sorted_logits, float("inf")), axis=-1, keepdims=True)
+    sorted_logits = tf.math.top_k(logits, k=vocab, sorted=True).values  # (batch, vocab), descending
+    ranks = tf.range(tf.shape(logits)[-1])[None, :]  # (1, vocab)
+    keep = tf.logical_or(ranks < top_k[:, None], (top_k <= 0)[:, None])
+    probs = tf.nn.softmax(tf.where(keep, sorted_logits, float("-inf")), axis=-1)
+    before = tf.math.cumsum(probs, axis=-1, exclusive=True)
+    keep = tf.logical_and(keep, tf.logical_or(before < top_p[:, None], (top_p >= 1.0)[:, None]))  # off at 1
+    threshold = tf.reduce_min(tf.where(keep, sorted_logits, float("inf")), axis=-1, keepdims=True)
     return tf.where(logits >= threshold, logits, float("-inf"))
 
 
 def apply_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
     """Keep the logits at or above each row's `top_k` `(batch,)`-th highest (ties stay); 0 = all."""
-    sorted_logits = _sorted(logits)
-    ranks = tf.range(tf.shape(logits)[-1])[None, :]  # (1, vocab)
-    keep_sorted = tf.logical_or(ranks < top_k[:, None], (top_k <= 0)[:, None])
-    return _keep_from(logits, sorted_logits, keep_sorted)
+    return apply_top_k_top_p(logits, top_k, tf.ones_like(logits[:, 0]))
 
 
 def apply_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
-    """Keep each row's nucleus: its most likely tokens until their probabilities sum to `top_p` `(batch,)`; 1 = all.
-
-    A token stays when the probability of the tokens ranked before it is below p, so the most
-    likely token always stays and p -> 0 is greedy.
-    """
-    sorted_logits = _sorted(logits)
-    probs = tf.nn.softmax(sorted_logits, axis=-1)  # (batch, vocab), descending
-    before = tf.math.cumsum(probs, axis=-1, exclusive=True)
-    keep_sorted = tf.logical_or(before < top_p[:, None], (top_p >= 1.0)[:, None])  # exactly off at 1
-    return _keep_from(logits, sorted_logits, keep_sorted)
+    """Keep each row's nucleus: its most likely tokens until their probabilities sum to `top_p` `(batch,)`; 1 = all."""
+    return apply_top_k_top_p(logits, tf.zeros_like(top_p, tf.int32), top_p)
 
 
-def processors_in_use(settings: SamplingSettings) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Whether any row uses the repetition penalty, top-k, top-p, a temperature > 0 (bool scalars).
+def processors_in_use(settings: SamplingSettings) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Whether any row uses the repetition penalty, top-k or top-p, a temperature > 0 (bool scalars).
 
     A generation loop computes them once, outside the loop, and skips the processors nobody uses for
     the price of a `tf.cond` per step (the result is the same: an off processor changes nothing).
     """
     return (
         tf.reduce_any(settings.repetition_penalty != PENALTY_OFF),
-        tf.reduce_any(settings.top_k > 0),
-        tf.reduce_any(settings.top_p < TOP_P_OFF),
+        tf.logical_or(tf.reduce_any(settings.top_k > 0), tf.reduce_any(settings.top_p < TOP_P_OFF)),
         tf.reduce_any(settings.temperature > 0),
     )
 
 
 def next_token(
     logits: tf.Tensor,
-    seen: tf.Tensor,
+    seen: tf.Tensor | None,
     settings: SamplingSettings,
-    seed: tf.Tensor,
+    keys: tf.Tensor,
     step: tf.Tensor,
     in_use: tuple[tf.Tensor, ...] | None = None,
+    filters: bool = True,
+    inverse_t: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
@@ -165,23 +177,28 @@ def next_token(
         logits: float32 `(batch, vocab)` (tokens never to generate already at a very low value).
         seen: bool `(batch, vocab)`, the tokens already in each row's text (for the repetition penalty).
         settings: SamplingSettings, one value per row.
-        seed: int32 `(batch,)`, each row's seed; step: int32 `(batch,)`, the index of the token drawn.
+        keys: int32 `(batch,)`, `seed_keys` of the rows' seeds; step: int32 `(batch,)`, the index of the token drawn.
         in_use: `processors_in_use(settings)` to skip unused processors with `tf.cond` (TF only: the
             converters get one straight graph), or None to apply every processor.
+        filters: False leaves out the penalty, top-k and top-p (for a caller that knows they are off).
+        inverse_t: `inverse_temperature(settings.temperature)`, computed once by a loop; None: here.
     """
     vocab = logits.shape[-1]
 
     def maybe(index, fn, x):
         return fn(x) if in_use is None else tf.cond(in_use[index], lambda: fn(x), lambda: x)
 
-    logits = maybe(0, lambda x: apply_repetition_penalty(x, seen, settings.repetition_penalty), logits)
+    if filters:
+        logits = maybe(0, lambda x: apply_repetition_penalty(x, seen, settings.repetition_penalty), logits)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     def draw(x):
-        x = apply_temperature(x, settings.temperature)
-        x = maybe(1, lambda z: apply_top_k(z, settings.top_k), x)
-        x = maybe(2, lambda z: apply_top_p(z, settings.top_p), x)
-        return tf.argmax(x + gumbel_noise(seed, step, vocab), axis=-1, output_type=tf.int32)
+        scale = inverse_temperature(settings.temperature) if inverse_t is None else inverse_t
+        x = x * scale[:, None]
+        if filters:
+            x = maybe(1, lambda z: apply_top_k_top_p(z, settings.top_k, settings.top_p), x)
+        gumbel = -tf.math.log(-tf.math.log(uniform_from_keys(keys, step, vocab)))
+        return tf.argmax(x + gumbel, axis=-1, output_type=tf.int32)
 
-    sampled = draw(logits) if in_use is None else tf.cond(in_use[3], lambda: draw(logits), lambda: greedy)
+    sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)
     return tf.where(settings.temperature > 0, sampled, greedy)

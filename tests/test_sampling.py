@@ -5,35 +5,36 @@ from keras_chargen.sampling import (
     apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
+    apply_top_k_top_p,
     apply_top_p,
     gumbel_noise,
-    next_token,
     processors_in_use,
     sampling_settings,
+    seed_keys,
     uniform_noise,
 )
+from keras_chargen.sampling import next_token as next_token_from_keys
+
+
+def next_token(logits, seen, settings, seeds, steps, in_use=None):
+    """`next_token` from the rows' seeds."""
+    return next_token_from_keys(logits, seen, settings, seed_keys(seeds), steps, in_use)
 
 
 def reference_uniform(seed: int, step: int, vocab: int) -> np.ndarray:
-    """The counter-based generator in plain uint32 NumPy (logical shifts, wrapping multiplies): the spec."""
+    """The counter-based generator in plain int32 NumPy (arithmetic shifts, wrapping multiplies): the spec."""
 
     def mix(x):
-        x = np.uint32(x)
+        x = np.asarray(x, np.int32)
         with np.errstate(over="ignore"):
-            x ^= x >> np.uint32(16)
-            x = np.uint32(x * np.uint32(0x85EBCA6B))
-            x ^= x >> np.uint32(13)
-            x = np.uint32(x * np.uint32(0xC2B2AE35))
-            x ^= x >> np.uint32(16)
-        return x
+            x = (x ^ (x >> 16)) * np.int32(-2048144789)
+            return (x ^ (x >> 13)) * np.int32(-1028477387)
 
     with np.errstate(over="ignore"):
-        row = mix(
-            np.uint32(mix(np.uint32(seed % 2**32) * np.uint32(0x9E3779B1))) + np.uint32(step) * np.uint32(0x6A09E667)
-        )
-        bits = mix(row + np.arange(vocab, dtype=np.uint32) * np.uint32(0x27D4EB2F))
-    signed = bits.view(np.int32)
-    return ((signed >> 9) * 2 + 2**23 + 1).astype(np.float64) / 2**24
+        key = mix(np.int32(seed) * np.int32(-1640531535))
+        row = mix(key + np.int32(step) * np.int32(1779033703))
+        bits = mix(row + np.arange(vocab, dtype=np.int32) * np.int32(668265263))
+    return ((bits >> 9) * 2 + 2**23 + 1).astype(np.float64) / 2**24
 
 
 def test_uniform_noise_is_the_documented_pure_function_of_seed_step_and_token():
@@ -83,7 +84,8 @@ def test_the_draw_is_argmax_of_tempered_logits_plus_the_seeded_gumbel_noise():
     temperature = tf.fill([64], 0.7)
     seeds, steps = tf.range(64) * 3, tf.range(64) + 10
     ids = next_token(logits, tf.zeros([64, 30], tf.bool), settings_for(64, temperature), seeds, steps).numpy()
-    expected = np.argmax(logits.numpy() / np.float32(0.7) + gumbel_noise(seeds, steps, 30).numpy(), axis=1)
+    scaled = logits.numpy() * (np.float32(1) / np.float32(0.7))  # times 1 / T, as every runtime does it
+    expected = np.argmax(scaled + gumbel_noise(seeds, steps, 30).numpy(), axis=1)
     np.testing.assert_array_equal(ids, expected)
     other = next_token(logits, tf.zeros([64, 30], tf.bool), settings_for(64, temperature), seeds + 1, steps).numpy()
     assert (other != ids).sum() > 20  # another seed, other draws
@@ -100,12 +102,12 @@ def test_draws_follow_the_tempered_softmax():
 
 
 def test_sampling_compiles_with_xla():
-    run = tf.function(next_token, jit_compile=True)
+    run = tf.function(next_token_from_keys, jit_compile=True)
     settings = sampling_settings(2, [1.0, 0.0], top_k=[2, 0], top_p=[0.9, 1.0], repetition_penalty=[1.3, 1.0])
     logits = tf.constant([[0.0, 5.0, 4.0], [1.0, 0.0, 2.0]])
     seen = tf.constant([[False, True, False]] * 2)
-    args = (logits, seen, settings, tf.constant([3, 4]), tf.constant([0, 0]))
-    np.testing.assert_array_equal(run(*args).numpy(), next_token(*args).numpy())
+    args = (logits, seen, settings, seed_keys(tf.constant([3, 4])), tf.constant([0, 0]))
+    np.testing.assert_array_equal(run(*args).numpy(), next_token_from_keys(*args).numpy())
 
 
 # --- the logit processors on hand-made logits ---
@@ -181,7 +183,8 @@ def test_skipping_unused_processors_changes_nothing():
     # with every processor off, the draw is the plain temperature draw
     plain = sampling_settings(64, 0.9)
     off = next_token(logits, seen, plain, seeds, steps, processors_in_use(plain)).numpy()
-    expected = np.argmax(logits.numpy() / np.float32(0.9) + gumbel_noise(seeds, steps, 30).numpy(), axis=1)
+    scaled = logits.numpy() * (np.float32(1) / np.float32(0.9))
+    expected = np.argmax(scaled + gumbel_noise(seeds, steps, 30).numpy(), axis=1)
     np.testing.assert_array_equal(off, expected)
 
 
@@ -198,3 +201,11 @@ def test_next_token_mixes_strategies_per_row():
     for step in range(10):
         ids = next_token(logits, seen, settings, tf.fill([4], 7), tf.fill([4], step)).numpy()
         assert ids.tolist() == [1, 2, 1, 1]  # greedy, greedy after the penalty, top-1, top-p -> 0
+
+
+def test_top_k_then_top_p_from_one_sort():
+    logits = tf.math.log(tf.constant([[0.15, 0.5, 0.05, 0.3]] * 3))
+    out = apply_top_k_top_p(logits, tf.constant([2, 3, 0]), tf.constant([0.9, 0.7, 0.7])).numpy()
+    kept = [np.flatnonzero(np.isfinite(row)).tolist() for row in out]
+    # top-2 = {1, 3}, renormalized 0.625 / 0.375: p 0.9 keeps both; top-3 {1, 3, 0}: 0.526 < 0.7 keeps 1, 3
+    assert kept == [[1, 3], [1, 3], [1, 3]]

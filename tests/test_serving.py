@@ -560,7 +560,14 @@ BAD_REQUESTS = [
         "temperature must be a finite number >= 0; got inf",
     ),
     ("length-above-cap", "POST", PREDICT, _row(max_new_chars=20001), 400, "above this server's cap of 20000"),
-    ("negative-length", "POST", PREDICT, _row(max_new_chars=-1), 400, "max_new_chars must be an integer in 0..100000; got -1"),
+    (
+        "negative-length",
+        "POST",
+        PREDICT,
+        _row(max_new_chars=-1),
+        400,
+        "max_new_chars must be an integer in 0..100000; got -1",
+    ),
     ("prompt-above-cap", "POST", PREDICT, _row(prompt="a" * 501), 400, "501 characters; this server's cap is 500"),
     ("too-many-rows", "POST", PREDICT, generate_body(rows=17), 400, "this server's cap is 16 rows"),
     (

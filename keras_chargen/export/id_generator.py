@@ -45,8 +45,11 @@ class IdGenerator:
     TensorShape([1, 20])
     """
 
-    def __init__(self, generator: CharGenerator, state_output_prefix: str = "") -> None:
+    def __init__(
+        self, generator: CharGenerator, state_output_prefix: str = "", conditional: bool = False, lean: bool = True
+    ) -> None:
         self.generator = generator
+        self.conditional, self.lean = conditional, lean
         self.state_output_prefix = state_output_prefix
         self.recurrent_step = generator.step
         self.vocab_size = len(generator.vocabulary) + 1
@@ -137,7 +140,8 @@ class IdGenerator:
             max_new_chars,
             banned=self.generator.banned_ids,
             stop_ids=stop_ids,
-            conditional=False,
+            conditional=self.conditional,
+            lean=self.lean,
             growing_output=True,
         )
         # the loop ends early once every row has stopped: pad to the promised width

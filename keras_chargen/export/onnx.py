@@ -47,9 +47,29 @@ def convert_signature(saved_model_dir: str | Path, signature: str, metadata: dic
             model, _ = tf2onnx.convert.from_graph_def(
                 graph_def, input_names=inputs, output_names=outputs, opset=OPSET, tensors_to_rename=tensors_to_rename
             )
+    fix_loop_inputs(model.graph)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+def fix_loop_inputs(graph) -> int:
+    """Give every `Loop` body's iteration-number and condition inputs a (scalar) shape; returns how many.
+
+    tf2onnx leaves them without one, and onnxruntime refuses such a Loop inside an `If` ("Loop
+    subgraph input 0 has unknown shape"): the generator's lean and general loops sit in one.
+    """
+    fixed = 0
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                if node.op_type == "Loop":
+                    for value in subgraph.input[:2]:
+                        if not value.type.tensor_type.HasField("shape"):
+                            value.type.tensor_type.shape.SetInParent()  # rank 0
+                            fixed += 1
+                fixed += fix_loop_inputs(subgraph)
+    return fixed
 
 
 @contextlib.contextmanager
