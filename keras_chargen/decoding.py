@@ -205,20 +205,20 @@ def decode(
         logits, states = step(next_ids, s.states)  # a stopped row's state no longer matters
         return t + 1, DecodeState(logits, states, next_ids, seen, done, count, tail), out
 
-    def plain_body(t, s: DecodeState, out):
+    def plain_body(t, logits, states, out):
         next_ids = next_token(
-            s.logits + never,
+            logits + never,
             None,
             settings,
             keys,
-            s.count + t,
+            state.count + t,
             in_use if conditional else None,
             filters=False,
             inverse_t=inverse_t,
         )
         out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
-        logits, states = step(next_ids, s.states)
-        return t + 1, s._replace(logits=logits, states=states, prev_ids=next_ids), out
+        logits, states = step(next_ids, states)
+        return t + 1, logits, states, out
 
     def run(body, limit):
         def more(t, s, out):
@@ -246,13 +246,33 @@ def decode(
         return tuple(run(general_body, num_steps))
 
     def plain_loop():
-        """Rows run to their length: the count, the end and the padding follow from it, after the loop."""
+        """Rows run to their length, carrying only logits and states: the count, the end and the
+        padding follow after the loop (fewer loop variables: TF pays per variable and step)."""
         remaining = tf.where(state.done, 0, max_new - state.count)
-        ids, final = run(plain_body, tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))))
-        steps = tf.shape(ids)[1]
+        limit = tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0)))
+        start = (0, state.logits, state.states)
+        if growing_output:
+            out = tf.zeros(tf.stack([batch, 0]), tf.int32)
+            invariants = (
+                tf.TensorShape([]),
+                state.logits.shape,
+                [x.shape for x in state.states],
+                tf.TensorShape([None, None]),
+            )
+            steps, logits, states, ids = tf.while_loop(
+                lambda t, *_: t < limit, plain_body, (*start, out), shape_invariants=invariants
+            )
+        else:
+            array = tf.TensorArray(tf.int32, size=tf.maximum(limit, 0), element_shape=tf.TensorShape([None]))
+            steps, logits, states, array = tf.while_loop(lambda t, *_: t < limit, plain_body, (*start, array))
+            ids = tf.cond(
+                steps > 0, lambda: tf.transpose(array.stack()), lambda: tf.zeros(tf.stack([batch, 0]), tf.int32)
+            )
         valid = tf.range(steps)[None, :] < remaining[:, None]  # (batch, steps)
         ids = tf.where(valid, ids, 0)
+        prev_ids = tf.cond(steps > 0, lambda: ids[:, -1], lambda: state.prev_ids)
         count = state.count + tf.minimum(remaining, steps)
-        return ids, final._replace(count=count, done=tf.logical_or(state.done, count >= max_new))
+        done = tf.logical_or(state.done, count >= max_new)
+        return ids, state._replace(logits=logits, states=states, prev_ids=prev_ids, count=count, done=done)
 
     return tf.cond(general, general_loop, plain_loop) if lean else general_loop()
