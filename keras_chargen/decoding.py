@@ -20,7 +20,14 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_chargen.sampling import SamplingSettings, inverse_temperature, next_token, processors_in_use, seed_keys
+from keras_chargen.sampling import (
+    SamplingSettings,
+    inverse_temperature,
+    next_token,
+    processors_in_use,
+    row_keys,
+    seed_keys,
+)
 
 StepFn = Callable[[tf.Tensor, list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor]]]
 NEVER = -1e9  # added to the logits of ids that are never generated (the OOV id 0, a document-start marker)
@@ -170,6 +177,8 @@ def decode(
         flags.append(has_stop_text)
     general = tf.reduce_any(tf.stack(flags))
 
+    ahead = None  # the lean loop's row keys, set in `plain_loop`
+
     def check_text(tail, prev_ids, next_ids):
         return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
@@ -215,6 +224,7 @@ def decode(
             in_use if conditional else None,
             filters=False,
             inverse_t=inverse_t,
+            row_key=ahead[t],
         )
         out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
         logits, states = step(next_ids, states)
@@ -250,6 +260,8 @@ def decode(
         padding follow after the loop (fewer loop variables: TF pays per variable and step)."""
         remaining = tf.where(state.done, 0, max_new - state.count)
         limit = tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0)))
+        nonlocal ahead  # every step's row keys in one vectorized pass: (limit, batch)
+        ahead = row_keys(keys[None, :], state.count[None, :] + tf.range(tf.maximum(limit, 0))[:, None])
         start = (0, state.logits, state.states)
         if growing_output:
             out = tf.zeros(tf.stack([batch, 0]), tf.int32)

@@ -76,13 +76,22 @@ def seed_keys(seed: tf.Tensor) -> tf.Tensor:
     return mix(tf.cast(seed, tf.int32) * _SEED_MULT)
 
 
-def uniform_from_keys(keys: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
-    """`uniform_noise` from `seed_keys(seed)` (the part that does not change from step to step)."""
-    row_key = mix(keys + tf.cast(step, tf.int32) * _STEP_MULT)  # (batch,)
+def row_keys(keys: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """int32 keys of (row seed, step), any shape broadcasting `keys` (from `seed_keys`) against `step`."""
+    return mix(keys + tf.cast(step, tf.int32) * _STEP_MULT)
+
+
+def uniform_from_row_keys(row_key: tf.Tensor, vocab: int) -> tf.Tensor:
+    """`uniform_noise` `(batch, vocab)` from `row_keys(seed_keys(seed), step)` `(batch,)`."""
     tokens = tf.range(vocab, dtype=tf.int32) * _TOKEN_MULT  # (vocab,)
     bits = mix(row_key[:, None] + tokens[None, :])  # (batch, vocab)
     # the high 23 bits h >> 9, as (2 * (h >> 9) + 2**23 + 1) / 2**24: exact in float32, odd over 2**24
     return tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) * (1.0 / 2**23) + (0.5 + 1.0 / 2**24)
+
+
+def uniform_from_keys(keys: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
+    """`uniform_noise` from `seed_keys(seed)` (the part that does not change from step to step)."""
+    return uniform_from_row_keys(row_keys(keys, step), vocab)
 
 
 def uniform_noise(seed: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
@@ -170,6 +179,7 @@ def next_token(
     in_use: tuple[tf.Tensor, ...] | None = None,
     filters: bool = True,
     inverse_t: tf.Tensor | None = None,
+    row_key: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
@@ -182,6 +192,7 @@ def next_token(
             converters get one straight graph), or None to apply every processor.
         filters: False leaves out the penalty, top-k and top-p (for a caller that knows they are off).
         inverse_t: `inverse_temperature(settings.temperature)`, computed once by a loop; None: here.
+        row_key: `row_keys(keys, step)` `(batch,)` when a loop computed them ahead; None: from `keys` and `step`.
     """
     vocab = logits.shape[-1]
 
@@ -197,7 +208,8 @@ def next_token(
         x = x * scale[:, None]
         if filters:
             x = maybe(1, lambda z: apply_top_k_top_p(z, settings.top_k, settings.top_p), x)
-        gumbel = -tf.math.log(-tf.math.log(uniform_from_keys(keys, step, vocab)))
+        key = row_keys(keys, step) if row_key is None else row_key
+        gumbel = -tf.math.log(-tf.math.log(uniform_from_row_keys(key, vocab)))
         return tf.argmax(x + gumbel, axis=-1, output_type=tf.int32)
 
     sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)

@@ -117,7 +117,7 @@ class StreamDecoder:
         self.state_specs = [tf.TensorSpec([None, specs[n].shape[-1]], tf.float32) for n in self.names]
         self._step_fn = servable.function(STEP)
         self.prime = tf.function(
-            self._prime, input_signature=[tf.TensorSpec([None, None], tf.int32)] * 1 + [tf.TensorSpec([None], tf.int32)]
+            self._prime, input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         )
         rows = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)
         self.advance = tf.function(
