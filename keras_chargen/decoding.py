@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from keras_chargen.sampling import (
     SamplingSettings,
+    gumbel_from_row_keys,
     inverse_temperature,
     next_token,
     processors_in_use,
@@ -30,6 +31,7 @@ from keras_chargen.sampling import (
 )
 
 StepFn = Callable[[tf.Tensor, list[tf.Tensor]], tuple[tf.Tensor, list[tf.Tensor]]]
+AHEAD = 1 << 20  # noise values the lean loop computes ahead at once (4 MiB of float32)
 NEVER = -1e9  # added to the logits of ids that are never generated (the OOV id 0, a document-start marker)
 
 
@@ -177,8 +179,6 @@ def decode(
         flags.append(has_stop_text)
     general = tf.reduce_any(tf.stack(flags))
 
-    ahead = None  # the lean loop's row keys, set in `plain_loop`
-
     def check_text(tail, prev_ids, next_ids):
         return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
@@ -214,22 +214,6 @@ def decode(
         logits, states = step(next_ids, s.states)  # a stopped row's state no longer matters
         return t + 1, DecodeState(logits, states, next_ids, seen, done, count, tail), out
 
-    def plain_body(t, logits, states, out):
-        next_ids = next_token(
-            logits + never,
-            None,
-            settings,
-            keys,
-            state.count + t,
-            in_use if conditional else None,
-            filters=False,
-            inverse_t=inverse_t,
-            row_key=ahead[t],
-        )
-        out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
-        logits, states = step(next_ids, states)
-        return t + 1, logits, states, out
-
     def run(body, limit):
         def more(t, s, out):
             return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(s.done)))
@@ -256,29 +240,55 @@ def decode(
         return tuple(run(general_body, num_steps))
 
     def plain_loop():
-        """Rows run to their length, carrying only logits and states: the count, the end and the
-        padding follow after the loop (fewer loop variables: TF pays per variable and step)."""
+        """Rows run to their length, carrying only logits and states; the noise of a block of steps is
+        computed ahead in one vectorized pass (at most `AHEAD` values), so a step is the model step,
+        a scale, an add and an argmax. The count, the end and the padding follow after the loop."""
         remaining = tf.where(state.done, 0, max_new - state.count)
-        limit = tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0)))
-        nonlocal ahead  # every step's row keys in one vectorized pass: (limit, batch)
-        ahead = row_keys(keys[None, :], state.count[None, :] + tf.range(tf.maximum(limit, 0))[:, None])
-        start = (0, state.logits, state.states)
+        limit = tf.maximum(tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))), 0)
+        block = tf.maximum(1, tf.minimum(limit, AHEAD // (batch * vocab)))
+
+        def outer(i, logits, states, out):
+            n = tf.minimum(block, limit - i)
+            keys_ahead = row_keys(keys[None, :], state.count[None, :] + i + tf.range(n)[:, None])  # (n, batch)
+            noise = tf.reshape(gumbel_from_row_keys(tf.reshape(keys_ahead, [-1]), vocab), tf.stack([n, batch, vocab]))
+
+            def inner(t, logits, states, out):
+                next_ids = next_token(
+                    logits + never,
+                    None,
+                    settings,
+                    keys,
+                    None,
+                    in_use if conditional else None,
+                    filters=False,
+                    inverse_t=inverse_t,
+                    noise=tf.gather(noise, t),
+                )
+                out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(i + t, next_ids)
+                logits, states = step(next_ids, states)
+                return t + 1, logits, states, out
+
+            _, logits, states, out = tf.while_loop(
+                lambda t, *_: t < n, inner, (0, logits, states, out), shape_invariants=invariants
+            )
+            return i + n, logits, states, out
+
         if growing_output:
-            out = tf.zeros(tf.stack([batch, 0]), tf.int32)
-            invariants = (
-                tf.TensorShape([]),
-                state.logits.shape,
-                [x.shape for x in state.states],
-                tf.TensorShape([None, None]),
-            )
-            steps, logits, states, ids = tf.while_loop(
-                lambda t, *_: t < limit, plain_body, (*start, out), shape_invariants=invariants
-            )
+            out, out_shape = tf.zeros(tf.stack([batch, 0]), tf.int32), tf.TensorShape([None, None])
         else:
-            array = tf.TensorArray(tf.int32, size=tf.maximum(limit, 0), element_shape=tf.TensorShape([None]))
-            steps, logits, states, array = tf.while_loop(lambda t, *_: t < limit, plain_body, (*start, array))
+            out = tf.TensorArray(tf.int32, size=limit, element_shape=tf.TensorShape([None]))
+            out_shape = tf.TensorShape(None)
+        invariants = (tf.TensorShape([]), state.logits.shape, [x.shape for x in state.states], out_shape)
+        if not growing_output:
+            invariants = None
+        steps, logits, states, out = tf.while_loop(
+            lambda i, *_: i < limit, outer, (0, state.logits, state.states, out), shape_invariants=invariants
+        )
+        if growing_output:
+            ids = out
+        else:
             ids = tf.cond(
-                steps > 0, lambda: tf.transpose(array.stack()), lambda: tf.zeros(tf.stack([batch, 0]), tf.int32)
+                steps > 0, lambda: tf.transpose(out.stack()), lambda: tf.zeros(tf.stack([batch, 0]), tf.int32)
             )
         valid = tf.range(steps)[None, :] < remaining[:, None]  # (batch, steps)
         ids = tf.where(valid, ids, 0)

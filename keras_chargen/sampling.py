@@ -89,6 +89,11 @@ def uniform_from_row_keys(row_key: tf.Tensor, vocab: int) -> tf.Tensor:
     return tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) * (1.0 / 2**23) + (0.5 + 1.0 / 2**24)
 
 
+def gumbel_from_row_keys(row_key: tf.Tensor, vocab: int) -> tf.Tensor:
+    """Gumbel(0, 1) noise `(batch, vocab)` from `row_keys` `(batch,)`."""
+    return -tf.math.log(-tf.math.log(uniform_from_row_keys(row_key, vocab)))
+
+
 def uniform_from_keys(keys: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
     """`uniform_noise` from `seed_keys(seed)` (the part that does not change from step to step)."""
     return uniform_from_row_keys(row_keys(keys, step), vocab)
@@ -180,6 +185,7 @@ def next_token(
     filters: bool = True,
     inverse_t: tf.Tensor | None = None,
     row_key: tf.Tensor | None = None,
+    noise: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
@@ -193,6 +199,7 @@ def next_token(
         filters: False leaves out the penalty, top-k and top-p (for a caller that knows they are off).
         inverse_t: `inverse_temperature(settings.temperature)`, computed once by a loop; None: here.
         row_key: `row_keys(keys, step)` `(batch,)` when a loop computed them ahead; None: from `keys` and `step`.
+        noise: the Gumbel noise `(batch, vocab)` of this step when a loop computed it ahead; None: here.
     """
     vocab = logits.shape[-1]
 
@@ -208,8 +215,9 @@ def next_token(
         x = x * scale[:, None]
         if filters:
             x = maybe(1, lambda z: apply_top_k_top_p(z, settings.top_k, settings.top_p), x)
-        key = row_keys(keys, step) if row_key is None else row_key
-        gumbel = -tf.math.log(-tf.math.log(uniform_from_row_keys(key, vocab)))
+        gumbel = noise
+        if gumbel is None:
+            gumbel = gumbel_from_row_keys(row_keys(keys, step) if row_key is None else row_key, vocab)
         return tf.argmax(x + gumbel, axis=-1, output_type=tf.int32)
 
     sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)
