@@ -245,14 +245,23 @@ def decode(
         a scale, an add and an argmax. The count, the end and the padding follow after the loop."""
         remaining = tf.where(state.done, 0, max_new - state.count)
         limit = tf.maximum(tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))), 0)
-        block = tf.maximum(1, tf.minimum(limit, AHEAD // (batch * vocab)))
+        static_batch = state.logits.shape[0]
+        if static_batch is None:
+            block = tf.maximum(1, tf.minimum(limit, AHEAD // (batch * vocab)))
+        else:  # a static block (XLA needs static shapes): the last one may compute a little noise for nothing
+            block = max(1, AHEAD // (static_batch * vocab))
 
         def outer(i, logits, states, out):
             n = tf.minimum(block, limit - i)
-            keys_ahead = row_keys(keys[None, :], state.count[None, :] + i + tf.range(n)[:, None])  # (n, batch)
-            noise = tf.reshape(gumbel_from_row_keys(tf.reshape(keys_ahead, [-1]), vocab), tf.stack([n, batch, vocab]))
+            width = n if static_batch is None else block
+            keys_ahead = row_keys(keys[None, :], state.count[None, :] + i + tf.range(width)[:, None])  # (width, batch)
+            noise = tf.reshape(
+                gumbel_from_row_keys(tf.reshape(keys_ahead, [-1]), vocab), tf.stack([width, batch, vocab])
+            )
 
             def inner(t, logits, states, out):
+                noise_t = tf.gather(noise, t)
+                noise_t.set_shape(logits.shape)  # keep a static batch (XLA) through the loop
                 next_ids = next_token(
                     logits + never,
                     None,
@@ -262,7 +271,7 @@ def decode(
                     in_use if conditional else None,
                     filters=False,
                     inverse_t=inverse_t,
-                    noise=tf.gather(noise, t),
+                    noise=noise_t,
                 )
                 out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(i + t, next_ids)
                 logits, states = step(next_ids, states)
@@ -290,7 +299,7 @@ def decode(
             ids = tf.cond(
                 steps > 0, lambda: tf.transpose(out.stack()), lambda: tf.zeros(tf.stack([batch, 0]), tf.int32)
             )
-        valid = tf.range(steps)[None, :] < remaining[:, None]  # (batch, steps)
+        valid = tf.range(tf.shape(ids)[1])[None, :] < remaining[:, None]  # (batch, steps); a static width under XLA
         ids = tf.where(valid, ids, 0)
         prev_ids = tf.cond(steps > 0, lambda: ids[:, -1], lambda: state.prev_ids)
         count = state.count + tf.minimum(remaining, steps)

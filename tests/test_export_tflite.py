@@ -66,7 +66,8 @@ def test_float32_files_hold_the_weights(tflite_dirs, generator):
     step_size = (tflite_dirs["none"] / "step.tflite").stat().st_size
     generate_size = (tflite_dirs["none"] / "generate.tflite").stat().st_size
     assert weights <= step_size <= 1.05 * weights + 16_000
-    assert weights <= generate_size <= 1.05 * weights + 60_000  # ~250 ops of loop, sampler and RNG: ~50 KB
+    # + the ops of two loops (lean and general), the sampler and the generator: ~75 KB whatever the model size
+    assert weights <= generate_size <= 1.05 * weights + 100_000
     assert (tflite_dirs["dynamic"] / "step.tflite").stat().st_size < 0.6 * step_size
     assert (tflite_dirs["float16"] / "step.tflite").stat().st_size < 0.7 * step_size
 
