@@ -182,10 +182,17 @@ def decode(
     def check_text(tail, prev_ids, next_ids):
         return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
-    def general_body(t, s: DecodeState, out):
+    def general_body(t, noise, s: DecodeState, out):
         active = tf.logical_not(s.done)
         next_ids = next_token(
-            s.logits + never, s.seen > 0, settings, keys, s.count, in_use if conditional else None, inverse_t=inverse_t
+            s.logits + never,
+            s.seen > 0,
+            settings,
+            keys,
+            None,
+            in_use if conditional else None,
+            inverse_t=inverse_t,
+            noise=noise,
         )
         next_ids = tf.where(active, next_ids, 0)
         out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
@@ -212,46 +219,45 @@ def decode(
             stopped = tf.logical_or(stopped, tf.logical_and(active, matched))
         done = tf.logical_or(s.done, stopped)
         logits, states = step(next_ids, s.states)  # a stopped row's state no longer matters
-        return t + 1, DecodeState(logits, states, next_ids, seen, done, count, tail), out
+        return DecodeState(logits, states, next_ids, seen, done, count, tail), out
 
-    def run(body, limit):
-        def more(t, s, out):
-            return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(s.done)))
-
-        if growing_output:
-            out = tf.zeros(tf.stack([batch, 0]), tf.int32)
-            invariants = (
-                tf.TensorShape([]),
-                tf.nest.map_structure(lambda x: x.shape, state),
-                tf.TensorShape([None, None]),
-            )
-            steps, final, out = tf.while_loop(more, body, (0, state, out), shape_invariants=invariants)
-            return out, final
-        array = tf.TensorArray(tf.int32, size=tf.maximum(limit, 0), element_shape=tf.TensorShape([None]))
-        steps, final, array = tf.while_loop(more, body, (0, state, array))
-        ids = tf.cond(
-            steps > 0,
-            lambda: tf.transpose(array.stack())[:, :steps],
-            lambda: tf.zeros(tf.stack([batch, 0]), tf.int32),
+    def plain_body(t, noise, carry, out):
+        logits, states = carry
+        next_ids = next_token(
+            logits + never,
+            None,
+            settings,
+            keys,
+            None,
+            in_use if conditional else None,
+            filters=False,
+            inverse_t=inverse_t,
+            noise=noise,
         )
-        return ids, final
+        out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(t, next_ids)
+        return step(next_ids, states), out
 
-    def general_loop():
-        return tuple(run(general_body, num_steps))
+    def blocked_loop(body, carry, limit, finished):
+        """Up to `limit` iterations of `body(t, noise, carry, out) -> carry, out` until `finished(carry)`.
 
-    def plain_loop():
-        """Rows run to their length, carrying only logits and states; the noise of a block of steps is
-        computed ahead in one vectorized pass (at most `AHEAD` values), so a step is the model step,
-        a scale, an add and an argmax. The count, the end and the padding follow after the loop."""
-        remaining = tf.where(state.done, 0, max_new - state.count)
-        limit = tf.maximum(tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))), 0)
+        The Gumbel noise of a block of steps is computed ahead in one vectorized pass (at most
+        `AHEAD` values; a row's draw at step t uses its token index count + t, which is its count
+        while it is active), so a step pays a gather instead of the generator's ~25 integer ops.
+        Returns the steps run, the final carry and the ids `(batch, steps)` (`(batch, limit)` from a
+        `TensorArray`).
+        """
         static_batch = state.logits.shape[0]
         if static_batch is None:
             block = tf.maximum(1, tf.minimum(limit, AHEAD // (batch * vocab)))
         else:  # a static block (XLA needs static shapes): the last one may compute a little noise for nothing
             block = max(1, AHEAD // (static_batch * vocab))
+        if growing_output:
+            out = tf.zeros(tf.stack([batch, 0]), tf.int32)
+            shapes = (tf.TensorShape([]), tf.nest.map_structure(lambda x: x.shape, carry), tf.TensorShape([None, None]))
+        else:
+            out, shapes = tf.TensorArray(tf.int32, size=limit, element_shape=tf.TensorShape([None])), None
 
-        def outer(i, logits, states, out):
+        def outer(i, carry, out):
             n = tf.minimum(block, limit - i)
             width = n if static_batch is None else block
             keys_ahead = row_keys(keys[None, :], state.count[None, :] + i + tf.range(width)[:, None])  # (width, batch)
@@ -259,46 +265,44 @@ def decode(
                 gumbel_from_row_keys(tf.reshape(keys_ahead, [-1]), vocab), tf.stack([width, batch, vocab])
             )
 
-            def inner(t, logits, states, out):
+            def inner(t, carry, out):
                 noise_t = tf.gather(noise, t)
-                noise_t.set_shape(logits.shape)  # keep a static batch (XLA) through the loop
-                next_ids = next_token(
-                    logits + never,
-                    None,
-                    settings,
-                    keys,
-                    None,
-                    in_use if conditional else None,
-                    filters=False,
-                    inverse_t=inverse_t,
-                    noise=noise_t,
-                )
-                out = tf.concat([out, next_ids[:, None]], axis=1) if growing_output else out.write(i + t, next_ids)
-                logits, states = step(next_ids, states)
-                return t + 1, logits, states, out
+                noise_t.set_shape(state.logits.shape)  # keep a static batch (XLA) through the loop
+                carry, out = body(i + t, noise_t, carry, out)
+                return t + 1, carry, out
 
-            _, logits, states, out = tf.while_loop(
-                lambda t, *_: t < n, inner, (0, logits, states, out), shape_invariants=invariants
+            t, carry, out = tf.while_loop(
+                lambda t, c, o: tf.logical_and(t < n, tf.logical_not(finished(c))),
+                inner,
+                (0, carry, out),
+                shape_invariants=shapes,
             )
-            return i + n, logits, states, out
+            return i + t, carry, out
 
-        if growing_output:
-            out, out_shape = tf.zeros(tf.stack([batch, 0]), tf.int32), tf.TensorShape([None, None])
-        else:
-            out = tf.TensorArray(tf.int32, size=limit, element_shape=tf.TensorShape([None]))
-            out_shape = tf.TensorShape(None)
-        invariants = (tf.TensorShape([]), state.logits.shape, [x.shape for x in state.states], out_shape)
-        if not growing_output:
-            invariants = None
-        steps, logits, states, out = tf.while_loop(
-            lambda i, *_: i < limit, outer, (0, state.logits, state.states, out), shape_invariants=invariants
+        steps, carry, out = tf.while_loop(
+            lambda i, c, o: tf.logical_and(i < limit, tf.logical_not(finished(c))),
+            outer,
+            (0, carry, out),
+            shape_invariants=shapes,
         )
-        if growing_output:
-            ids = out
-        else:
-            ids = tf.cond(
+        if not growing_output:  # (batch, limit): the caller cuts it to `steps` where the loop can end early
+            out = tf.cond(
                 steps > 0, lambda: tf.transpose(out.stack()), lambda: tf.zeros(tf.stack([batch, 0]), tf.int32)
             )
+        return steps, carry, out
+
+    def general_loop():
+        limit = tf.maximum(num_steps, 0)
+        steps, final, ids = blocked_loop(general_body, state, limit, lambda s: tf.reduce_all(s.done))
+        return ids[:, :steps], final
+
+    def plain_loop():
+        """Rows run to their length, carrying only logits and states (TF pays per loop variable and
+        step); the count, the end and the padding follow after the loop."""
+        remaining = tf.where(state.done, 0, max_new - state.count)
+        limit = tf.maximum(tf.minimum(num_steps, tf.reduce_max(tf.concat([remaining, [0]], 0))), 0)
+        carry = (state.logits, state.states)
+        steps, (logits, states), ids = blocked_loop(plain_body, carry, limit, lambda c: tf.constant(False))
         valid = tf.range(tf.shape(ids)[1])[None, :] < remaining[:, None]  # (batch, steps); a static width under XLA
         ids = tf.where(valid, ids, 0)
         prev_ids = tf.cond(steps > 0, lambda: ids[:, -1], lambda: state.prev_ids)
