@@ -53,7 +53,7 @@ def reference(base):
             prompt=tf.constant(prompts),
             temperature=tf.fill([rows], float(temperature)),
             max_new_chars=tf.fill([rows], length),
-            seed=tf.constant([seed] * rows, tf.int32),
+            seed=tf.constant(seed if isinstance(seed, list) else [seed] * rows, tf.int32),
             top_k=tf.fill([rows], top_k),
             top_p=tf.fill([rows], float(top_p)),
             repetition_penalty=tf.fill([rows], float(repetition_penalty)),
@@ -467,7 +467,8 @@ def test_columnar_values_broadcast_over_the_prompts(server, reference):
         {"inputs": {"prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [4]}},
     )
     assert status == 200
-    expected = reference(["A", "B", "C"], 0.9, 12, 4)  # the same values given once per row
+    # the same values given once per row; one seed for several rows seeds row i with seed + i
+    expected = reference(["A", "B", "C"], 0.9, 12, [4, 5, 6])
     assert body["outputs"] == {"generated": expected, "text": [p + g for p, g in zip("ABC", expected)]}
 
 
