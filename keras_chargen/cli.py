@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--length", type=int, default=500, help="tokens (characters or words) to generate (at most 100000)"
     )
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
-    generate.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    add_sampling_flags(generate, ("seed",))
     generate.add_argument(
         "--novel",
         action="store_true",
@@ -134,25 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
         "or feed them as [UNK] (words)",
     )
-    generate.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
-    generate.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="sample only from the most likely tokens whose probabilities sum to p, in (0, 1]",
-    )
-    generate.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=None,
-        help="> 1 discourages tokens already in the prompt or the text (CTRL's penalty)",
-    )
-    generate.add_argument(
-        "--stop",
-        type=unescape,
-        default=None,
-        help=r"stop a sample once it ends with this text (included); escapes like \n work",
-    )
+    add_sampling_flags(generate, ("top_k", "top_p", "repetition_penalty", "stop"))
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -220,6 +202,18 @@ def announce_embedded(source, doing: str) -> None:
             "--text FILE or --tfds NAME for another",
             flush=True,
         )
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One `--flag` per setting of `keras_chargen.settings` (None = off), its help from the description."""
+    from keras_chargen.settings import BY_NAME
+
+    types = {"int32": int, "float32": float, "string": unescape}
+    for name in names:
+        spec = BY_NAME[name]
+        rule = spec.api_rule or spec.rule
+        extra = r"; escapes like \n work" if spec.dtype == "string" else ""
+        parser.add_argument(spec.flag, type=types[spec.dtype], default=None, help=f"{spec.meaning}: {rule}{extra}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from keras_chargen.errors import ChargenError
+from keras_chargen.settings import check_api
 
 DEFAULT_URL = "http://127.0.0.1:8501"
 
@@ -92,7 +92,7 @@ class ChargenClient:
             temperature: float >= 0, 0 is greedy; or one per prompt, or several for one prompt (one
                 continuation each, a list is returned). Default 0.8.
             length: int >= 0, characters to generate per prompt. Default 200.
-            seed: int >= 0 for a reproducible draw (it seeds the whole batch), None for random.
+            seed: int in 0..2**31-1 for a reproducible draw (row i draws with seed + i), None for random.
             top_k: int >= 1, or None (off). top_p: float in (0, 1], or None (off).
             repetition_penalty: float > 0, or None (off). stop: non-empty str, or None (off); each
                 continuation ends with it when it stopped there.
@@ -112,7 +112,7 @@ class ChargenClient:
             "prompt": prompts,
             "temperature": [float(t) for t in temps],
             "max_new_chars": [length] * rows,
-            "seed": [-1 if seed is None else seed] * rows,
+            "seed": [-1 if seed is None else seed],  # one seed: row i draws with seed + i
             **{k: [v] * rows for k, v in sampling.items()},
         }
         generated = self.predict(inputs)["generated"]
@@ -137,15 +137,29 @@ class ChargenClient:
         return self._request("GET", f"{self.model_url}/metadata")
 
     def stream(
-        self, prompt: str, temperature: float = 0.8, length: int = 200, seed: int | None = None
+        self,
+        prompt: str,
+        temperature: float = 0.8,
+        length: int = 200,
+        seed: int | None = None,
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | None = None,
     ) -> Iterator[str]:
-        """Extension of `keras-chargen serve` only: pieces of the continuation as they are generated."""
+        """Extension of `keras-chargen serve` only: pieces of the continuation as they are generated.
+
+        Takes every setting `generate` takes; the joined pieces are the text `generate` returns for
+        the same prompt, seed and settings (one prompt: the row's seed is `seed`).
+        """
         _check_args([prompt], temperature, length, seed)
         body = {
             "prompt": prompt,
             "temperature": float(temperature),
             "max_new_chars": length,
             "seed": -1 if seed is None else seed,
+            **_check_sampling(top_k, top_p, repetition_penalty, stop),
         }
         with self._open("POST", f"{self.model_url}:stream", body) as response:
             for event, data in _sse_events(response):
@@ -192,45 +206,21 @@ def generate(
 
 
 def _check_args(prompts: list | None, temperature: float, length: int, seed: int | None) -> None:
-    """Fail before the round trip on arguments no server would accept."""
+    """Fail before the round trip on arguments no server would accept (rules: `keras_chargen.settings`)."""
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ChargenError("prompt must be a string or a non-empty list of strings")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature < 0
-    ):
-        raise ChargenError(f"temperature must be a finite number >= 0; got {temperature!r}")
+    check_api("temperature", temperature)
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ChargenError(f"length must be an integer >= 0; got {length!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ChargenError(f"seed must be an integer >= 0 or None; got {seed!r}")
+    check_api("seed", seed)
 
 
 def _check_sampling(
     top_k: int | None, top_p: float | None, repetition_penalty: float | None, stop: str | None
 ) -> dict[str, Any]:
     """The sampling inputs with None turned into their off values; `ChargenError` on invalid values."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ChargenError(f"top_k must be an integer >= 1; got {top_k!r}")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ChargenError(f"top_p must be a number in (0, 1]; got {top_p!r}")
-    if repetition_penalty is not None and (
-        isinstance(repetition_penalty, bool)
-        or not isinstance(repetition_penalty, (int, float))
-        or not math.isfinite(repetition_penalty)
-        or repetition_penalty <= 0
-    ):
-        raise ChargenError(f"repetition_penalty must be a finite number > 0; got {repetition_penalty!r}")
-    if stop is not None and (not isinstance(stop, str) or not stop):
-        raise ChargenError(f"stop must be a non-empty string; got {stop!r}")
-    return {
-        "top_k": top_k or 0,
-        "top_p": 1.0 if top_p is None else float(top_p),
-        "repetition_penalty": 1.0 if repetition_penalty is None else float(repetition_penalty),
-        "stop": stop or "",
-    }
+    values = {"top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "stop": stop}
+    return {name: check_api(name, value) for name, value in values.items()}
 
 
 def _error_message(err: urllib.error.HTTPError) -> str:

@@ -279,15 +279,16 @@ def novel_documents(sample, args) -> list[str]:
         sample: callable(seed) → a batch of generated continuations of `args.prompt`.
         args: the `generate` arguments (model_dir, prompt, num_samples, seed).
 
-    Draws batches (seeds `seed`, `seed + 1`, … for reproducibility) until enough are found; prints a
+    Draws batches (seeds `seed`, `seed + rows`, … for reproducibility) until enough are found; prints a
     note to stderr and returns fewer if `NOVEL_ROUNDS` batches do not hold enough.
     """
     import sys
 
     known = training_documents(args.model_dir)
     found: list[str] = []
+    rows = args.num_samples * len(args.temperature)  # row i of a batch draws with seed + i: batches must not overlap
     for round_ in range(NOVEL_ROUNDS):
-        seed = None if args.seed is None else args.seed + round_
+        seed = None if args.seed is None else args.seed + round_ * rows
         found += [text for text in sample(seed) if text and args.prompt + text not in known]
         if len(found) >= args.num_samples:
             return found[: args.num_samples]

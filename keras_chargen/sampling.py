@@ -1,36 +1,44 @@
 """Choosing the next token from logits: the logit processors and the seeded draw, per row, in-graph.
 
 Each processor is a small pure TF function on `(batch, vocab)` logits with one setting per row, and
-each has an "off" value, so that a batch can mix strategies (and a SavedModel signature can take
-them all as inputs). They are applied in this order (as in Hugging Face's `generate`):
+each has an "off" value (`keras_chargen.settings`), so that a batch can mix strategies and every
+export can take them all as inputs. They are applied in this order (as in Hugging Face's `generate`):
 
 1. repetition penalty (CTRL): tokens already in the row's text get `logit / penalty` when the logit
    is positive and `logit * penalty` when it is negative; 1 = off;
 2. temperature: `logit / T`; rows at T = 0 are greedy (argmax of the penalized logits);
-3. top-k: only the k highest logits stay (ties broken towards the lower id, as argmax); 0 = off;
-4. top-p (nucleus): only the smallest set of highest-probability tokens whose probabilities sum
-   to at least p stays (always at least the most likely one); 1 = off;
+3. top-k: only the logits at or above the row's k-th highest stay (ties at it stay too); 0 = off;
+4. top-p (nucleus): only the highest-probability tokens whose probabilities before them sum to
+   less than p stay (always at least the most likely one); 1 = off;
 5. the draw: `argmax(logits + Gumbel noise)` (the Gumbel-max trick), which samples exactly
-   `categorical(softmax(logits))`, from stateless noise seeded with `(seed, step)`.
+   `categorical(softmax(logits))`.
 
-Everything compiles under XLA (sorts, cumsum, gathers; no `StatelessMultinomial`).
+The noise comes from a counter-based generator (`uniform_noise`): each value is a pure function of
+(seed, step, token), built only from int32 multiply, add, xor and arithmetic right shift, which give
+bit-identical results in TensorFlow, LiteRT (TFLite builtins) and onnxruntime. So the same seed and
+settings draw the same ids on every runtime wherever their logits agree. Filters are thresholds
+(`top_k` values, a cumulative sum), not scatters, so they too convert to TFLite builtins and ONNX.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
-import numpy as np
 import tensorflow as tf
 
-from keras_chargen.errors import ChargenError
+from keras_chargen.settings import BY_NAME
 
-TOP_K_OFF, TOP_P_OFF, PENALTY_OFF = 0, 1.0, 1.0  # the in-graph "off" values
+TOP_K_OFF = BY_NAME["top_k"].off
+TOP_P_OFF = BY_NAME["top_p"].off
+PENALTY_OFF = BY_NAME["repetition_penalty"].off
+
+# murmur3's 32-bit finalizer multipliers, and odd multipliers that spread the counters, as int32
+_M1, _M2 = -2048144789, -1028477387  # 0x85EBCA6B, 0xC2B2AE35
+_SEED_MULT, _STEP_MULT, _TOKEN_MULT = -1640531535, 1779033703, 668265263  # 0x9E3779B1, 0x6A09E667, 0x27D4EB2F
 
 
 class SamplingSettings(NamedTuple):
-    """Per-row sampling settings, each a `(batch,)` tensor; see the module docstring for the off values."""
+    """Per-row sampling settings, each a `(batch,)` tensor; off values in `keras_chargen.settings`."""
 
     temperature: tf.Tensor  # float32, >= 0; 0 = greedy
     top_k: tf.Tensor  # int32, >= 0; 0 = off
@@ -39,7 +47,7 @@ class SamplingSettings(NamedTuple):
 
 
 def sampling_settings(
-    batch: tf.Tensor, temperature, top_k=TOP_K_OFF, top_p=TOP_P_OFF, repetition_penalty=PENALTY_OFF
+    batch, temperature, top_k=TOP_K_OFF, top_p=TOP_P_OFF, repetition_penalty=PENALTY_OFF
 ) -> SamplingSettings:
     """`SamplingSettings` with every value (a scalar or one per row) broadcast to `(batch,)`."""
 
@@ -51,6 +59,61 @@ def sampling_settings(
     )
 
 
+# --- the counter-based generator ---
+def mix(x: tf.Tensor) -> tf.Tensor:
+    """Two xorshift-multiply rounds of murmur3's 32-bit finalizer on int32 (wrapping multiplies).
+
+    The shifts are arithmetic (TFLite has no BitwiseAnd to make them logical): each xorshift then
+    maps two inputs to one output, uniformly, and the odd multiply spreads the bits again; the noise
+    reads the high bits, which depend on every input bit.
+    """
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16)) * _M1
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13)) * _M2
+
+
+def seed_keys(seed: tf.Tensor) -> tf.Tensor:
+    """int32 `(batch,)` keys of the row seeds; a loop computes them once and passes them to `uniform_from_keys`."""
+    return mix(tf.cast(seed, tf.int32) * _SEED_MULT)
+
+
+def row_keys(keys: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """int32 keys of (row seed, step), any shape broadcasting `keys` (from `seed_keys`) against `step`."""
+    return mix(keys + tf.cast(step, tf.int32) * _STEP_MULT)
+
+
+def uniform_from_row_keys(row_key: tf.Tensor, vocab: int) -> tf.Tensor:
+    """`uniform_noise` `(batch, vocab)` from `row_keys(seed_keys(seed), step)` `(batch,)`."""
+    tokens = tf.range(vocab, dtype=tf.int32) * _TOKEN_MULT  # (vocab,)
+    bits = mix(row_key[:, None] + tokens[None, :])  # (batch, vocab)
+    # the high 23 bits h >> 9, as (2 * (h >> 9) + 2**23 + 1) / 2**24: exact in float32, odd over 2**24
+    return tf.cast(tf.bitwise.right_shift(bits, 9), tf.float32) * (1.0 / 2**23) + (0.5 + 1.0 / 2**24)
+
+
+def gumbel_from_row_keys(row_key: tf.Tensor, vocab: int) -> tf.Tensor:
+    """Gumbel(0, 1) noise `(batch, vocab)` from `row_keys` `(batch,)`."""
+    return -tf.math.log(-tf.math.log(uniform_from_row_keys(row_key, vocab)))
+
+
+def uniform_from_keys(keys: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
+    """`uniform_noise` from `seed_keys(seed)` (the part that does not change from step to step)."""
+    return uniform_from_row_keys(row_keys(keys, step), vocab)
+
+
+def uniform_noise(seed: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
+    """Uniform float32 `(batch, vocab)` in (0, 1), a pure function of `seed`, `step` (int32 `(batch,)`) and token.
+
+    `mix(mix(mix(seed * A) + step * B) + token * C)`, then the high 23 bits as an odd multiple of
+    2**-24: never 0 or 1 (a shift and an offset, not a modulo: onnxruntime's modulo of negatives differs).
+    """
+    return uniform_from_keys(seed_keys(seed), step, vocab)
+
+
+def gumbel_noise(seed: tf.Tensor, step: tf.Tensor, vocab: int) -> tf.Tensor:
+    """Gumbel(0, 1) noise `(batch, vocab)` from `uniform_noise`."""
+    return -tf.math.log(-tf.math.log(uniform_noise(seed, step, vocab)))
+
+
+# --- the processors ---
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
     """CTRL's penalty on the tokens `seen` `(batch, vocab)` bool: positive logits / penalty, negative ones * penalty."""
     penalty = penalty[:, None]  # (batch, 1)
@@ -58,146 +121,104 @@ def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Ten
     return tf.where(seen, penalized, logits)  # (batch, vocab)
 
 
+def inverse_temperature(temperature: tf.Tensor) -> tf.Tensor:
+    """`1 / T` per row `(batch,)` (1 where T = 0); a loop computes it once."""
+    return 1.0 / tf.where(temperature > 0, temperature, tf.ones_like(temperature))
+
+
 def apply_temperature(logits: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
-    """Divide each row's logits by its temperature (rows at temperature 0 are left as they are)."""
-    safe = tf.where(temperature > 0, temperature, tf.ones_like(temperature))
-    return logits / safe[:, None]  # (batch, vocab)
+    """Each row's logits times `1 / T` (rows at temperature 0 are left as they are): one multiply per step,
+    rounded the same way on every runtime."""
+    return logits * inverse_temperature(temperature)[:, None]  # (batch, vocab)
 
 
-def _ranks(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The ids in descending-logit order `(batch, vocab)` and each id's rank in it (ties: lower id first)."""
-    order = tf.argsort(logits, axis=-1, direction="DESCENDING", stable=True)
-    return order, tf.argsort(order, axis=-1, stable=True)  # the inverse permutation = ranks
+def apply_top_k_top_p(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
+    """Top-k, then top-p on what top-k kept, from one sort: the logits at or above each row's threshold stay.
+
+    Top-k keeps the `top_k` `(batch,)` highest logits (0 = all; ties at the k-th value stay); top-p
+    then keeps the most likely of those while the probability ranked before them is below `top_p`
+    `(batch,)` (so the most likely token always stays and p -> 0 is greedy; 1 = all). One descending
+    sort (TFLite TOPK_V2, ONNX TopK), a softmax and a cumulative sum; the threshold is the smallest
+    kept sorted value, so no scatter is needed.
+    """
+    vocab = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+    sorted_logits = tf.math.top_k(logits, k=vocab, sorted=True).values  # (batch, vocab), descending
+    ranks = tf.range(tf.shape(logits)[-1])[None, :]  # (1, vocab)
+    keep = tf.logical_or(ranks < top_k[:, None], (top_k <= 0)[:, None])
+    probs = tf.nn.softmax(tf.where(keep, sorted_logits, float("-inf")), axis=-1)
+    before = tf.math.cumsum(probs, axis=-1, exclusive=True)
+    keep = tf.logical_and(keep, tf.logical_or(before < top_p[:, None], (top_p >= 1.0)[:, None]))  # off at 1
+    threshold = tf.reduce_min(tf.where(keep, sorted_logits, float("inf")), axis=-1, keepdims=True)
+    return tf.where(logits >= threshold, logits, float("-inf"))
 
 
 def apply_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
-    """Keep the `top_k` `(batch,)` highest logits of each row (exactly k, ties towards the lower id); 0 = all."""
-    _, ranks = _ranks(logits)
-    keep = tf.logical_or(ranks < top_k[:, None], (top_k <= 0)[:, None])  # (batch, vocab)
-    return tf.where(keep, logits, tf.constant(-float("inf"), logits.dtype))
+    """Keep the logits at or above each row's `top_k` `(batch,)`-th highest (ties stay); 0 = all."""
+    return apply_top_k_top_p(logits, top_k, tf.ones_like(logits[:, 0]))
 
 
 def apply_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
-    """Keep each row's nucleus: its most likely tokens until their probabilities sum to `top_p` `(batch,)`; 1 = all.
-
-    A token stays when the probability of the tokens ranked before it is below p, so the most
-    likely token always stays and p -> 0 is greedy.
-    """
-    order, ranks = _ranks(logits)
-    probs = tf.nn.softmax(tf.gather(logits, order, batch_dims=1), axis=-1)  # (batch, vocab), sorted
-    before = tf.math.cumsum(probs, axis=-1, exclusive=True)
-    keep_sorted = before < top_p[:, None]
-    keep = tf.gather(keep_sorted, ranks, batch_dims=1)  # back to id order
-    keep = tf.logical_or(keep, (top_p >= 1.0)[:, None])  # exactly off at 1, whatever the rounding
-    return tf.where(keep, logits, tf.constant(-float("inf"), logits.dtype))
-
-
-def _when(condition: tf.Tensor, process, logits: tf.Tensor, setting: tf.Tensor) -> tf.Tensor:
-    """`process(logits, setting)` if `condition` (some row uses it), else `logits`: skips the sorts when off."""
-    return tf.cond(condition, lambda: process(logits, setting), lambda: logits)
-
-
-def sample_next(
-    logits: tf.Tensor,
-    temperature: tf.Tensor,
-    seed: tf.Tensor,
-    top_k: tf.Tensor | None = None,
-    top_p: tf.Tensor | None = None,
-    in_use: tuple[tf.Tensor, tf.Tensor] | None = None,
-) -> tf.Tensor:
-    """Next ids `(batch,)` int32: a draw from the filtered `softmax(logits / T)`, or argmax where `T == 0`.
-
-    The draw uses the Gumbel-max trick, `argmax(filtered logits / T + Gumbel noise)`, which samples
-    exactly that categorical distribution; its stateless uniform noise also compiles under XLA,
-    where `StatelessMultinomial` does not. The noise does not depend on top-k/top-p, so with the
-    filters off the draw is the same as plain temperature sampling.
-
-    Args:
-        logits: float32 `(batch, vocab)` (already penalized, if a repetition penalty is used).
-        temperature: float32 `(batch,)`, each >= 0.
-        seed: int64 `(2,)`, the stateless seed of this step; the same seed gives the same draw.
-        top_k: int32 `(batch,)` or None; 0 or None = off.
-        top_p: float32 `(batch,)` or None; 1 or None = off.
-        in_use: whether any row uses top-k, top-p (bool scalars); None: found from `top_k`, `top_p`.
-    """
-    use_top_k, use_top_p = in_use or (
-        tf.reduce_any(top_k > 0) if top_k is not None else None,
-        tf.reduce_any(top_p < 1) if top_p is not None else None,
-    )
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    scaled = apply_temperature(logits, temperature)
-    if top_k is not None:
-        scaled = _when(use_top_k, apply_top_k, scaled, top_k)
-    if top_p is not None:
-        scaled = _when(use_top_p, apply_top_p, scaled, top_p)
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=1e-12, maxval=1.0)
-    gumbel = -tf.math.log(-tf.math.log(uniform))  # (batch, vocab)
-    sampled = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
-    return tf.where(temperature > 0, sampled, greedy)
+    """Keep each row's nucleus: its most likely tokens until their probabilities sum to `top_p` `(batch,)`; 1 = all."""
+    return apply_top_k_top_p(logits, tf.zeros_like(top_p, tf.int32), top_p)
 
 
 def processors_in_use(settings: SamplingSettings) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Whether any row uses the repetition penalty, top-k, top-p (bool scalars).
+    """Whether any row uses the repetition penalty, top-k or top-p, a temperature > 0 (bool scalars).
 
-    A generation loop computes them once, outside the loop: the processors of unused strategies
-    (sorts, for top-k and top-p) are then skipped at every step for the price of a `tf.cond`.
+    A generation loop computes them once, outside the loop, and skips the processors nobody uses for
+    the price of a `tf.cond` per step (the result is the same: an off processor changes nothing).
     """
     return (
         tf.reduce_any(settings.repetition_penalty != PENALTY_OFF),
-        tf.reduce_any(settings.top_k > 0),
-        tf.reduce_any(settings.top_p < TOP_P_OFF),
+        tf.logical_or(tf.reduce_any(settings.top_k > 0), tf.reduce_any(settings.top_p < TOP_P_OFF)),
+        tf.reduce_any(settings.temperature > 0),
     )
 
 
 def next_token(
     logits: tf.Tensor,
-    seen: tf.Tensor,
+    seen: tf.Tensor | None,
     settings: SamplingSettings,
-    seed: tf.Tensor,
-    in_use: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+    keys: tf.Tensor,
+    step: tf.Tensor,
+    in_use: tuple[tf.Tensor, ...] | None = None,
+    filters: bool = True,
+    inverse_t: tf.Tensor | None = None,
+    row_key: tf.Tensor | None = None,
+    noise: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
 
     Args:
-        logits: float32 `(batch, vocab)`.
+        logits: float32 `(batch, vocab)` (tokens never to generate already at a very low value).
         seen: bool `(batch, vocab)`, the tokens already in each row's text (for the repetition penalty).
         settings: SamplingSettings, one value per row.
-        seed: int64 `(2,)`, the stateless seed of this step.
-        in_use: `processors_in_use(settings)`, or None to find it here.
+        keys: int32 `(batch,)`, `seed_keys` of the rows' seeds; step: int32 `(batch,)`, the index of the token drawn.
+        in_use: `processors_in_use(settings)` to skip unused processors with `tf.cond` (TF only: the
+            converters get one straight graph), or None to apply every processor.
+        filters: False leaves out the penalty, top-k and top-p (for a caller that knows they are off).
+        inverse_t: `inverse_temperature(settings.temperature)`, computed once by a loop; None: here.
+        row_key: `row_keys(keys, step)` `(batch,)` when a loop computed them ahead; None: from `keys` and `step`.
+        noise: the Gumbel noise `(batch, vocab)` of this step when a loop computed it ahead; None: here.
     """
-    use_penalty, use_top_k, use_top_p = in_use or processors_in_use(settings)
-    logits = _when(use_penalty, lambda x, p: apply_repetition_penalty(x, seen, p), logits, settings.repetition_penalty)
-    return sample_next(logits, settings.temperature, seed, settings.top_k, settings.top_p, (use_top_k, use_top_p))
+    vocab = logits.shape[-1]
 
+    def maybe(index, fn, x):
+        return fn(x) if in_use is None else tf.cond(in_use[index], lambda: fn(x), lambda: x)
 
-# --- validation of explicit values (Python API, CLI); None means off ---
-def _is_number(value, integer: bool = False) -> bool:
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    return isinstance(value, kinds) and not isinstance(value, (bool, np.bool_))
+    if filters:
+        logits = maybe(0, lambda x: apply_repetition_penalty(x, seen, settings.repetition_penalty), logits)
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
 
+    def draw(x):
+        scale = inverse_temperature(settings.temperature) if inverse_t is None else inverse_t
+        x = x * scale[:, None]
+        if filters:
+            x = maybe(1, lambda z: apply_top_k_top_p(z, settings.top_k, settings.top_p), x)
+        gumbel = noise
+        if gumbel is None:
+            gumbel = gumbel_from_row_keys(row_keys(keys, step) if row_key is None else row_key, vocab)
+        return tf.argmax(x + gumbel, axis=-1, output_type=tf.int32)
 
-def check_top_k(value) -> int:
-    """`top_k` as an int >= 1 (None: off, 0); `ChargenError` otherwise."""
-    if value is None:
-        return TOP_K_OFF
-    if not _is_number(value, integer=True) or value < 1:
-        raise ChargenError(f"top_k must be an integer >= 1; got {value!r}")
-    return int(value)
-
-
-def check_top_p(value) -> float:
-    """`top_p` as a float in (0, 1] (None: off, 1.0); `ChargenError` otherwise."""
-    if value is None:
-        return TOP_P_OFF
-    if not _is_number(value) or not 0 < float(value) <= 1:  # NaN fails the comparison too
-        raise ChargenError(f"top_p must be a number in (0, 1]; got {value!r}")
-    return float(value)
-
-
-def check_repetition_penalty(value) -> float:
-    """`repetition_penalty` as a finite float > 0 (None: off, 1.0); `ChargenError` otherwise."""
-    if value is None:
-        return PENALTY_OFF
-    if not _is_number(value) or not math.isfinite(float(value)) or not float(value) > 0:
-        raise ChargenError(f"repetition_penalty must be a finite number > 0; got {value!r}")
-    return float(value)
+    sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)
+    return tf.where(settings.temperature > 0, sampled, greedy)

@@ -62,8 +62,7 @@ class WordPieces:
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.no_space_before = tf.constant([t in NO_SPACE_BEFORE for t in tokens])
-        # a document marker ("<doc>") behaves like the start of a text: the first word follows it directly
-        self.no_space_after = tf.constant([t in NO_SPACE_AFTER or t in ("<doc>", "</doc>") for t in tokens])
+        self.no_space_after = tf.constant([t in NO_SPACE_AFTER for t in tokens])
 
     def __call__(self, token_text: tf.Tensor, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         """`token_text` (the looked-up strings of `ids`) with a leading space where one belongs."""

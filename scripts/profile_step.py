@@ -9,7 +9,7 @@ medians and best runs are printed (the best run is the better estimate on a shar
 
 Variants:
 - `empty`: the loop alone (a counter and the carried tensors);
-- `sample`: the loop + `sample_next` on fixed logits;
+- `sample`: the loop + `next_token` (temperature only, the processors skipped) on fixed logits;
 - `gemv`: the loop + only the step's weight matmuls (every weight read once per iteration);
 - `keras_cells`: sampling + the step through the Keras cells (`RecurrentStep` before this profile);
 - `step`: sampling + `RecurrentStep` (plain TF ops, embedding gathered then multiplied);
@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_chargen.config import ChargenConfig  # noqa: E402
 from keras_chargen.model import RecurrentStep, _state_sizes, build_model  # noqa: E402
-from keras_chargen.sampling import sample_next  # noqa: E402
+from keras_chargen.sampling import next_token, processors_in_use, sampling_settings  # noqa: E402
 
 VOCAB = 66
 
@@ -55,7 +55,8 @@ class KerasCellStep(RecurrentStep):
 
 
 def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool, jit_step: bool = False):
-    temperature = tf.fill([batch], 0.8)
+    settings = sampling_settings(batch, 0.8)
+    seeds, seen = tf.zeros([batch], tf.int32), tf.zeros([batch, VOCAB], tf.bool)
     call_step = tf.function(step.__call__, jit_compile=True) if jit_step else step
 
     @tf.function(jit_compile=jit)
@@ -66,11 +67,11 @@ def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool,
         ]
 
         def body(t, logits, states):
-            seed = tf.stack([tf.constant(0, tf.int64), tf.cast(t, tf.int64)])
+            in_use = processors_in_use(settings)
             if body_kind == "empty":
                 return t + 1, logits + 0.0, states
             if body_kind == "sample":
-                ids = sample_next(logits, temperature, seed)
+                ids = next_token(logits, seen, settings, seeds, tf.fill([batch], t), in_use)
                 return t + 1, logits + tf.cast(ids[:, None], tf.float32) * 0.0, states
             if body_kind == "gemv":
                 h = states[0]
@@ -79,7 +80,7 @@ def loop(step: RecurrentStep, batch: int, chars: int, body_kind: str, jit: bool,
                     for w in weights
                 ]
                 return t + 1, logits + tf.add_n(total) * 0.0, [states[0] + 1e-6] + states[1:]
-            ids = sample_next(logits, temperature, seed)
+            ids = next_token(logits, seen, settings, seeds, tf.fill([batch], t), in_use)
             logits, states = call_step(ids, states, loop_weights)
             return t + 1, logits, states
 

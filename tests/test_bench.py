@@ -3,10 +3,21 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import CORPUS
 
-from keras_chargen import load_model
-from keras_chargen.bench import OneStep, PeakRSS, TutorialModel, _rss_mib, onestep_loop, target_rows
+from keras_chargen import RecurrentStep, load_model
+from keras_chargen.bench import (
+    OneStep,
+    PeakRSS,
+    TutorialModel,
+    keras_window_loop,
+    onestep_loop,
+    step_loop,
+    target_rows,
+    xla_generator,
+)
+from keras_chargen.bench.runner import _rss_mib
 from keras_chargen.cli import main
 
 REQUIRED_KEYS = {
@@ -17,23 +28,52 @@ REQUIRED_KEYS = {
     "tflite_step_int8_b1",
     "tflite_generator_b1",
     "tflite_generator_int8_b1",
+    "tflite_generator_int8_topk_topp_b1",
     "onnx_generator_b1",
     "train_pipeline",
     "train_bare",
 }
 
 
-def test_tutorial_baseline_runs_our_weights_faithfully(trained_dir):
+class NumpyStep:
+    """`RecurrentStep` behind the numpy interface of the exported step clients (what `step_loop` drives)."""
+
+    def __init__(self, model) -> None:
+        self.step = RecurrentStep(model)
+
+    def initial_states(self, batch: int) -> list[np.ndarray]:
+        return [s.numpy() for s in self.step.initial_states(batch)]
+
+    def __call__(self, ids, states):
+        logits, states = self.step(tf.constant(ids), [tf.constant(s) for s in states])
+        return logits.numpy(), [s.numpy() for s in states]
+
+
+def test_tutorial_baseline_runs_our_weights_faithfully(trained_dir, generator):
     config, vocab, model = load_model(trained_dir)
     tutorial = TutorialModel(config, vocab.size)
     ids = np.array([vocab.encode("ANNA:\nThe king")], np.int32)
     tutorial(ids)
     tutorial.set_weights(model.get_weights())
     np.testing.assert_allclose(tutorial(ids).numpy(), model(ids).numpy(), atol=1e-5)
-    one_step = OneStep(tutorial, vocab.tokens)
-    char, states = one_step.generate_one_step(np.array(["ANNA:"]))
-    assert char.shape == (1,) and char.numpy()[0].decode() in vocab.tokens
-    onestep_loop(one_step, ["ANNA:", "BRUNO:"], 5)
+    # at a vanishing temperature the tutorial's categorical draw is the argmax: the generator's greedy text
+    one_step = OneStep(tutorial, vocab.tokens, temperature=1e-6)
+    prompts = ["ANNA:\nThe king", "BRUNO:\nThe riv"]  # equal lengths: the tutorial pads a ragged batch with id 0
+    assert onestep_loop(one_step, prompts, 40) == generator.generate(prompts, 0.0, 40)
+
+
+def test_reference_loops_give_the_generators_greedy_ids(trained_dir, generator):
+    config, vocab, model = load_model(trained_dir)
+    prompt = "ÉLODIE:\nThe garden"
+    expected = vocab.encode(generator.generate([prompt], 0.0, 60)[0]).tolist()
+    prompt_ids = vocab.encode(prompt)
+    assert keras_window_loop(model, prompt_ids, 60, maxlen=1000, temperature=0.0) == expected  # whole text
+    assert step_loop(NumpyStep(model), prompt_ids, 2, 60, temperature=0.0).tolist() == [expected] * 2
+    run = xla_generator(generator, 60)
+    ids = run(tf.constant([prompt_ids]), tf.constant([len(prompt_ids)]), tf.constant([0.0]), tf.constant(0))
+    assert ids.numpy().tolist() == [expected]
+    sampled = run(tf.constant([prompt_ids]), tf.constant([len(prompt_ids)]), tf.constant([0.8]), tf.constant(5))
+    assert vocab.decode(sampled.numpy()[0]) == generator.generate([prompt], 0.8, 60, seed=5)[0]  # XLA: same draws
 
 
 @pytest.mark.slow
@@ -48,6 +88,7 @@ def test_quick_bench_writes_the_report_and_prints_json_last(trained_dir, tmp_pat
     assert "| ingraph_b1 |" in report and "× tutorial OneStep" in report
     assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
     assert "| TFLite whole generator, fp32, batch 1 |" in report and "of the weight-read bound" in report
+    assert "| TFLite whole generator, dynamic-range int8, top-k 40 + top-p 0.9, batch 1 |" in report
     assert "train_pipeline +" in report and "MiB, train_bare +" in report
     machine = json.loads((tmp_path / "benchmarks.json").read_text())["machine"]
     assert machine["weights_bandwidth_bytes_per_s"] > 1e8 and machine["dram_bandwidth_bytes_per_s"] > 1e8
@@ -60,6 +101,7 @@ def test_target_rows_compare_the_best_mode_with_the_target_ratio():
         "ingraph_b64": {"median": 1500.0},
         "ingraph_xla_b64": {"median": 2500.0},
         "ingraph_xla_b1": {"error": "did not compile"},
+        "tflite_generator_int8_topk_topp_b1": {"median": 1234.0},
         "train_pipeline": {"median": 95.0},
         "train_bare": {"median": 100.0},
     }
@@ -67,6 +109,7 @@ def test_target_rows_compare_the_best_mode_with_the_target_ratio():
     assert rows == {
         "in-graph generation (what the SavedModel runs), batch 1": (4.5, 5.0, False),
         "in-graph generation, batch 64, plain or XLA, whichever wins": (25.0, 20.0, True),
+        "TFLite whole generator, dynamic-range int8, top-k 40 + top-p 0.9, batch 1": (12.34, 10.0, True),
         "training: our pipeline vs a bare fit on in-memory arrays": (0.95, 0.9, True),
     }
 

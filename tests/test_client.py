@@ -21,7 +21,7 @@ def test_generate_matches_the_savedmodel_for_a_seed(client, base):
         prompt=tf.constant(["ROMEO:"]),
         temperature=tf.constant([0.6]),
         max_new_chars=tf.constant([80]),
-        seed=tf.constant([4], tf.int64),
+        seed=tf.constant([4]),
         top_k=tf.constant([0]),
         top_p=tf.constant([1.0]),
         repetition_penalty=tf.constant([1.0]),
@@ -36,7 +36,7 @@ def test_generate_with_sampling_settings_and_several_temperatures(client, base):
         prompt=tf.constant(["ROMEO:"] * 3),
         temperature=tf.constant([0.0, 0.8, 1.2]),
         max_new_chars=tf.constant([80]),
-        seed=tf.constant([4], tf.int64),
+        seed=tf.constant([4]),
         top_k=tf.constant([5]),
         top_p=tf.constant([0.9]),
         repetition_penalty=tf.constant([1.3]),
@@ -57,6 +57,12 @@ def test_generate_takes_lists_and_the_one_call_form_works(client, server):
 def test_stream_pieces_join_to_the_greedy_text(client):
     pieces = list(client.stream("ANNA:", temperature=0.0, length=40))
     assert len(pieces) > 1 and "".join(pieces) == client.generate("ANNA:", 0.0, 40)
+
+
+def test_stream_takes_every_setting_and_joins_to_the_generate_text(client):
+    settings = dict(top_k=5, top_p=0.9, repetition_penalty=1.2, stop=".")
+    streamed = "".join(client.stream("ANNA:", 0.9, 80, seed=3, **settings))
+    assert streamed == client.generate("ANNA:", 0.9, 80, seed=3, **settings)
 
 
 def test_status_metadata_and_raw_predict(client):

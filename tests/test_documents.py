@@ -139,9 +139,8 @@ def test_cli_prints_documents_one_per_line_and_novel_ones(names_dir, capsys):
 
 
 def test_exports_stop_at_the_end_marker(names_dir, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
     from test_export_onnx import run_generate as onnx_generate
-    from test_export_onnx import session
+    from test_export_tflite import run_generate as tflite_generate
 
     from keras_chargen.export import export_model
 
@@ -154,7 +153,7 @@ def test_exports_stop_at_the_end_marker(names_dir, tmp_path):
         prompt=tf.constant([""] * rows),
         temperature=tf.fill([rows], 0.8),
         max_new_chars=tf.fill([rows], CAP),
-        seed=tf.constant([5] * rows, tf.int64),
+        seed=tf.constant([5], tf.int32),
         top_k=tf.zeros([rows], tf.int32),
         top_p=tf.ones([rows]),
         repetition_penalty=tf.ones([rows]),
@@ -163,23 +162,23 @@ def test_exports_stop_at_the_end_marker(names_dir, tmp_path):
     texts = [t.decode() for t in outputs["generated"].numpy()]
     assert texts == generator.generate([""] * rows, 0.8, CAP, seed=5)  # the same graph
     assert all(0 < len(t) < CAP for t in texts)
-    empty = np.zeros((rows, 1), np.int32)
-    runner = Interpreter(model_path=str(tflite / "generate.tflite")).get_signature_runner("generate")
-    tflite_ids = runner(prompt_ids=empty, temperature=np.full(rows, 0.8, np.float32), num_chars=np.int32(CAP))["ids"]
-    onnx_ids = onnx_generate(session(onnx_dir / "generate.onnx", seed=3), empty, 0.8, CAP)
-    for ids in (tflite_ids, onnx_ids):
-        assert ids.shape[1] < CAP  # the loop ended when every row had ended
-        assert (ids[:, -1] == 0).all()  # each row ended with its end marker (written as padding)
-        names = [vocab.decode(row[row > 0]) for row in ids]  # 0 pads a row after its end
-        assert all(0 < len(n) < CAP for n in names)
-        assert not np.isin(ids, [vocab.document_start, vocab.document_end]).any()
+    end = vocab.document_end
+    for run in (tflite_generate, onnx_generate):
+        ids = run(tflite / "generate.tflite" if run is tflite_generate else onnx_dir / "generate.onnx",
+                  [[]] * rows, 0.8, CAP, seed=5)  # fmt: skip
+        assert ids.shape == (rows, CAP)  # (batch, max_new_chars), 0 after a row has stopped
+        for row in ids:
+            real = row[row > 0]
+            assert real[-1] == end and (real == end).sum() == 1  # each row ended by itself, at its end marker
+            assert vocab.document_start not in real
+        assert [vocab.decode(row[row > 0]) for row in ids] == texts  # markers decode to "": the same names
     greedy = generator.generate(["Br"], 0.0, CAP)[0]
-    prompt = vocab.encode("Br")[None].astype(np.int32)
-    runner = Interpreter(model_path=str(tflite / "generate.tflite")).get_signature_runner("generate")
-    out = runner(prompt_ids=prompt, temperature=np.zeros(1, np.float32), num_chars=np.int32(CAP))["ids"]
-    assert vocab.decode(out[0][out[0] > 0]) == greedy  # primed on the start marker + prompt, as in Python
-    out = onnx_generate(session(onnx_dir / "generate.onnx"), prompt, 0.0, CAP)[0]
-    assert vocab.decode(out[out > 0]) == greedy
+    prompt = [vocab.encode("Br").tolist()]
+    for ids in (
+        tflite_generate(tflite / "generate.tflite", prompt, 0.0, CAP),
+        onnx_generate(onnx_dir / "generate.onnx", prompt, 0.0, CAP),
+    ):
+        assert vocab.decode(ids[0][ids[0] > 0]) == greedy  # primed on the start marker + prompt, as in Python
 
 
 def test_word_level_documents(tmp_path):
@@ -193,18 +192,3 @@ def test_word_level_documents(tmp_path):
     ended = [t for t in texts if len(tokenize(t, False)) < 30]
     assert len(ended) >= 8 and not any("<" in t or "doc" in t for t in texts), texts
     assert all(t and t[0] != " " for t in texts)  # the first word follows the start marker directly
-
-
-def test_stream_ends_a_document_at_its_end_marker():
-    import collections
-    from types import SimpleNamespace
-
-    from keras_chargen.serving.streaming import _DONE, Stream
-
-    pushed = []
-    session = SimpleNamespace(push=pushed.append)
-    servable = SimpleNamespace(vocabulary=["a", "b", DOC_START, DOC_END])  # ids 1..4
-    stream = Stream(servable, collections.deque(), {}, 0.0, 10, np.random.default_rng(0), session)
-    for target, more in ((2, True), (1, True), (4, False)):  # greedy: b, a, then the end marker
-        assert stream.advance(np.eye(5, dtype=np.float32)[target]) is more
-    assert pushed == ["b", "a", _DONE] and stream.remaining == 8

@@ -59,7 +59,7 @@ def serve(model, prompts, temperature, lengths, seed, top_k=0, top_p=1.0, repeti
     n = len(prompts)
     out = model.signatures["serving_default"](
         prompt=tf.constant(prompts), temperature=tf.broadcast_to(tf.constant(temperature, tf.float32), [n]),
-        max_new_chars=tf.constant(lengths, tf.int32), seed=tf.fill([n], tf.constant(seed, tf.int64)),
+        max_new_chars=tf.constant(lengths, tf.int32), seed=tf.constant([seed], tf.int32),
         top_k=tf.fill([n], top_k), top_p=tf.fill([n], float(top_p)),
         repetition_penalty=tf.fill([n], float(repetition_penalty)), stop=tf.fill([n], stop))
     return {k: [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}

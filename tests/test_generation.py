@@ -101,27 +101,28 @@ def test_unknown_prompt_characters(generator):
     "kwargs, message",
     [
         (dict(temperature=-0.1), "temperature must be a finite number >= 0"),
-        (dict(temperature=float("nan")), "temperature must be a number >= 0; got nan"),
+        (dict(temperature=float("nan")), "temperature must be a finite number >= 0; got nan"),
         (dict(temperature=float("inf")), "temperature must be a finite number"),
-        (dict(max_new_chars=0), "length must be between 1"),
-        (dict(max_new_chars=MAX_NEW_CHARS + 1), "length must be between 1"),
-        (dict(seed=-3), "seed must be an integer >= 0"),
+        (dict(max_new_chars=-1), "max_new_chars must be an integer in 0..100000; got -1"),
+        (dict(max_new_chars=MAX_NEW_CHARS + 1), "max_new_chars must be an integer in 0..100000"),
+        (dict(seed=-3), r"seed must be an integer in 0..2147483647 \(None = random\); got -3"),
+        (dict(seed=2**31), "seed must be an integer in 0..2147483647"),
         (dict(prompts=["A", "B"], temperature=[0.5, 0.5, 0.5]), "got 3 temperatures for 2 prompts"),
         (dict(oov="ignore"), "oov must be one of"),
-        (dict(top_k=0), "top_k must be an integer >= 1; got 0"),
+        (dict(top_k=0), r"top_k must be an integer >= 1 \(None = off\); got 0"),
         (dict(top_k=-3), "top_k must be an integer >= 1"),
-        (dict(top_k=2.5), "top_k must be an integer >= 1; got 2.5"),
+        (dict(top_k=2.5), r"top_k must be an integer >= 1 \(None = off\); got 2.5"),
         (dict(top_k=True), "top_k must be an integer >= 1"),
-        (dict(top_p=0.0), r"top_p must be a number in \(0, 1\]; got 0.0"),
+        (dict(top_p=0.0), r"top_p must be a number in \(0, 1\] \(1 = off\); got 0.0"),
         (dict(top_p=1.01), r"top_p must be a number in \(0, 1\]"),
-        (dict(top_p=float("nan")), r"top_p must be a number in \(0, 1\]; got nan"),
+        (dict(top_p=float("nan")), r"top_p must be a number in \(0, 1\] \(1 = off\); got nan"),
         (dict(top_p="0.9"), r"top_p must be a number in \(0, 1\]"),
-        (dict(repetition_penalty=0.0), "repetition_penalty must be a finite number > 0; got 0.0"),
+        (dict(repetition_penalty=0.0), r"repetition_penalty must be a finite number > 0 \(1 = off\); got 0.0"),
         (dict(repetition_penalty=-1.2), "repetition_penalty must be a finite number > 0"),
-        (dict(repetition_penalty=float("nan")), "repetition_penalty must be a finite number > 0; got nan"),
-        (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number > 0; got inf"),
-        (dict(stop=""), "stop must be a non-empty string; got ''"),
-        (dict(stop=5), "stop must be a non-empty string; got 5"),
+        (dict(repetition_penalty=float("nan")), r"repetition_penalty must be a finite number > 0 \(1 = off\); got nan"),
+        (dict(repetition_penalty=float("inf")), r"repetition_penalty must be a finite number > 0 \(1 = off\); got inf"),
+        (dict(stop=""), r"stop must be a non-empty string \(None = off\); got ''"),
+        (dict(stop=5), r"stop must be a non-empty string \(None = off\); got 5"),
         (dict(stop="x" * 1001), "stop has 1001 characters; the maximum is 1000"),
     ],
 )
@@ -132,8 +133,8 @@ def test_invalid_generation_arguments(generator, kwargs, message):
 
 
 def test_graph_rejects_bad_temperature_too(generator):
-    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature must be >= 0"):
-        generator(tf.constant(["A"]), tf.constant([-1.0]), tf.constant([3]), tf.constant([0], tf.int64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature must be a finite number >= 0"):
+        generator(tf.constant(["A"]), tf.constant([-1.0]), tf.constant([3]), tf.constant([0]))
 
 
 def test_generator_config_round_trip(generator):
@@ -156,7 +157,7 @@ import tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 prompts = json.loads(sys.argv[2])
 out = serve(prompt=tf.constant(prompts), temperature=tf.constant([0.0, 0.9, 1.2]),
-            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11, 11, 11], tf.int64),
+            max_new_chars=tf.constant([80, 80, 80]), seed=tf.constant([11]),
             top_k=tf.constant([0, 0, 0]), top_p=tf.constant([1.0, 1.0, 1.0]),
             repetition_penalty=tf.constant([1.0, 1.0, 1.0]), stop=tf.constant(["", "", ""]))
 print(json.dumps([t.decode("utf-8") for t in out["text"].numpy()]))
@@ -204,14 +205,15 @@ def test_top_k_1_and_top_p_near_0_equal_greedy(generator):
     assert generator.generate(prompts, 1.5, 80, seed=4, top_p=1e-7) == greedy
 
 
-def test_plain_loop_draws_equal_the_general_loop_with_filters_that_keep_everything(generator):
-    """Temperature-only calls run a loop without the per-step conditionals; a filter that keeps every
-    token sends the call through the general loop, which must draw exactly the same ids."""
+def test_filters_that_keep_everything_change_no_draw(generator):
+    """Temperature-only calls skip the processors and the stop-string check (`tf.cond`); a filter that
+    keeps every token or a stop string that never comes runs them, and must draw exactly the same ids."""
     prompts, temperatures = ["ANNA:\n", "", "The king"], [0.7, 0.0, 1.3]
     plain = generator.generate(prompts, temperatures, 60, seed=11)
     assert len(set(plain)) == 3 and all(len(text) == 60 for text in plain)
     everything = len(generator.vocabulary) + 1
     assert generator.generate(prompts, temperatures, 60, seed=11, top_k=everything) == plain
+    assert generator.generate(prompts, temperatures, 60, seed=11, top_p=1.0) == plain
     assert generator.generate(prompts, temperatures, 60, seed=11, stop="\u00a7never") == plain
 
 
@@ -321,7 +323,7 @@ def test_stopped_rows_are_padded_and_the_loop_ends_when_all_rows_stop(generator)
 
 
 def test_ends_with_stop_works_on_utf8_bytes():
-    from keras_chargen.generation import ends_with_stop
+    from keras_chargen.decoding import ends_with_stop
 
     tail, matched = ends_with_stop(
         tf.constant(["caf", "x", "ab", ""]), tf.constant(["é", "é", "c", "a"]), tf.constant(["fé", "fé", "", "a"])
@@ -331,13 +333,15 @@ def test_ends_with_stop_works_on_utf8_bytes():
 
 
 def test_graph_rejects_bad_sampling_settings_too(generator):
-    args = (tf.constant(["A"]), tf.constant([1.0]), tf.constant([3]), tf.constant([0], tf.int64))
+    args = (tf.constant(["A"]), tf.constant([1.0]), tf.constant([3]), tf.constant([0]))
     for kwargs, message in [
-        (dict(top_k=tf.constant([-1])), "top_k must be >= 0"),
-        (dict(top_p=tf.constant([0.0])), r"top_p must be in \(0, 1\]"),
-        (dict(top_p=tf.constant([1.5])), r"top_p must be in \(0, 1\]"),
-        (dict(repetition_penalty=tf.constant([0.0])), "repetition_penalty must be > 0"),
+        (dict(top_k=tf.constant([-1])), r"top_k must be an integer >= 0 \(0 = off\)"),
+        (dict(top_p=tf.constant([0.0])), r"top_p must be a number in \(0, 1\]"),
+        (dict(top_p=tf.constant([1.5])), r"top_p must be a number in \(0, 1\]"),
+        (dict(repetition_penalty=tf.constant([0.0])), "repetition_penalty must be a finite number > 0"),
         (dict(repetition_penalty=tf.constant([np.nan])), "repetition_penalty must be a finite"),
     ]:
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             generator(*args, **kwargs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_new_chars must be an integer in 0..100000"):
+        generator(args[0], args[1], tf.constant([-2]), args[3])

@@ -33,12 +33,11 @@ from keras_chargen.serving.protocol import (
     encode_outputs,
     parse_body,
 )
-from keras_chargen.serving.streaming import sample_id
 
 GENERATE_SPECS = {
     "max_new_chars": tf.TensorSpec([None], tf.int32),
     "prompt": tf.TensorSpec([None], tf.string),
-    "seed": tf.TensorSpec([None], tf.int64),
+    "seed": tf.TensorSpec([None], tf.int32),
     "temperature": tf.TensorSpec([None], tf.float32),
 }
 
@@ -54,7 +53,7 @@ def reference(base):
             prompt=tf.constant(prompts),
             temperature=tf.fill([rows], float(temperature)),
             max_new_chars=tf.fill([rows], length),
-            seed=tf.constant([seed] * rows, tf.int64),
+            seed=tf.constant(seed if isinstance(seed, list) else [seed] * rows, tf.int32),
             top_k=tf.fill([rows], top_k),
             top_p=tf.fill([rows], float(top_p)),
             repetition_penalty=tf.fill([rows], float(repetition_penalty)),
@@ -205,16 +204,6 @@ def test_config_validation():
         ServingConfig(workers=0)
     with pytest.raises(ChargenError, match="the exported model's own cap"):
         ServingConfig(max_new_chars=100_001)
-
-
-def test_sampling_is_greedy_at_zero_and_softmax_above_and_never_oov():
-    rng = np.random.default_rng(0)
-    logits = np.log(np.array([0.9, 0.2, 0.3, 0.5], np.float32))  # the OOV id 0 has the largest logit
-    assert sample_id(logits, 0.0, rng) == 3
-    draws = np.bincount([sample_id(logits, 1.0, rng) for _ in range(20_000)], minlength=4) / 20_000
-    np.testing.assert_allclose(draws, [0, 0.2, 0.3, 0.5], atol=0.015)
-    cold = np.bincount([sample_id(logits, 0.1, rng) for _ in range(1000)], minlength=4)
-    assert cold[0] == 0 and cold[3] > 950
 
 
 # --- batching, in-process ---------------------------------------------------------------------------
@@ -478,7 +467,8 @@ def test_columnar_values_broadcast_over_the_prompts(server, reference):
         {"inputs": {"prompt": ["A", "B", "C"], "temperature": [0.9], "max_new_chars": [12], "seed": [4]}},
     )
     assert status == 200
-    expected = reference(["A", "B", "C"], 0.9, 12, 4)  # the same values given once per row
+    # the same values given once per row; one seed for several rows seeds row i with seed + i
+    expected = reference(["A", "B", "C"], 0.9, 12, [4, 5, 6])
     assert body["outputs"] == {"generated": expected, "text": [p + g for p, g in zip("ABC", expected)]}
 
 
@@ -525,7 +515,7 @@ BAD_REQUESTS = [
     ("temperature-string", "POST", PREDICT, _row(temperature="hot"), 400, "key: temperature"),
     ("length-float", "POST", PREDICT, _row(max_new_chars=2.5), 400, "key: max_new_chars"),
     ("prompt-number", "POST", PREDICT, _row(prompt=5), 400, "key: prompt"),
-    ("seed-out-of-range", "POST", PREDICT, _row(seed=2**70), 400, "out of range for int64"),
+    ("seed-out-of-range", "POST", PREDICT, _row(seed=2**70), 400, "out of range for int32"),
     ("bad-base64", "POST", PREDICT, _row(prompt={"b64": "!!"}), 400, "not valid base64"),
     (
         "missing-input",
@@ -593,7 +583,14 @@ BAD_REQUESTS = [
         "temperature must be a finite number >= 0; got inf",
     ),
     ("length-above-cap", "POST", PREDICT, _row(max_new_chars=20001), 400, "above this server's cap of 20000"),
-    ("negative-length", "POST", PREDICT, _row(max_new_chars=-1), 400, "max_new_chars must be >= 0"),
+    (
+        "negative-length",
+        "POST",
+        PREDICT,
+        _row(max_new_chars=-1),
+        400,
+        "max_new_chars must be an integer in 0..100000; got -1",
+    ),
     ("prompt-above-cap", "POST", PREDICT, _row(prompt="a" * 501), 400, "501 characters; this server's cap is 500"),
     ("too-many-rows", "POST", PREDICT, generate_body(rows=17), 400, "this server's cap is 16 rows"),
     (
@@ -776,6 +773,16 @@ def test_stream_sends_text_as_it_is_generated_and_greedy_matches_predict(server)
     assert done["text"] == "ROMEO:" + done["generated"] and done["chars"] == 60
     predicted = request("POST", server.url + PREDICT, generate_body("ROMEO:", 0.0, 60))[1]["predictions"][0]
     assert done["generated"] == predicted["generated"]  # same model, same greedy choices
+
+
+def test_stream_takes_every_setting_and_gives_the_predict_text(server, reference):
+    settings = dict(temperature=0.9, top_k=6, top_p=0.9, repetition_penalty=1.2, stop="e")
+    connection, response = _open_stream(server, {"prompt": "ROMEO:", "max_new_chars": 120, "seed": 21, **settings})
+    streamed = sse_events(response)[-1][1]["generated"]
+    connection.close()
+    temperature = settings.pop("temperature")
+    assert streamed == reference(["ROMEO:"], temperature, 120, 21, **settings)[0]
+    assert streamed.endswith("e") and streamed.count("e") == 1
 
 
 def test_stream_is_reproducible_with_a_seed(server):

@@ -45,7 +45,7 @@ def predict_request(
         "prompt": tf.make_tensor_proto(list(prompts)),
         "temperature": tf.make_tensor_proto([temperature] * rows, tf.float32),
         "max_new_chars": tf.make_tensor_proto([length] * rows, tf.int32),
-        "seed": tf.make_tensor_proto([seed] * rows, tf.int64),
+        "seed": tf.make_tensor_proto([seed] * rows, tf.int32),
         **extra,
     }
     for key, tensor in tensors.items():
@@ -63,7 +63,7 @@ def test_grpc_predict_equals_rest_for_the_same_seed(server, stub):
     rest = request(
         "POST",
         server.url + PREDICT,
-        {"inputs": {"prompt": ["ROMEO:", "ANNA:"], "temperature": [0.7], "max_new_chars": [40], "seed": [5]}},
+        {"inputs": {"prompt": ["ROMEO:", "ANNA:"], "temperature": [0.7], "max_new_chars": [40], "seed": [5, 5]}},
     )[1]["outputs"]
     assert strings(answer.outputs["generated"]) == rest["generated"] and len(rest["generated"][0]) == 40
     assert strings(answer.outputs["text"]) == rest["text"]
@@ -167,7 +167,7 @@ def test_grpc_errors_have_the_rest_message_and_a_grpc_code(server, stub, change,
 
 def test_grpc_checks_dtypes_inputs_and_sizes(stub):
     cases = [
-        (dict(seed=tf.make_tensor_proto([5], tf.int32)), "input seed has dtype int32; the signature expects int64"),
+        (dict(seed=tf.make_tensor_proto([5], tf.int64)), "input seed has dtype int64; the signature expects int32"),
         (dict(seed=None), "missing input seed"),
         (dict(top_q=tf.make_tensor_proto([1])), "unknown input 'top_q'"),
         (dict(prompt=tf.make_tensor_proto([["A"]])), "input prompt has shape [1, 1]; the signature expects [-1]"),

@@ -310,7 +310,7 @@ def _grpc_request(rows: int, length: int) -> predict_pb2.PredictRequest:
         "prompt": tf.make_tensor_proto(["A"] * rows),
         "temperature": tf.make_tensor_proto([1.0] * rows, tf.float32),
         "max_new_chars": tf.make_tensor_proto([length] * rows, tf.int32),
-        "seed": tf.make_tensor_proto([3] * rows, tf.int64),
+        "seed": tf.make_tensor_proto([3] * rows, tf.int32),
     }.items():
         req.inputs[key].CopyFrom(tensor)
     return req

@@ -1,19 +1,20 @@
 """`IdGenerator`: the step function and the whole generation loop on ids only, for TFLite and ONNX.
 
-String ops (UnicodeDecode/Encode, lookup tables, ReduceJoin) and stateless random ops convert
-neither to TFLite builtins nor to ONNX, so these graphs take and return ids and sample with
-`tf.random.categorical` (TFLite MULTINOMIAL, ONNX Multinomial). The recurrent step and the
-prompt priming are the `CharGenerator`'s own (`RecurrentStep`, `CharGenerator.prime`).
+String ops (UnicodeDecode/Encode, lookup tables, ReduceJoin) convert neither to TFLite builtins
+nor to ONNX, so these graphs take and return ids. Everything else is the `CharGenerator`'s own: the
+recurrent step, the prompt priming and the decode loop of `keras_chargen.decoding` with the full
+sampler and its counter-based seeded draw (built from ops that convert to builtins), so the same
+prompt ids, seed and settings give the same ids as the SavedModel.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from keras_chargen import decoding
 from keras_chargen.generation import CharGenerator
-from keras_chargen.sampling import apply_temperature
+from keras_chargen.sampling import SamplingSettings
 
 
 class IdGenerator:
@@ -22,10 +23,15 @@ class IdGenerator:
     `step(ids, *states)`: ids int32 `(batch,)` and one float32 `(batch, units)` tensor per state
     (`h_0, c_0, h_1, …`) → `{"logits": (batch, vocab), <prefix>h_0: …, …}`.
 
-    `generate(prompt_ids, temperature, num_chars)`: prompt ids int32 `(batch, time)`, right-padded
-    with 0 (a row of zeros is an empty prompt, primed on a newline as in `CharGenerator`; a 0 before
-    the row's last non-zero id is the `[UNK]` token, which word-level models were trained on),
-    temperature float32 `(batch,)` (<= 0 is greedy), num_chars int32 `()` → `{"ids": (batch, num_chars)}`.
+    `generate(prompt_ids, max_new_chars, temperature, seed, top_k, top_p, repetition_penalty,
+    stop_ids)`: prompt ids int32 `(batch, time)`, right-padded with 0 (a row of zeros is an empty
+    prompt, primed on a newline as in `CharGenerator`; a 0 before the row's last non-zero id is the
+    `[UNK]` token, which word-level models were trained on), max_new_chars int32 `()`, then one value
+    per row: temperature float32 (0 = greedy), seed int32, top_k int32 (0 = off), top_p float32 (1 =
+    off), repetition_penalty float32 (1 = off), and stop_ids int32 `(batch, s)` right-padded with 0
+    (a row stops after generating one of them, which is its last id; all 0 = off) →
+    `{"ids": (batch, max_new_chars)}`, 0 after a row stops. A document model's end marker stops a
+    row the same way (it is the row's last id); its start marker is put before every prompt.
 
     Args:
         generator: CharGenerator whose model and vocabulary are exported.
@@ -34,21 +40,19 @@ class IdGenerator:
 
     Example:
     >>> ids = IdGenerator(load_generator("models/tiny"))  # doctest: +SKIP
-    >>> ids.generate(tf.constant([[5, 9, 2]]), tf.constant([0.0]), tf.constant(20))["ids"].shape  # doctest: +SKIP
+    >>> rows = dict(temperature=[0.8], seed=[1], top_k=[40], top_p=[0.9], repetition_penalty=[1.0])
+    >>> ids.generate([[5, 9, 2]], 20, stop_ids=[[0]], **rows)["ids"].shape  # doctest: +SKIP
     TensorShape([1, 20])
     """
 
-    def __init__(self, generator: CharGenerator, state_output_prefix: str = "") -> None:
+    def __init__(
+        self, generator: CharGenerator, state_output_prefix: str = "", conditional: bool = False, lean: bool = True
+    ) -> None:
         self.generator = generator
+        self.conditional, self.lean = conditional, lean
         self.state_output_prefix = state_output_prefix
         self.recurrent_step = generator.step
         self.vocab_size = len(generator.vocabulary) + 1
-        never_oov = np.zeros([self.vocab_size], np.float32)
-        never_oov[0] = -1e9  # the OOV id 0 is never generated
-        if generator.document_start is not None:
-            never_oov[generator.document_start] = -1e9  # nor a document's start marker
-        self._never_oov = never_oov
-        self.document_start, self.document_end = generator.document_start, generator.document_end
 
     @property
     def state_names(self) -> list[str]:
@@ -69,10 +73,16 @@ class IdGenerator:
 
     @staticmethod
     def generate_signature() -> list[tf.TensorSpec]:
+        """The `generate` inputs: ids and every id-level setting, one value per row (`max_new_chars` a scalar)."""
         return [
             tf.TensorSpec([None, None], tf.int32, name="prompt_ids"),
+            tf.TensorSpec([], tf.int32, name="max_new_chars"),
             tf.TensorSpec([None], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="num_chars"),
+            tf.TensorSpec([None], tf.int32, name="seed"),
+            tf.TensorSpec([None], tf.int32, name="top_k"),
+            tf.TensorSpec([None], tf.float32, name="top_p"),
+            tf.TensorSpec([None], tf.float32, name="repetition_penalty"),
+            tf.TensorSpec([None, None], tf.int32, name="stop_ids"),
         ]
 
     def step(self, ids: tf.Tensor, *states: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -80,70 +90,63 @@ class IdGenerator:
         logits, new_states = self.recurrent_step(ids, list(states))
         return {"logits": logits, **dict(zip(self.output_state_names, new_states))}
 
-    def sample(self, logits: tf.Tensor, temperature: tf.Tensor) -> tf.Tensor:
-        """Next ids `(batch,)`: `categorical(logits / T)` where `T > 0`, argmax elsewhere; never OOV."""
-        logits = logits + self._never_oov  # (batch, vocab)
-        greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        sampled = tf.random.categorical(apply_temperature(logits, temperature), 1, dtype=tf.int32)[:, 0]
-        return tf.where(temperature > 0, sampled, greedy)
-
     def prompt_lengths(self, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Ids with empty rows set to the start id, and the row lengths (>= 1)."""
-        # the length is up to the last non-zero id: trailing zeros pad, inner zeros are [UNK] words
+        """The ids each row is primed on `(batch, time')` and their lengths `(batch,)` (>= 1).
+
+        A row's length runs to its last non-zero id (trailing zeros pad; inner zeros are `[UNK]`
+        words). A document model puts its start marker first; otherwise an empty row is the start id.
+        """
+        start = self.generator.document_start
+        if start is not None:
+            prompt_ids = tf.concat([tf.fill(tf.stack([tf.shape(prompt_ids)[0], 1]), start), prompt_ids], axis=1)
         positions = tf.range(1, tf.shape(prompt_ids)[1] + 1)[None, :] * tf.cast(prompt_ids > 0, tf.int32)
         lengths = tf.reduce_max(tf.concat([positions, tf.zeros_like(positions[:, :1])], 1), axis=1)  # (batch,)
-        # tf.range == 0 rather than tf.one_hot: a boolean OneHot does not convert to ONNX
+        if start is not None:
+            return prompt_ids, lengths
+        # an empty row: the start id in a first column of its own (tf.range == 0, not a boolean OneHot: ONNX)
+        prompt_ids = tf.concat([prompt_ids, tf.zeros_like(prompt_ids[:, :1])], axis=1)
         first = tf.equal(tf.range(tf.shape(prompt_ids)[1]), 0)  # (time,)
         empty_start = tf.logical_and((lengths == 0)[:, None], first[None, :])
         return tf.where(empty_start, self.generator.start_id, prompt_ids), tf.maximum(lengths, 1)
 
-    def document_prompts(self, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Document model: every row primed on the start marker followed by its prompt ids; (ids, lengths)."""
+    def generate(
+        self,
+        prompt_ids: tf.Tensor,
+        max_new_chars: tf.Tensor,
+        temperature: tf.Tensor,
+        seed: tf.Tensor,
+        top_k: tf.Tensor,
+        top_p: tf.Tensor,
+        repetition_penalty: tf.Tensor,
+        stop_ids: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        """Prime on the prompts, then the decode loop: `{"ids": (batch, max_new_chars)}`, 0 after a row stops."""
         ids, lengths = self.prompt_lengths(prompt_ids)
-        has_prompt = tf.reduce_max(prompt_ids, axis=1) > 0  # (batch,)
-        lengths = tf.where(has_prompt, lengths + 1, 1)
-        starts = tf.fill(tf.stack([tf.shape(prompt_ids)[0], 1]), tf.constant(self.document_start, tf.int32))
-        return tf.concat([starts, prompt_ids], axis=1), lengths
-
-    def generate(self, prompt_ids: tf.Tensor, temperature: tf.Tensor, num_chars: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Prime on the prompts, then sample up to `num_chars` ids per row in one `tf.while_loop`.
-
-        A document model's rows stop after sampling the end marker (written as the padding id 0,
-        as is everything after it); the loop ends when every row has stopped, so `ids` may be
-        shorter than `num_chars`.
-        """
-        if self.document_end is None:
-            ids, lengths = self.prompt_lengths(prompt_ids)
-        else:
-            ids, lengths = self.document_prompts(prompt_ids)
         logits, states = self.generator.prime(ids, lengths, per_gate=False)  # whole-layer products run faster there
         batch = tf.shape(ids)[0]
-        end = -1 if self.document_end is None else self.document_end
-
-        def body(t, logits, states, done, out):
-            next_ids = self.sample(logits, temperature)
-            done = tf.logical_or(done, tf.equal(next_ids, end))  # (batch,) the end marker is not text
-            # a growing tensor, not a TensorArray: TFLite lowers TensorLists to builtins only when
-            # the element shape is static, and the batch is not
-            out = tf.concat([out, tf.where(done, 0, next_ids)[:, None]], axis=1)
-            logits, states = self.recurrent_step(next_ids, states)
-            return t + 1, logits, states, done, out
-
-        def more(t, logits, states, done, out):
-            # REDUCE_MAX of ints: a builtin in TFLite and ONNX (unlike a boolean "all")
-            return tf.logical_and(t < num_chars, tf.reduce_max(1 - tf.cast(done, tf.int32)) > 0)
-
-        out = tf.zeros(tf.stack([batch, 0]), tf.int32)
-        done = tf.zeros([batch], tf.bool)
-        invariants = (
-            tf.TensorShape([]),
-            logits.shape,
-            [s.shape for s in states],
-            tf.TensorShape([None]),
-            tf.TensorShape([None, None]),
+        settings = SamplingSettings(temperature, top_k, top_p, repetition_penalty)
+        if self.generator.end_ids:  # the document-end marker stops every row
+            stop_ids = tf.concat([stop_ids, tf.fill(tf.stack([batch, 1]), self.generator.end_ids[0])], axis=1)
+        prev_ids = tf.gather(ids, lengths - 1, batch_dims=1)
+        seen = decoding.seen_from_ids(ids, lengths, self.vocab_size)
+        max_new = tf.fill([batch], max_new_chars)
+        state = decoding.start_state(logits, states, prev_ids, seen, max_new)
+        out, _ = decoding.decode(
+            self.recurrent_step,
+            state,
+            settings,
+            decoding.row_seeds(seed, batch),
+            max_new,
+            max_new_chars,
+            banned=self.generator.banned_ids,
+            stop_ids=stop_ids,
+            conditional=self.conditional,
+            lean=self.lean,
+            growing_output=True,
         )
-        *_, out = tf.while_loop(more, body, (0, logits, states, done, out), shape_invariants=invariants)
-        return {"ids": out}  # (batch, at most num_chars)
+        # the loop ends early once every row has stopped: pad to the promised width
+        width = tf.maximum(max_new_chars, 0)
+        return {"ids": tf.pad(out, tf.stack([[0, 0], [0, width - tf.shape(out)[1]]]))}  # (batch, max_new_chars)
 
     def archive(self) -> keras.export.ExportArchive:
         """An `ExportArchive` with the `step` and `generate` endpoints.

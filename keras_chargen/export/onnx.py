@@ -4,9 +4,12 @@ ONNX has no string ops, so the graphs work on ids; the vocabulary is `vocab.json
 files and the `vocabulary` entry of each model's `metadata_props`. ONNX tensor names are global,
 so the step's new states are named `new_h_0, new_c_0, …` (inputs `h_0, c_0, …`).
 
-Seeding: tf2onnx writes `seed=0.0` on the Multinomial node, which makes every new session draw the
-same sequence; the exporter removes the attribute, so draws come from onnxruntime's generator:
-`onnxruntime.set_seed(n)` before creating the session reproduces a sample.
+Both files come from one Keras `ExportArchive` SavedModel, converted signature by signature (as
+`python -m tf2onnx.convert --saved-model DIR --signature_def NAME` does): converting the traced
+function directly (`from_function`) gave the generator a stray `while/input_N` input for a
+captured constant. The generator draws with the counter-based generator of
+`keras_chargen.sampling` (integer ops only; opset 18 for `BitwiseXor`), so the same seed gives the
+same ids as the SavedModel and TFLite, in every session.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -23,24 +27,49 @@ from keras_chargen.generation import CharGenerator
 
 ONNX_FILES = {"step": "step.onnx", "generate": "generate.onnx"}
 VOCAB_NAME = "vocab.json"
-OPSET = 17
+OPSET = 18  # BitwiseXor
 STATE_OUTPUT_PREFIX = "new_"
 
 
-def convert_function(function, input_signature: list[tf.TensorSpec], metadata: dict[str, str]):
-    """Convert a Python function over tensors to an `onnx.ModelProto`, with `metadata` in `metadata_props`.
+def convert_signature(saved_model_dir: str | Path, signature: str, metadata: dict[str, str]):
+    """Convert one signature of a SavedModel to an `onnx.ModelProto`, with `metadata` in `metadata_props`.
 
-    Input names come from the specs' names, output names from the keys of the returned dict.
+    Input names are the signature's input names, output names its output keys.
     """
     import tf2onnx
+    from tf2onnx import tf_loader
 
-    traced = tf.function(function, input_signature=input_signature)
     with _quiet_tf_warnings():
-        model, _ = tf2onnx.convert.from_function(traced, input_signature=input_signature, opset=OPSET)
-    unseed_multinomial(model.graph)
+        graph_def, inputs, outputs, tensors_to_rename = tf_loader.from_saved_model(
+            str(saved_model_dir), None, None, "serve", [signature], return_tensors_to_rename=True
+        )
+        with tf.Graph().as_default():
+            model, _ = tf2onnx.convert.from_graph_def(
+                graph_def, input_names=inputs, output_names=outputs, opset=OPSET, tensors_to_rename=tensors_to_rename
+            )
+    fix_loop_inputs(model.graph)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     return model
+
+
+def fix_loop_inputs(graph) -> int:
+    """Give every `Loop` body's iteration-number and condition inputs a (scalar) shape; returns how many.
+
+    tf2onnx leaves them without one, and onnxruntime refuses such a Loop inside an `If` ("Loop
+    subgraph input 0 has unknown shape"): the generator's lean and general loops sit in one.
+    """
+    fixed = 0
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                if node.op_type == "Loop":
+                    for value in subgraph.input[:2]:
+                        if not value.type.tensor_type.HasField("shape"):
+                            value.type.tensor_type.shape.SetInParent()  # rank 0
+                            fixed += 1
+                fixed += fix_loop_inputs(subgraph)
+    return fixed
 
 
 @contextlib.contextmanager
@@ -55,23 +84,6 @@ def _quiet_tf_warnings():
         logger.setLevel(level)
 
 
-def unseed_multinomial(graph) -> int:
-    """Remove the fixed `seed` attribute of every Multinomial node (also inside Loop bodies); returns how many."""
-    removed = 0
-    for node in graph.node:
-        if node.op_type == "Multinomial":
-            kept = [a for a in node.attribute if a.name != "seed"]
-            removed += len(node.attribute) - len(kept)
-            del node.attribute[:]
-            node.attribute.extend(kept)
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                removed += unseed_multinomial(attribute.g)
-            for subgraph in attribute.graphs:
-                removed += unseed_multinomial(subgraph)
-    return removed
-
-
 def write_onnx(generator: CharGenerator, directory: str | Path, vocab_file: str | Path) -> list[Path]:
     """Write `step.onnx`, `generate.onnx` and `vocab.json` into the (existing) `directory`."""
     directory = Path(directory)
@@ -81,9 +93,10 @@ def write_onnx(generator: CharGenerator, directory: str | Path, vocab_file: str 
         "state_names": json.dumps(ids.state_names),
         "start_id": str(generator.start_id),
     }
-    functions = {"step": (ids.step, ids.step_signature()), "generate": (ids.generate, ids.generate_signature())}
-    for endpoint, name in ONNX_FILES.items():
-        model = convert_function(*functions[endpoint], metadata)
-        (directory / name).write_bytes(model.SerializeToString())
+    with tempfile.TemporaryDirectory() as tmp:
+        ids.archive().write_out(tmp, verbose=False)
+        for endpoint, name in ONNX_FILES.items():
+            model = convert_signature(tmp, endpoint, metadata)
+            (directory / name).write_bytes(model.SerializeToString())
     shutil.copyfile(vocab_file, directory / VOCAB_NAME)
     return [directory / name for name in (*ONNX_FILES.values(), VOCAB_NAME)]

@@ -1,5 +1,6 @@
 """Reference Python clients for the exported id-level artifacts, in their real runtimes.
 
+`TFLiteGenerator` and `OnnxGenerator` run the whole `generate` graph (inputs from `generate_inputs`).
 `TFLiteStep` (LiteRT interpreter) and `OnnxStep` (onnxruntime) share one interface:
 `step(ids, states) -> (logits, states)` on numpy arrays, so a client loop (`greedy_ids`) and the
 quality check (`bits_per_char`) run unchanged over either, or over the Keras `RecurrentStep`.
@@ -91,6 +92,100 @@ class OnnxStep:
         feeds = {"ids": np.asarray(ids, np.int32), **dict(zip(self.state_names, states))}
         logits, *states = self.session.run(outputs, feeds)
         return logits, states
+
+
+GENERATE_INPUTS = (
+    "prompt_ids",
+    "max_new_chars",
+    "temperature",
+    "seed",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "stop_ids",
+)
+
+
+def generate_inputs(
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_chars: int,
+    temperature: float | Sequence[float] = 0.8,
+    seed: int | Sequence[int] = 0,
+    top_k: int | Sequence[int] = 0,
+    top_p: float | Sequence[float] = 1.0,
+    repetition_penalty: float | Sequence[float] = 1.0,
+    stop_ids: Sequence[Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The `generate` inputs of the TFLite / ONNX generators from Python values (off values by default).
+
+    Prompts are right-padded with 0; a single value is repeated per row, except `seed`: one seed
+    seeds row i with seed + i (mod 2**31), as the SavedModel and the Python API do.
+    """
+    rows = len(prompt_ids)
+    width = max([len(p) for p in prompt_ids] + [1])
+    padded = np.zeros((rows, width), np.int32)
+    for i, ids in enumerate(prompt_ids):
+        padded[i, : len(ids)] = ids
+
+    def per_row(value, dtype):
+        return np.broadcast_to(np.asarray(value, dtype), [rows]).copy()
+
+    seeds = (np.int64(seed) + np.arange(rows)) % 2**31 if np.ndim(seed) == 0 else np.asarray(seed)
+    stops = [list(s) for s in (stop_ids or [[0]] * rows)]
+    stop_width = max(len(s) for s in stops + [[0]])
+    return {
+        "prompt_ids": padded,
+        "max_new_chars": np.array(max_new_chars, np.int32),
+        "temperature": per_row(temperature, np.float32),
+        "seed": seeds.astype(np.int32),
+        "top_k": per_row(top_k, np.int32),
+        "top_p": per_row(top_p, np.float32),
+        "repetition_penalty": per_row(repetition_penalty, np.float32),
+        "stop_ids": np.array([s + [0] * (stop_width - len(s)) for s in stops], np.int32),
+    }
+
+
+class TFLiteGenerator:
+    """`generate.tflite` in the LiteRT interpreter: `__call__(**generate_inputs(...))` → ids `(batch, max_new_chars)`.
+
+    Args:
+        path: str | Path, a `generate.tflite`.
+        num_threads: int, interpreter threads. Default 2.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.runner = Interpreter(model_path=str(path), num_threads=num_threads).get_signature_runner("generate")
+
+    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+        return self.runner(**inputs)["ids"]
+
+
+class OnnxGenerator:
+    """`generate.onnx` in onnxruntime: `__call__(**generate_inputs(...))` → ids `(batch, max_new_chars)`.
+
+    Args:
+        path: str | Path, a `generate.onnx`.
+        num_threads: int, intra-op threads. Default 2.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 2) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(["ids"], inputs)[0]
+
+
+def ids_before_stop(row: np.ndarray) -> list[int]:
+    """A `generate` output row without its padding: the ids before the first 0."""
+    row = np.asarray(row)
+    zeros = np.flatnonzero(row == 0)
+    return row[: zeros[0] if zeros.size else len(row)].tolist()
 
 
 def state_order(names: list[str]) -> list[str]:

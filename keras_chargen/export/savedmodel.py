@@ -1,9 +1,9 @@
 """SavedModel export of the in-graph generator and its pieces: loads without keras_chargen (or Keras).
 
 Signatures (every input has a leading batch dimension, as TF Serving's row format needs):
-- `serving_default`: prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty,
-  stop → text, generated (strings); TF Serving needs every input in every request (off values:
-  top_k 0, top_p 1, repetition_penalty 1, stop "", as in `SERVING_DEFAULTS`);
+- `serving_default`: prompt, then the settings of `keras_chargen.settings` (temperature,
+  max_new_chars, seed, top_k, top_p, repetition_penalty, stop) → text, generated (strings); TF
+  Serving needs every input in every request (off values as in `SERVING_DEFAULTS`);
 - `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
 - `encode`: prompt → ids (right-padded with 0), lengths;
 - `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized).
@@ -11,28 +11,22 @@ Signatures (every input has a leading batch dimension, as TF Serving's row forma
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import tensorflow as tf
 
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import staged_dirs
-from keras_chargen.generation import CharGenerator
-from keras_chargen.sampling import PENALTY_OFF, TOP_K_OFF, TOP_P_OFF
+from keras_chargen.generation import CharGenerator, signature
+from keras_chargen.io import atomic_write_text
+from keras_chargen.settings import offs
 
-SERVING_SIGNATURE = [
-    tf.TensorSpec([None], tf.string, name="prompt"),
-    tf.TensorSpec([None], tf.float32, name="temperature"),
-    tf.TensorSpec([None], tf.int32, name="max_new_chars"),
-    tf.TensorSpec([None], tf.int64, name="seed"),
-    tf.TensorSpec([None], tf.int32, name="top_k"),
-    tf.TensorSpec([None], tf.float32, name="top_p"),
-    tf.TensorSpec([None], tf.float32, name="repetition_penalty"),
-    tf.TensorSpec([None], tf.string, name="stop"),
-]
-# The "off" value of each sampling input: what `keras-chargen serve` fills in for a request that
+SERVING_SIGNATURE = signature()  # prompt + every setting of `keras_chargen.settings`, each (batch,)
+# The "off" value of each optional input: what `keras-chargen serve` fills in for a request that
 # leaves the input out (TF Serving itself requires them all).
-SERVING_DEFAULTS = {"top_k": TOP_K_OFF, "top_p": TOP_P_OFF, "repetition_penalty": PENALTY_OFF, "stop": ""}
+SERVING_DEFAULTS = offs()
+GENERATION_ASSET = "generation.json"  # beside vocab.json in assets/: `generation_info`
 SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode")
 
 
@@ -51,8 +45,8 @@ class GeneratorModule(tf.Module):
     def serve(self, prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop):
         """All inputs have a leading batch dimension (TF Serving's row format needs it); `[1]` broadcasts.
 
-        `seed`: the first row's value seeds the whole batch; a negative value draws a random seed.
-        `top_k` 0, `top_p` 1, `repetition_penalty` 1 and `stop` "" are off.
+        `seed`: each row's int32 seed; a single seed for several rows seeds row i with seed + i; a
+        negative value draws a random seed. `top_k` 0, `top_p` 1, `repetition_penalty` 1 and `stop` "" are off.
         """
         return self.generator(prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop)
 
@@ -60,7 +54,8 @@ class GeneratorModule(tf.Module):
     def encode(self, prompt):
         """Prompts → ids `(batch, time)` right-padded with 0, and lengths `(batch,)`.
 
-        Unknown characters are dropped; an empty prompt becomes the newline's id (length 1).
+        These are the ids the model is primed on: unknown characters are dropped; a document model's
+        start marker comes first; otherwise an empty prompt becomes the newline's id (length 1).
         """
         ids, lengths = self.generator.encode(prompt)
         ids = tf.where(tf.sequence_mask(lengths, tf.shape(ids)[1]), ids, 0)
@@ -72,11 +67,7 @@ class GeneratorModule(tf.Module):
 
         Word level: the words are joined by the detokenization rules (no space before punctuation, …).
         """
-        keep = tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary))
-        for marker in (self.generator.document_start, self.generator.document_end):
-            if marker is not None:  # document markers decode to ""
-                keep = tf.logical_and(keep, tf.not_equal(ids, marker))
-        ids = tf.ragged.boolean_mask(ids, keep)
+        ids = tf.ragged.boolean_mask(ids, tf.logical_and(ids > 0, ids <= len(self.generator.vocabulary)))
         ids = ids.to_tensor(default_value=0)
         start = tf.fill(tf.stack([tf.shape(ids)[0], 1]), self.generator.start_id)
         pieces = self.generator.pieces(tf.concat([start, ids[:, :-1]], 1), ids)  # (batch, time) strings
@@ -87,9 +78,24 @@ class GeneratorModule(tf.Module):
 
 
 def write_savedmodel(generator: CharGenerator, directory: str | Path, vocab_file: str | Path | None = None) -> None:
-    """Save `generator` with all signatures into the (existing, empty) `directory`."""
+    """Save `generator` with all signatures into the (existing, empty) `directory`, and `assets/generation.json`."""
     module = GeneratorModule(generator, vocab_file)
     tf.saved_model.save(module, str(directory), signatures=module.signatures())
+    assets = Path(directory) / "assets"
+    assets.mkdir(exist_ok=True)
+    atomic_write_text(assets / GENERATION_ASSET, json.dumps(generation_info(generator)) + "\n")
+
+
+def generation_info(generator: CharGenerator) -> dict:
+    """What a client of the `step` signature needs besides the vocabulary to decode exactly as `serving_default`
+    (the `:stream` runs the same decode loop over `step`)."""
+    return {
+        "level": generator.level,
+        "lowercase": generator.lowercase,
+        "document_start": generator.document_start,
+        "document_end": generator.document_end,
+        "start_id": generator.start_id,
+    }
 
 
 def export_savedmodel(

@@ -301,14 +301,7 @@ class ServingApp:
             servable, streaming.ENCODE, {encode_input: np.array([params["prompt"].encode("utf-8")], dtype=object)}
         )
         prompt_ids = encoded["ids"][0][: int(encoded["lengths"][0])]
-        session = self.scheduler.open(
-            servable,
-            prompt_ids,
-            params["temperature"],
-            params["max_new_chars"],
-            params["seed"],
-            asyncio.get_running_loop(),
-        )
+        session = self.scheduler.open(servable, prompt_ids, params, asyncio.get_running_loop())
         events = _sse_events(session, servable, params["prompt"], request)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

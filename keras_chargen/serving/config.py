@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.limits import MAX_NEW_CHARS
+from keras_chargen.settings import MAX_NEW_CHARS
 
 
 def _field(default: Any, help: str) -> Any:

@@ -22,6 +22,7 @@ from keras_chargen.export.savedmodel import SERVING_DEFAULTS
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion, VersionStatus
+from keras_chargen.settings import SETTINGS
 
 ROW, COLUMNAR = "row", "columnar"
 _JSON_TYPES = {
@@ -299,27 +300,20 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
                     )
     if "max_new_chars" in inputs and inputs["max_new_chars"].size:
         lengths = inputs["max_new_chars"]
-        if lengths.min() < 0:
-            raise RequestError(400, f"max_new_chars must be >= 0; got {lengths.min()}")
-        if lengths.max() > config.max_new_chars:
+        if lengths.min() >= 0 and lengths.max() > config.max_new_chars:
             raise RequestError(
                 400, f"max_new_chars {lengths.max()} is above this server's cap of {config.max_new_chars}"
             )
-    for name, valid, rule in _RANGES:
-        if name in inputs and inputs[name].size:
-            values = inputs[name].astype(np.float64)
-            bad = values[~valid(values)]
-            if bad.size:
-                raise RequestError(400, f"{name} must be {rule}; got {_number(bad[0])}")
+    check_settings(inputs)
 
 
-# Sampling inputs of `serving_default`: (name, which values are valid, the rule in words).
-_RANGES = [
-    ("temperature", lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0"),
-    ("top_k", lambda v: v >= 0, "an integer >= 0 (0 = off)"),
-    ("top_p", lambda v: (v > 0) & (v <= 1), "a number in (0, 1] (1 = off)"),
-    ("repetition_penalty", lambda v: np.isfinite(v) & (v > 0), "a finite number > 0 (1 = off)"),
-]
+def check_settings(inputs: Mapping[str, np.ndarray]) -> None:
+    """400 naming the first value of a sampling input outside its range (`keras_chargen.settings`)."""
+    for spec in SETTINGS:
+        if spec.name in inputs and inputs[spec.name].size and spec.dtype != "string":
+            for value in inputs[spec.name].ravel():
+                if not spec.valid(value):
+                    raise RequestError(400, f"{spec.name} must be {spec.rule}; got {_number(float(value))}")
 
 
 def _number(value: float) -> str:
