@@ -160,7 +160,7 @@ def decode(
         conditional: skip unused processors and the stop-string check with `tf.cond` inside the loop;
             False applies every processor at every step of the general loop.
         lean: choose the lean loop when nothing needs the general one (a `tf.cond` around two loops;
-            onnxruntime cannot run a converted loop inside a conditional, so ONNX exports pass False).
+            the ONNX exporter fixes tf2onnx's shapeless Loop inputs so onnxruntime runs it).
         growing_output: collect the ids in a growing tensor instead of a `TensorArray` (TFLite lowers
             TensorLists to builtins only with a static element shape, and the batch is not static).
     """

@@ -146,7 +146,7 @@ class CharGenerator(keras.layers.Layer):
             logits: float32 `(batch, vocab)`, the primed logits; states: the primed states.
             settings: SamplingSettings, one value per row.
             max_new_chars: int32 `(batch,)`, the most ids each row generates.
-            seeds: int32 `(batch,)`, each row's seed.
+            seeds: int `()`, `(1,)` or `(batch,)`: each row's seed (one seed for several rows: seed + i).
             seen: float32 `(batch, vocab)`, 1 for the ids already in each row's text; None: none.
             prev_ids: int32 `(batch,)`, each row's last prompt id; None: the start id.
             stop: tf.string `(batch,)`, "" = no stop string; None (no string ops in the loop, so it
@@ -168,7 +168,7 @@ class CharGenerator(keras.layers.Layer):
             lambda i, s: self.step(i, s, weights),
             state,
             settings,
-            seeds,
+            decoding.row_seeds(seeds, batch),
             max_new_chars,
             tf.reduce_max(tf.concat([max_new_chars, [0]], 0)),
             banned=self.banned_ids,

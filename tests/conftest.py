@@ -60,6 +60,19 @@ def keras_step_logits(generator, ids) -> np.ndarray:
     return generator.model(np.array([list(ids)], np.int32)).numpy()[0]
 
 
+@pytest.fixture(scope="session")
+def exported_all(trained_dir, tmp_path_factory) -> Path:
+    """Every artifact of the tiny trained model under one base path, once per session: the SavedModel
+    (`1/`), TFLite float32, dynamic-range int8 and float16, ONNX (shared by the export and decoding tests)."""
+    from keras_chargen.export import export_model
+
+    base = tmp_path_factory.mktemp("exported_all") / "tiny"
+    export_model(trained_dir, base, "all")
+    for quantize in ("dynamic", "float16"):
+        export_model(trained_dir, base, "tflite", quantize=quantize)
+    return base
+
+
 @pytest.fixture(scope="module")
 def base(trained_dir, tmp_path_factory) -> Path:
     """Serving tests: the exported base path (versions 1 and 2) of the tiny trained model."""

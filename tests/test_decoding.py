@@ -13,7 +13,6 @@ from serving_stream import stream_texts
 
 from keras_chargen import CharGenerator, Vocabulary
 from keras_chargen.config import ChargenConfig
-from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import OnnxGenerator, TFLiteGenerator, generate_inputs, ids_before_stop
 from keras_chargen.model import build_model
 
@@ -47,12 +46,8 @@ def rows() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def exported(trained_dir, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("exported") / "tiny"
-    export_model(trained_dir, base, "all")
-    for quantize in ("dynamic", "float16"):
-        export_model(trained_dir, base, "tflite", quantize=quantize)
-    return base
+def exported(exported_all) -> Path:
+    return exported_all
 
 
 @pytest.fixture(scope="module")

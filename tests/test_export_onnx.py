@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from keras_chargen import RecurrentStep, Vocabulary
-from keras_chargen.export import export_model
 from keras_chargen.export.runtimes import GENERATE_INPUTS, OnnxGenerator, OnnxStep, generate_inputs, greedy_ids
 
 PARITY_PROMPT = (
@@ -20,9 +19,8 @@ GREEDY_PROMPT = "ANNA:\n"
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(trained_dir, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("exported") / "tiny"
-    return export_model(trained_dir, base, "onnx", version=2)[0]
+def onnx_dir(exported_all) -> Path:
+    return exported_all / "onnx" / "1"
 
 
 def run_generate(path: Path, prompt_ids, temperature, num_chars: int, **settings) -> np.ndarray:

@@ -32,10 +32,10 @@ STREAMS = 16
 
 
 @pytest.fixture(scope="module")
-def tflite_dirs(trained_dir, tmp_path_factory) -> dict[str, Path]:
+def tflite_dirs(exported_all) -> dict[str, Path]:
     """float32, dynamic-range int8 and float16 exports of the tiny trained model, one base path."""
-    base = tmp_path_factory.mktemp("exported") / "tiny"
-    return {q: export_model(trained_dir, base, "tflite", quantize=q)[0] for q in ("none", "dynamic", "float16")}
+    names = {"none": "tflite", "dynamic": "tflite-dynamic", "float16": "tflite-float16"}
+    return {q: exported_all / name / "1" for q, name in names.items()}
 
 
 @pytest.fixture(scope="module")

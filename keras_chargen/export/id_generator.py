@@ -37,6 +37,10 @@ class IdGenerator:
         generator: CharGenerator whose model and vocabulary are exported.
         state_output_prefix: str, prefix of the new-state output names. Default "" (outputs are
             named like the inputs, convenient for signature runners); ONNX needs distinct names.
+        conditional: bool, skip unused processors inside the general loop with `tf.cond`. Default
+            False: one straight loop body (cheaper than a conditional per step in LiteRT and onnxruntime).
+        lean: bool, run the lean loop when no row uses a filter or a stop id (a `tf.cond` around
+            the two loops: TFLite `IF`, ONNX `If`). Default True.
 
     Example:
     >>> ids = IdGenerator(load_generator("models/tiny"))  # doctest: +SKIP
