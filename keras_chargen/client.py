@@ -102,12 +102,12 @@ class ChargenClient:
         if prompts and temps is not None and len(prompts) == 1 and len(temps) > 1:
             prompts = prompts * len(temps)
         temps = temps if temps is not None else [temperature] * len(prompts or [])
-        if prompts and len(temps) != len(prompts):
+        if prompts is not None and len(temps) != len(prompts):
             raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
         for value in temps or [temperature]:
             _check_args(prompts, value, length, seed)
         sampling = _check_sampling(top_k, top_p, repetition_penalty, stop)
-        rows = len(prompts)
+        rows = len(prompts or [])
         inputs = {
             "prompt": prompts,
             "temperature": [float(t) for t in temps],
@@ -233,13 +233,13 @@ def _error_message(err: urllib.error.HTTPError) -> str:
 
 def _sse_events(response) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) pairs from a `text/event-stream` response, read line by line."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for raw in response:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
             if data:
                 yield event, json.loads("\n".join(data))
-            event, data = "message", []
+            event, data = "message", list[str]()
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):

@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import tensorflow as tf
@@ -185,6 +185,7 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
             raise RequestError(
                 400, f"{_where(name, index, row_format)}: JSON Value: {_short(leaf)} Type: {_json_type(leaf)} {err}"
             ) from None
+    array: np.ndarray
     if spec.dtype == tf.string:
         array = np.empty(len(values), dtype=object)
         array[:] = values
@@ -277,7 +278,7 @@ def _to_bytes(value: Any) -> bytes:
     _type_error(tf.string)
 
 
-def _type_error(dtype: tf.DType):
+def _type_error(dtype: tf.DType) -> NoReturn:
     raise ValueError(f"is not of expected type: {dtype.name}")
 
 
