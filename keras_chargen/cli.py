@@ -7,7 +7,9 @@ import dataclasses
 import difflib
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LEVELS, LR_SCHEDULES, STRATEGIES, ChargenConfig
 from keras_chargen.errors import ChargenError
@@ -208,7 +210,7 @@ def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
     """One `--flag` per setting of `keras_chargen.settings` (None = off), its help from the description."""
     from keras_chargen.settings import BY_NAME
 
-    types = {"int32": int, "float32": float, "string": unescape}
+    types: dict[str, Callable[[str], Any]] = {"int32": int, "float32": float, "string": unescape}
     for name in names:
         spec = BY_NAME[name]
         rule = spec.api_rule or spec.rule

@@ -102,12 +102,12 @@ class ChargenClient:
         if prompts and temps is not None and len(prompts) == 1 and len(temps) > 1:
             prompts = prompts * len(temps)
         temps = temps if temps is not None else [temperature] * len(prompts or [])
-        if prompts and len(temps) != len(prompts):
+        if prompts is not None and len(temps) != len(prompts):
             raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
         for value in temps or [temperature]:
             _check_args(prompts, value, length, seed)
         sampling = _check_sampling(top_k, top_p, repetition_penalty, stop)
-        rows = len(prompts)
+        rows = len(prompts or [])
         inputs = {
             "prompt": prompts,
             "temperature": [float(t) for t in temps],
@@ -115,7 +115,7 @@ class ChargenClient:
             "seed": [-1 if seed is None else seed],  # one seed: row i draws with seed + i
             **{k: [v] * rows for k, v in sampling.items()},
         }
-        generated = self.predict(inputs)["generated"]
+        generated: list[str] = self.predict(inputs)["generated"]
         return generated[0] if isinstance(prompt, str) and rows == 1 else generated
 
     def predict(self, inputs: dict[str, Any], signature_name: str | None = None) -> Any:
@@ -173,9 +173,10 @@ class ChargenClient:
 
     def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
         with self._open(method, url, body) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
 
-    def _open(self, method: str, url: str, body: Any):
+    def _open(self, method: str, url: str, body: Any) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(
             url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
@@ -205,7 +206,7 @@ def generate(
     return ChargenClient(model, url, version, timeout).generate(prompt, temperature, length, seed, **sampling)
 
 
-def _check_args(prompts: list | None, temperature: float, length: int, seed: int | None) -> None:
+def _check_args(prompts: list[Any] | None, temperature: float, length: int, seed: int | None) -> None:
     """Fail before the round trip on arguments no server would accept (rules: `keras_chargen.settings`)."""
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ChargenError("prompt must be a string or a non-empty list of strings")
@@ -226,20 +227,20 @@ def _check_sampling(
 def _error_message(err: urllib.error.HTTPError) -> str:
     body = err.read()
     try:
-        return json.loads(body)["error"]
+        return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
         return body.decode("utf-8", "replace").strip() or err.reason
 
 
-def _sse_events(response) -> Iterator[tuple[str, dict[str, Any]]]:
+def _sse_events(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) pairs from a `text/event-stream` response, read line by line."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for raw in response:
         line = raw.decode("utf-8").rstrip("\r\n")
         if not line:
             if data:
                 yield event, json.loads("\n".join(data))
-            event, data = "message", []
+            event, data = "message", list[str]()
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):

@@ -180,6 +180,7 @@ def decode(
     general = tf.reduce_any(tf.stack(flags))
 
     def check_text(tail, prev_ids, next_ids):
+        assert stop_text is not None  # only traced when some row has a stop string
         return ends_with_stop(tail, stop_text.pieces(prev_ids, next_ids), stop_text.stop)
 
     def general_body(t, noise, s: DecodeState, out):

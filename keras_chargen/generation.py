@@ -9,6 +9,7 @@ codec's text of each token, joined). One compiled function, no Python per charac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -75,7 +76,7 @@ class CharGenerator(keras.layers.Layer):
         self.codec = make_codec(self.vocabulary, level, lowercase, markers)
         self.step = RecurrentStep(model)
         self.start_id = self.vocabulary.index("\n") + 1 if "\n" in self.vocabulary else 0
-        self._compiled = None
+        self._compiled: Any = None  # the traced `call`, built on first use
 
     @property
     def vocab_size(self) -> int:

@@ -78,7 +78,7 @@ class RecurrentStep:
 
     def __init__(self, model: keras.Model) -> None:
         self.embedding = model.get_layer("embedding")
-        self.cells = [layer.cell for layer in model.layers if isinstance(layer, tuple(RNN_LAYERS.values()))]
+        self.cells = [layer.cell for layer in model.layers if isinstance(layer, (keras.layers.RNN,))]
         self.dense = model.get_layer("logits")
         for cell in self.cells:
             _check_cell(cell)
@@ -216,6 +216,7 @@ def _cell_step(
     output, new states."""
     h = states[0]
     if isinstance(cell, keras.layers.GRUCell):
+        assert h_gates is not None  # a GRU's reset gate scales the recurrent part alone
         (x_z, x_r, x_h), (r_z, r_r, r_h) = x_gates, h_gates
         z = tf.sigmoid(x_z + r_z)
         r = tf.sigmoid(x_r + r_r)

@@ -23,6 +23,7 @@ its float32 matmul FLOP/s (batch 64 is compute-bound).
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import tempfile
@@ -67,6 +68,9 @@ class PeakRSS:
     """Context manager: the process's peak resident memory (MiB) while it is open, polled every 10 ms
     from `/proc/self/status`, and how far it rose above the resident memory at the start
     (`peak_mib`, `growth_mib`; None where that file does not exist)."""
+
+    start_mib: float | None = None
+    peak_mib: float | None = None
 
     @property
     def growth_mib(self) -> float | None:
@@ -171,15 +175,11 @@ def training_speeds(config: ChargenConfig, vocab: Vocabulary, ids_path: Path, nu
             model = build_model(config, vocab.size, config.batch_size, stateful=True)
             compile_model(model, config, batches)
             if name == "pipeline":
-
-                def fit(model=model):
-                    model.fit(dataset, verbose=0, shuffle=False)
+                fit = functools.partial(model.fit, dataset, verbose=0, shuffle=False)
             else:
                 x = np.concatenate([a.numpy() for a, _ in dataset])
                 y = np.concatenate([b.numpy() for _, b in dataset])
-
-                def fit(model=model, x=x, y=y):
-                    model.fit(x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
+                fit = functools.partial(model.fit, x, y, batch_size=config.batch_size, verbose=0, shuffle=False)
 
             results[name] = measure(fit, chars, repeats=1 if batches < 10 else 2)
         results[name]["rss_growth_mib"] = rss.growth_mib
@@ -209,8 +209,8 @@ def run_benchmarks(
 
     repeats, big_repeats, train_batches = (2, 1, 4) if quick else (5, 3, 30)
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         if model_dir is None:
             config = ChargenConfig()
             prepared = prepare_corpus(FileSource((Path(corpus),)), tmp / "data", config.val_fraction)
@@ -244,7 +244,7 @@ def run_benchmarks(
         log("generation: in-graph")
         for batch in (1, 64):
             results[f"ingraph_b{batch}"] = measure(
-                lambda batch=batch: generator.generate([prompt] * batch, 0.8, NEW_CHARS, seed=0),
+                functools.partial(generator.generate, [prompt] * batch, 0.8, NEW_CHARS, seed=0),
                 batch * NEW_CHARS,
                 repeats if batch == 1 else big_repeats,
             )
@@ -256,9 +256,7 @@ def run_benchmarks(
             temps = tf.fill([batch], 0.8)
             try:
                 results[f"ingraph_xla_b{batch}"] = measure(
-                    lambda ids=ids, lengths=lengths, temps=temps: xla(
-                        ids, lengths, temps, tf.constant(0, tf.int64)
-                    ).numpy(),
+                    functools.partial(xla, ids, lengths, temps, tf.constant(0, tf.int64)),
                     batch * NEW_CHARS,
                     repeats if batch == 1 else big_repeats,
                 )
@@ -278,7 +276,7 @@ def run_benchmarks(
         for name, step in steps.items():
             log(f"generation: {name}")
             results[f"{name}_b1"] = measure(
-                lambda step=step: step_loop(step, prompt_ids, 1, NEW_CHARS), NEW_CHARS, repeats
+                functools.partial(step_loop, step, prompt_ids, 1, NEW_CHARS), NEW_CHARS, repeats
             )
         if not quick:
             results["tflite_step_int8_b64"] = measure(

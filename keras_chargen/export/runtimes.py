@@ -90,8 +90,8 @@ class OnnxStep:
     def __call__(self, ids: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         outputs = ["logits"] + [f"new_{name}" for name in self.state_names]
         feeds = {"ids": np.asarray(ids, np.int32), **dict(zip(self.state_names, states))}
-        logits, *states = self.session.run(outputs, feeds)
-        return logits, states
+        logits, *new_states = self.session.run(outputs, feeds)
+        return logits, new_states
 
 
 GENERATE_INPUTS = (
@@ -130,7 +130,9 @@ def generate_inputs(
     def per_row(value, dtype):
         return np.broadcast_to(np.asarray(value, dtype), [rows]).copy()
 
-    seeds = (np.int64(seed) + np.arange(rows)) % 2**31 if np.ndim(seed) == 0 else np.asarray(seed)
+    seeds = np.asarray(seed, np.int64)
+    if seeds.ndim == 0:  # one seed for every row: row i draws with seed + i
+        seeds = (seeds + np.arange(rows)) % 2**31
     stops = [list(s) for s in (stop_ids or [[0]] * rows)]
     stop_width = max(len(s) for s in stops + [[0]])
     return {

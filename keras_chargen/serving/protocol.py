@@ -12,8 +12,8 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 import numpy as np
 import tensorflow as tf
@@ -115,7 +115,7 @@ def _decode_instances(
         raise RequestError(400, "No values in 'instances' array")
     names = list(specs)
     by_name = len(specs) > 1 or _is_object(instances[0])
-    columns: dict[str, list] = {name: [] for name in names}
+    columns: dict[str, list[Any]] = {name: [] for name in names}
     for i, item in enumerate(instances):
         if not by_name:
             if _is_object(item):
@@ -185,6 +185,7 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
             raise RequestError(
                 400, f"{_where(name, index, row_format)}: JSON Value: {_short(leaf)} Type: {_json_type(leaf)} {err}"
             ) from None
+    array: np.ndarray
     if spec.dtype == tf.string:
         array = np.empty(len(values), dtype=object)
         array[:] = values
@@ -205,7 +206,14 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
     return array
 
 
-def _walk(value: Any, index: tuple[int, ...], shape: list[int], leaves: list, name: str, row_format: bool) -> None:
+def _walk(
+    value: Any,
+    index: tuple[int, ...],
+    shape: list[int],
+    leaves: list[tuple[tuple[int, ...], Any]],
+    name: str,
+    row_format: bool,
+) -> None:
     """Collect the leaves of a nested list and its dense shape; ragged lists are a 400."""
     level = len(index)
     if isinstance(value, list):
@@ -235,7 +243,7 @@ def _walk(value: Any, index: tuple[int, ...], shape: list[int], leaves: list, na
     leaves.append((index, value))
 
 
-def _converter(dtype: tf.DType):
+def _converter(dtype: tf.DType) -> Callable[[Any], Any]:
     """Leaf conversion for one dtype, as strict as TF Serving's (no bools as numbers, no 1.5 as int)."""
     if dtype == tf.string:
         return _to_bytes
@@ -244,7 +252,7 @@ def _converter(dtype: tf.DType):
     if dtype.is_floating:
         limit = float(np.finfo(dtype.as_numpy_dtype).max)
 
-        def to_float(v):
+        def to_float(v: Any) -> Any:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 _type_error(dtype)
             if math.isfinite(v) and abs(v) > limit:
@@ -255,7 +263,7 @@ def _converter(dtype: tf.DType):
     if dtype.is_integer:
         info = np.iinfo(dtype.as_numpy_dtype)
 
-        def to_int(v):
+        def to_int(v: Any) -> Any:
             if isinstance(v, bool) or not isinstance(v, int):
                 _type_error(dtype)
             if not info.min <= v <= info.max:
@@ -277,7 +285,7 @@ def _to_bytes(value: Any) -> bytes:
     _type_error(tf.string)
 
 
-def _type_error(dtype: tf.DType):
+def _type_error(dtype: tf.DType) -> NoReturn:
     raise ValueError(f"is not of expected type: {dtype.name}")
 
 
@@ -358,7 +366,7 @@ def _string_value(value: bytes, as_bytes: bool) -> Any:
     return {"b64": base64.b64encode(value).decode("ascii")}
 
 
-def _nest(flat: list, shape: tuple[int, ...]) -> Any:
+def _nest(flat: list[Any], shape: tuple[int, ...]) -> Any:
     if not shape:
         return flat[0]
     step = len(flat) // shape[0] if shape[0] else 0

@@ -374,7 +374,7 @@ class StreamScheduler:
                         "count": np.int32(0),
                         "tail": b"",
                     }
-            rows = [s.state for s in streams]
+            rows = [s.state for s in streams if s.state is not None]  # all, once primed
             column = {name: np.stack([np.asarray(r[name]) for r in rows]) for name in ("logits", "prev_ids", "seen")}
             settings = {spec.name: [s.params[spec.name] for s in streams] for spec in SETTINGS}
             out = decoder.advance(
@@ -383,7 +383,7 @@ class StreamScheduler:
                 column["prev_ids"],
                 column["seen"],
                 np.array([r["count"] for r in rows], np.int32),
-                np.array([r["tail"] for r in rows], object),
+                np.array([r["tail"] for r in rows], dtype=np.object_),
                 np.array([s.params["prompt"].encode("utf-8") for s in streams], object),
                 np.array(settings["temperature"], np.float32),
                 np.array(settings["top_k"], np.int32),
