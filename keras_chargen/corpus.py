@@ -17,7 +17,7 @@ import socket
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class TfdsSource:
     data_dir: str | None = None
     manual_dir: str | None = None
 
-    def _dataset(self):
+    def _dataset(self) -> Any:  # a tf.data.Dataset (TensorFlow is untyped here)
         import tensorflow_datasets as tfds
 
         config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
@@ -362,7 +362,7 @@ def make_source(
     tfds: str | None = None,
     encoding_errors: str = "strict",
     documents: bool = False,
-    **tfds_kwargs,
+    **tfds_kwargs: Any,
 ) -> TextSource:
     """A `FileSource` for `text` paths, a `TfdsSource` for a TFDS name, or with neither the embedded
     tiny-shakespeare (`corpora.EmbeddedSource`).

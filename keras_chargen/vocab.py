@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,8 @@ class Vocabulary:
 
     def code_points_to_ids(self, code_points: np.ndarray) -> np.ndarray:
         """Map an array of code points to ids (unknown → 0)."""
-        return self._lut[code_points]
+        ids: np.ndarray = self._lut[code_points]
+        return ids
 
     def split(self, text: str) -> list[str]:
         """The tokens of `text` (characters, or words after lowercasing as configured)."""
@@ -121,7 +123,7 @@ class Vocabulary:
             return self.code_points_to_ids(text_to_code_points(text))
         return np.array([self._ids.get(t, 0) for t in self.split(text)], dtype=np.int32)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Text of `ids`; the OOV id decodes to U+FFFD (characters) or `[UNK]` (words)."""
         tokens = [self.tokens[i - 1] if i > 0 else None for i in np.asarray(ids).tolist()]
         tokens = [t for t in tokens if t not in MARKERS]  # markers decode to ""
