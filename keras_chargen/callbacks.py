@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -26,25 +27,30 @@ class Progress:
     best_val_loss: float = float("inf")
     elapsed_seconds: float = 0.0  # fitting time over all runs (for --max-minutes)
     stopped_early: bool = False
-    _clock: float = dataclasses.field(default=0.0, repr=False, compare=False)
+    _clock: float | None = dataclasses.field(default=None, repr=False, compare=False)
+    # what `elapsed` reads: seconds from any origin (tests inject a fake clock; never saved)
+    clock: Callable[[], float] = dataclasses.field(default=time.monotonic, repr=False, compare=False)
 
     def start_clock(self) -> None:
-        self._clock = time.monotonic()
+        self._clock = self.clock()
 
     @property
     def elapsed(self) -> float:
-        return self.elapsed_seconds + (time.monotonic() - self._clock if self._clock else 0.0)
+        return self.elapsed_seconds + (self.clock() - self._clock if self._clock is not None else 0.0)
 
     def save(self, path: Path) -> None:
-        if self._clock:  # fold the running clock into elapsed_seconds
-            self.elapsed_seconds, self._clock = self.elapsed, time.monotonic()
-        data = dataclasses.asdict(self)
-        data.pop("_clock")
+        if self._clock is not None:  # fold the running clock into elapsed_seconds
+            now = self.clock()
+            self.elapsed_seconds, self._clock = self.elapsed_seconds + now - self._clock, now
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("_clock", "clock")}
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> Progress:
-        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+    def load(cls, path: Path, clock: Callable[[], float] = time.monotonic) -> Progress:
+        """The saved progress (a fresh one if `path` does not exist), its clock reading `clock`."""
+        from keras_chargen.backup_files import read_progress
+
+        return cls(**read_progress(path), clock=clock) if path.exists() else cls(clock=clock)
 
 
 class ResetStates(keras.callbacks.Callback):
@@ -169,12 +175,18 @@ class TrainingBackup(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(source / self.weights_path.name)
+        from keras_chargen.backup_files import check_states, load_weights, read_states
+
+        load_weights(self.model, source / self.weights_path.name)
         states_path = source / self.states_path.name
         if self.progress.step == 0 or not states_path.exists():
             return None
-        with np.load(states_path) as saved:
-            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        states = read_states(states_path)
+        if self._states is None:
+            self._states = ReplicaStates(self.model)
+        shapes = [(self._states.batch_size, int(v.shape[1])) for v in self._states.variables]  # no collective
+        check_states(states_path, states, shapes)
+        return states
 
 
 class TimeLimit(keras.callbacks.Callback):

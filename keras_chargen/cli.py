@@ -42,13 +42,14 @@ def _add_corpus_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tfds-manual-dir", help="folder with the raw files, to prepare TFDS offline")
 
 
-def _source(args: argparse.Namespace, encoding_errors: str = "strict"):
+def _source(args: argparse.Namespace, encoding_errors: str = "strict", documents: bool = False):
     from keras_chargen.corpus import make_source
 
     return make_source(
         args.text,
         args.tfds,
         encoding_errors,
+        documents,
         split=args.tfds_split,
         feature=args.tfds_feature,
         data_dir=args.tfds_data_dir,
@@ -88,13 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
             if isinstance(field.default, bool)
             else {"type": type(field.default), "choices": CHOICES.get(field.name)}
         )
+        # absent unless typed (so --init-from can tell inherited settings from conflicting ones)
         settings.add_argument(
             flag_name(field.name),
             dest=field.name,
-            default=field.default,
-            help=field.metadata["help"].replace("%", "%%"),
+            default=argparse.SUPPRESS,
+            help=f"{field.metadata['help']} (default: {field.default!r})".replace("%", "%%"),
             **kind,
         )
+    train.add_argument(
+        "--restart-from-best",
+        action="store_true",
+        help="drop MODEL_DIR/backup (e.g. a damaged one) and restart from MODEL_DIR/model.keras, fresh optimizer",
+    )
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 0, 1 bar, 2 lines")
     train.add_argument("--no-samples", action="store_true", help="do not print samples after each epoch")
     train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")
@@ -117,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
     add_sampling_flags(generate, ("seed",))
+    generate.add_argument(
+        "--novel",
+        action="store_true",
+        help="document models: print only documents that are not in the training text",
+    )
     generate.add_argument(
         "--oov",
         choices=("error", "skip", "unk"),
@@ -154,9 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig)}
-    config = ChargenConfig(**values)  # settings and sources are checked before TensorFlow loads (seconds)
-    source = _source(args, config.encoding_errors)
+    # settings and sources are checked before TensorFlow loads (seconds)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig) if hasattr(args, f.name)}
+    if given.get("init_from"):  # the architecture comes from that model; typed flags must agree with it
+        from keras_chargen.finetune import inherit_config
+
+        config = inherit_config(given["init_from"], given)
+    else:
+        config = ChargenConfig(**given)
+    source = _source(args, config.encoding_errors, config.documents)
     announce_embedded(source, "training")
     from keras_chargen.saving import load_generator
     from keras_chargen.training import train
@@ -167,6 +185,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.out,
         verbose=args.verbose,
         sample_every_epoch=not args.no_samples,
+        restart_from_best=args.restart_from_best,
     )
     print(f"model in {result.model_dir}")
     if args.sample_length > 0:
@@ -206,17 +225,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
-    texts = generator.generate(
-        [args.prompt] * len(temps),
-        temps,
-        args.length,
-        args.seed,
-        args.oov,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        stop=args.stop,
-    )
+
+    def draw(seed: int | None) -> list[str]:
+        return generator.generate(
+            [args.prompt] * len(temps),
+            temps,
+            args.length,
+            seed,
+            args.oov,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            stop=args.stop,
+        )
+
+    if generator.document_end is not None:  # a document model: whole documents, one per line
+        from keras_chargen.documents import novel_documents
+
+        for text in novel_documents(draw, args) if args.novel else draw(args.seed):
+            print(args.prompt + text)
+        return
+    if args.novel:
+        raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
+    texts = draw(args.seed)
     for i, (temperature, text) in enumerate(zip(temps, texts)):
         if len(args.temperature) > 1:
             sample = i // len(args.temperature) + 1
@@ -230,9 +261,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from keras_chargen.evaluation import evaluate
     from keras_chargen.saving import CONFIG_FILE
 
-    source = _source(args, args.encoding_errors)
+    config = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE) if Path(args.model_dir).is_dir() else None
+    unit = config.level if config else "char"
+    source = _source(args, args.encoding_errors, bool(config and config.documents))  # documents as trained
     announce_embedded(source, "evaluating")
-    unit = ChargenConfig.load(Path(args.model_dir) / CONFIG_FILE).level if Path(args.model_dir).is_dir() else "char"
     if args.ngram_order:
         from keras_chargen.evaluation import ngram_baseline
 
@@ -271,11 +303,37 @@ def add_export_parser(commands) -> None:
     export.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export; an interrupt exits 0 if every version directory was already in place, else 130."""
     from keras_chargen.export import export_model
 
-    for path in export_model(args.model_dir, args.out, args.format, args.version, args.quantize, args.overwrite):
+    placed: list[Path] = []
+    try:
+        paths = export_model(args.model_dir, args.out, args.format, args.version, args.quantize, args.overwrite, placed)
+    except KeyboardInterrupt:
+        return _interrupted_export(args, placed)
+    for path in paths:
         print(f"exported {path}")
+    return 0
+
+
+def _interrupted_export(args: argparse.Namespace, placed: list[Path]) -> int:
+    """Report what an interrupted export left on disk; its exit status: 0 if complete, 130 otherwise."""
+    from keras_chargen.export import FORMATS, artifact_dir
+
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+    targets = [artifact_dir(args.out, f, args.version, args.quantize) for f in formats]
+    if not args.overwrite:  # they were free at the start: any that exists now is this export's, complete
+        placed = [t for t in targets if t in placed or t.exists()]
+    if len(placed) == len(targets):
+        for path in targets:
+            print(f"exported {path}")
+        print("interrupted after the export was complete", file=sys.stderr)
+        return 0
+    missing = ", ".join(str(t) for t in targets if t not in placed)
+    done = f"; exported {', '.join(str(p) for p in placed)}" if placed else ""
+    print(f"interrupted: not exported {missing}{done}; rerun to export the rest", file=sys.stderr)
+    return 130
 
 
 # --- serve ---
@@ -401,14 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `keras-chargen` console script; returns the exit status."""
     args = parse_args(build_parser(), argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except ChargenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ LR_SCHEDULES = ("constant", "cosine")
 ENCODING_ERRORS = ("strict", "replace")
 LEVELS = ("char", "word")
 STRATEGIES = ("default", "mirrored", "multiworker")
+DEFAULT_EPOCHS = 10  # epochs=0 without --max-minutes
+UNLIMITED_EPOCHS = 1_000_000  # epochs=0 with --max-minutes: the budget ends training
 
 
 def _field(default: Any, help: str) -> Any:
@@ -55,14 +57,30 @@ class ChargenConfig:
     val_fraction: float = _field(0.1, "last fraction of the text held out for validation")
     encoding_errors: str = _field("strict", "invalid UTF-8: strict (error) | replace (U+FFFD)")
     # --- optimisation ---
-    epochs: int = _field(10, "passes over the training text")
+    epochs: int = _field(
+        0, "passes over the training text; 0 = as many as --max-minutes allows (10 without --max-minutes)"
+    )
     learning_rate: float = _field(2e-3, "Adam learning rate (peak, for the cosine schedule)")
-    lr_schedule: str = _field("constant", "constant | cosine (decays to 1 % over all epochs)")
+    lr_schedule: str = _field(
+        "constant",
+        "constant | cosine (decays to 1 % over all epochs; with --max-minutes, over the time budget instead)",
+    )
     clipnorm: float = _field(5.0, "gradient clipping by global norm; 0 disables")
     patience: int = _field(3, "early stopping: epochs without validation improvement; 0 disables")
     max_minutes: float = _field(0.0, "stop training after this many minutes of fitting; 0 = no limit")
     save_every: int = _field(200, "batches between resumable backups (also written at each epoch end)")
     seed: int = _field(0, "seed for weight init, shuffling and the per-epoch samples")
+    # --- your own text (docs/training.md) ---
+    init_from: str = _field(
+        "",
+        "fine-tune: start from this trained model directory's weights, architecture and vocabulary "
+        "(its ids kept, new tokens appended); '' = from scratch",
+    )
+    documents: bool = _field(
+        False,
+        "the text is a list of documents: one per line (blank lines skipped), or one per *.txt file of a "
+        "directory; each is trained between start/end markers with the state reset at its start",
+    )
     # --- distribution (docs/distributed.md); may change when resuming ---
     strategy: str = _field(
         "default",
@@ -91,13 +109,16 @@ class ChargenConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("num_layers", "units", "embedding_dim", "seq_len", "batch_size", "epochs", "save_every"):
+        for name in ("num_layers", "units", "embedding_dim", "seq_len", "batch_size", "save_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ChargenError(f"{name} must be a positive integer; got {value!r}")
-        if not isinstance(self.lowercase, bool):
-            raise ChargenError(f"lowercase must be true or false; got {self.lowercase!r}")
-        for name in ("stride", "patience", "seed", "max_vocab", "logical_cpus"):
+        for name in ("lowercase", "documents"):
+            if not isinstance(getattr(self, name), bool):
+                raise ChargenError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if not isinstance(self.init_from, str):
+            raise ChargenError(f"init_from must be a model directory path (a string); got {self.init_from!r}")
+        for name in ("epochs", "stride", "patience", "seed", "max_vocab", "logical_cpus"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ChargenError(f"{name} must be a non-negative integer; got {value!r}")
@@ -113,8 +134,20 @@ class ChargenConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
                 raise ChargenError(f"{name} must be a number >= 0; got {value!r}")
+        if self.documents and (self.layout != "stateful" or self.strategy != "default"):
+            raise ChargenError(
+                "documents: document mode has its own layout (whole documents in stateful streams) on one device; "
+                "drop --layout shuffled / --strategy"
+            )
         if self.learning_rate == 0:
             raise ChargenError("learning_rate must be > 0")
+
+    @property
+    def epoch_limit(self) -> int:
+        """Epochs to train: `epochs`, or when 0, unlimited under a time budget (it stops training) and 10 without."""
+        if self.epochs:
+            return self.epochs
+        return UNLIMITED_EPOCHS if self.max_minutes else DEFAULT_EPOCHS
 
     @property
     def window_stride(self) -> int:

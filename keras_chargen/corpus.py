@@ -17,7 +17,7 @@ import socket
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,10 +63,13 @@ class FileSource:
     Args:
         paths: the files, in order.
         errors: "strict" (invalid UTF-8 is an error naming file and byte offset) or "replace" (U+FFFD).
+        whole_files: the files among `paths` that are one document each in document mode (the
+            `*.txt` of a directory given with `--documents`); the others hold one document per line.
     """
 
     paths: tuple[Path, ...]
     errors: str = "strict"
+    whole_files: tuple[Path, ...] = ()  # document mode: files that are one document each (found in a directory)
 
     def chunks(self) -> Iterator[str]:
         for path in self.paths:
@@ -120,7 +123,7 @@ class TfdsSource:
     data_dir: str | None = None
     manual_dir: str | None = None
 
-    def _dataset(self):
+    def _dataset(self) -> Any:  # a tf.data.Dataset (TensorFlow is untyped here)
         import tensorflow_datasets as tfds
 
         config = tfds.download.DownloadConfig(manual_dir=self.manual_dir) if self.manual_dir else None
@@ -279,6 +282,19 @@ def build_vocabulary(chunks: Iterator[np.ndarray], level: str, lowercase: bool, 
     return Vocabulary(lookup.get_vocabulary()[1:], "word", lowercase)
 
 
+def corpus_vocabulary(
+    source: TextSource, val_fraction: float, level: str, lowercase: bool, max_vocab: int
+) -> Vocabulary:
+    """The vocabulary `prepare_corpus` would build for `source` (from its training part)."""
+    num_tokens = sum(len(tokens) for tokens in _token_chunks(source, level, lowercase))
+    if num_tokens == 0:
+        raise ChargenError(f"corpus is empty: {source.describe()}")
+    num_train = split_sizes(num_tokens, val_fraction)[0]
+    return build_vocabulary(
+        _train_part(_token_chunks(source, level, lowercase), num_train), level, lowercase, max_vocab
+    )
+
+
 def prepare_corpus(
     source: TextSource,
     directory: str | Path,
@@ -342,14 +358,23 @@ def _token_ids(vocab: Vocabulary, tokens: np.ndarray) -> np.ndarray:
 
 
 def make_source(
-    text: Sequence[str | Path] | None = None, tfds: str | None = None, encoding_errors: str = "strict", **tfds_kwargs
+    text: Sequence[str | Path] | None = None,
+    tfds: str | None = None,
+    encoding_errors: str = "strict",
+    documents: bool = False,
+    **tfds_kwargs: Any,
 ) -> TextSource:
     """A `FileSource` for `text` paths, a `TfdsSource` for a TFDS name, or with neither the embedded
-    tiny-shakespeare (`corpora.EmbeddedSource`)."""
+    tiny-shakespeare (`corpora.EmbeddedSource`).
+
+    With `documents`, each file found in a directory of `text` is one document (see `keras_chargen.documents`).
+    """
     if text and tfds:
         raise ChargenError("give one corpus at most: --text PATH [PATH...] or --tfds NAME (neither: tiny-shakespeare)")
     if not text and not tfds:
         return EmbeddedSource()
     if tfds:
         return TfdsSource(tfds, **{k: v for k, v in tfds_kwargs.items() if v is not None})
-    return FileSource(tuple(resolve_text_paths(text)), encoding_errors)
+    paths = resolve_text_paths(text or [])
+    whole = tuple(p for p in paths if documents and not any(Path(raw) == p for raw in text or []))
+    return FileSource(tuple(paths), encoding_errors, whole)

@@ -31,6 +31,10 @@ def evaluate(model_dir: str | Path, source: TextSource, split: str = "val", verb
     if split not in ("val", "all"):
         raise ChargenError(f"split must be 'val' or 'all'; got {split!r}")
     config, vocab, inference = load_model(model_dir)
+    if config.documents:  # whole documents from the zero state, as trained
+        from keras_chargen.documents import evaluate_documents
+
+        return evaluate_documents(model_dir, source, split)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = prepare_corpus(source, tmp, config.val_fraction if split == "val" else 1.0, vocab)
         num = corpus.num_val

@@ -17,9 +17,14 @@ class _MeanCrossEntropy(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        losses = keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        self.total.assign_add(ops.sum(ops.cast(losses, "float32")))
-        self.count.assign_add(ops.cast(ops.size(losses), "float32"))
+        losses = ops.cast(keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True), "float32")
+        if sample_weight is None:
+            self.total.assign_add(ops.sum(losses))
+            self.count.assign_add(ops.cast(ops.size(losses), "float32"))
+        else:  # document mode: weight 0 marks padding
+            weights = ops.cast(sample_weight, "float32")
+            self.total.assign_add(ops.sum(losses * weights))
+            self.count.assign_add(ops.sum(weights))
 
     def mean_nats(self):
         return self.total / ops.maximum(self.count, 1.0)

@@ -40,4 +40,17 @@ def load_model(model_dir: str | Path) -> tuple[ChargenConfig, Vocabulary, keras.
 def load_generator(model_dir: str | Path) -> CharGenerator:
     """A `CharGenerator` over the trained model in `model_dir`."""
     _, vocab, model = load_model(model_dir)
-    return CharGenerator(model, vocab.tokens, vocab.level, vocab.lowercase)
+    return generator_for(model, vocab)
+
+
+def generator_for(model: keras.Model, vocab: Vocabulary) -> CharGenerator:
+    """A `CharGenerator` over `model` with `vocab`; a document model's generator primes on the start
+    marker and stops at the end marker."""
+    return CharGenerator(
+        model,
+        vocab.tokens,
+        vocab.level,
+        vocab.lowercase,
+        document_start=vocab.document_start,
+        document_end=vocab.document_end,
+    )

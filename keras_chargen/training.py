@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import math
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -13,7 +15,7 @@ import tensorflow as tf
 
 from keras_chargen import callbacks as cb
 from keras_chargen.config import ChargenConfig
-from keras_chargen.corpus import PreparedCorpus, TextSource, prepare_corpus
+from keras_chargen.corpus import PreparedCorpus, TextSource, corpus_vocabulary, prepare_corpus
 from keras_chargen.data import num_shuffled_batches, num_stateful_batches, shuffled_dataset, stateful_dataset
 from keras_chargen.distribute import (
     AllReduceClipAdam,
@@ -25,11 +27,15 @@ from keras_chargen.distribute import (
     unpin_strategy,
     write_dir,
 )
+from keras_chargen.documents import document_resets, document_splits
 from keras_chargen.errors import ChargenError
-from keras_chargen.generation import CharGenerator
+from keras_chargen.finetune import check_architecture, grow_weights, grown_vocabulary
+from keras_chargen.lock import DirectoryLock
 from keras_chargen.metrics import BitsPerChar, Perplexity
 from keras_chargen.model import build_model
-from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
+from keras_chargen.provenance import check_same_corpus, fingerprint, save_record
+from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, generator_for, load_model
+from keras_chargen.schedule import COSINE_ALPHA, BudgetCosine
 from keras_chargen.vocab import Vocabulary
 
 # Fields that may change between a run and its resumption (they say how long to train, or on what hardware).
@@ -48,6 +54,9 @@ class TrainResult:
 
 def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dataset, tf.data.Dataset, int]:
     """(train, validation, batches per training epoch). Validation always uses the stateful layout."""
+    if config.documents:
+        train_batches, val_batches = document_splits(config, corpus)
+        return train_batches.dataset(), val_batches.dataset(), train_batches.num_batches
     dtype = corpus.vocab.id_dtype
     if config.layout == "stateful":
         train = stateful_dataset(corpus.train_path, corpus.num_train, dtype, config.batch_size, config.seq_len)
@@ -70,17 +79,22 @@ def datasets(config: ChargenConfig, corpus: PreparedCorpus) -> tuple[tf.data.Dat
 def compile_model(model: keras.Model, config: ChargenConfig, steps_per_epoch: int) -> None:
     """Adam with optional cosine decay and gradient clipping; cross-entropy in nats, bits/char, perplexity."""
     learning_rate = config.learning_rate
-    if config.lr_schedule == "cosine":
+    if config.lr_schedule == "cosine" and not config.max_minutes:  # under a budget: `BudgetCosine` sets it
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+            config.learning_rate, decay_steps=config.epoch_limit * steps_per_epoch, alpha=COSINE_ALPHA
         )
     # Under a strategy Keras would clip each replica's share of the gradient; clip their sum instead.
     adam = keras.optimizers.Adam if config.strategy == "default" else AllReduceClipAdam
     optimizer = adam(learning_rate, clipnorm=config.clipnorm or None)
+    # documents: padding has weight 0; the loss and the metrics (Keras passes sample weights to
+    # `weighted_metrics` only) are means over the real positions
+    reduction = "mean_with_sample_weight" if config.documents else "sum_over_batch_size"
+    metrics = [BitsPerChar(), Perplexity()]
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[BitsPerChar(), Perplexity()],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+        metrics=None if config.documents else metrics,
+        weighted_metrics=metrics if config.documents else None,
     )
 
 
@@ -102,20 +116,33 @@ def _check_resumable(model_dir: Path, config: ChargenConfig) -> ChargenConfig | 
 
 
 def _prepare(
-    source: TextSource, config: ChargenConfig, model_dir: Path, resuming: bool, out_dir: Path | None = None
+    source: TextSource,
+    config: ChargenConfig,
+    model_dir: Path,
+    resuming: bool,
+    out_dir: Path | None = None,
+    base_vocab: Vocabulary | None = None,
 ) -> PreparedCorpus:
-    """The corpus as ids in `out_dir/data` (default `model_dir`), with `model_dir`'s vocabulary when resuming."""
+    """The corpus as ids in `out_dir/data` (default `model_dir`), with `model_dir`'s vocabulary when resuming,
+    or `base_vocab` (a fine-tuning source's) grown by the new text's tokens."""
     vocab = Vocabulary.load(model_dir / VOCAB_FILE) if resuming and (model_dir / VOCAB_FILE).exists() else None
-    corpus = prepare_corpus(
-        source,
-        (out_dir or model_dir) / "data",
-        config.val_fraction,
-        vocab,
-        config.level,
-        config.lowercase,
-        config.max_vocab,
-    )
-    if corpus.num_train < config.seq_len + 1:
+    if vocab is None and base_vocab is not None:
+        vocab = grown_vocabulary(base_vocab, text_vocabulary(source, config), config.max_vocab)
+    if config.documents:
+        from keras_chargen.documents import prepare_documents
+
+        corpus = prepare_documents(source, (out_dir or model_dir) / "data", config, vocab)
+    else:
+        corpus = prepare_corpus(
+            source,
+            (out_dir or model_dir) / "data",
+            config.val_fraction,
+            vocab,
+            config.level,
+            config.lowercase,
+            config.max_vocab,
+        )
+    if corpus.num_train < config.seq_len + 1 and not config.documents:
         raise ChargenError(
             f"corpus is too short: {corpus.num_train} training {config.level}s, "
             f"fewer than one window (seq_len + 1 = {config.seq_len + 1})"
@@ -123,8 +150,33 @@ def _prepare(
     return corpus
 
 
+def text_vocabulary(source: TextSource, config: ChargenConfig) -> Vocabulary:
+    """The vocabulary `source`'s training part alone would get (documents: without the markers)."""
+    if config.documents:
+        from keras_chargen.documents import document_vocabulary
+
+        return document_vocabulary(source, config, markers=False)
+    return corpus_vocabulary(source, config.val_fraction, config.level, config.lowercase, config.max_vocab)
+
+
+def _restart_from_best(model_dir: Path) -> None:
+    """Drop `model_dir/backup` (damaged, or unwanted) so training restarts from `model.keras`."""
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise ChargenError(
+            f"--restart-from-best: {model_dir / WEIGHTS_FILE} does not exist (no epoch finished yet); "
+            "train into a fresh --out"
+        )
+    shutil.rmtree(model_dir / "backup", ignore_errors=True)
+
+
 def train(
-    config: ChargenConfig, source: TextSource, model_dir: str | Path, verbose: int = 1, sample_every_epoch: bool = True
+    config: ChargenConfig,
+    source: TextSource,
+    model_dir: str | Path,
+    verbose: int = 1,
+    sample_every_epoch: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    restart_from_best: bool = False,
 ) -> TrainResult:
     """Train a model on `source` into `model_dir`; rerunning with the same arguments resumes.
 
@@ -136,6 +188,14 @@ def train(
         verbose: int, Keras progress bar mode (0 silent, 1 bar, 2 one line per epoch); above 0 the corpus,
             model and budget are printed first. Why training stopped is printed in every mode.
         sample_every_epoch: bool, print generated samples after each epoch.
+        clock: the seconds clock that `--max-minutes` and the budget schedule read (default
+            `time.monotonic`; tests inject a fake one).
+        restart_from_best: bool, drop `model_dir/backup` (e.g. a damaged one) and restart from the
+            weights of `model_dir/model.keras` with a fresh optimizer and progress. Default False.
+
+    With `config.init_from`, training starts from that model (see `keras_chargen.finetune`).
+    `model_dir` is locked while training (`keras_chargen.lock`), and remembers its corpus
+    (`trained_on.json`): another corpus is refused before anything there changes.
 
     With `config.strategy` other than `default`, every worker runs this with the same arguments
     (`model_dir` on storage they all see); only the chief writes `model_dir` (docs/distributed.md).
@@ -143,8 +203,35 @@ def train(
     model_dir = Path(model_dir)
     strategy = make_strategy(config.strategy, config.logical_cpus)  # first: it may configure the devices
     out_dir = write_dir(model_dir, strategy)  # model_dir, or a temporary folder on a non-chief worker
+    with DirectoryLock(out_dir):  # one writer at a time
+        return _train(
+            config, source, model_dir, strategy, out_dir, verbose, sample_every_epoch, clock, restart_from_best
+        )
+
+
+def _train(
+    config: ChargenConfig,
+    source: TextSource,
+    model_dir: Path,
+    strategy: tf.distribute.Strategy,
+    out_dir: Path,
+    verbose: int,
+    sample_every_epoch: bool,
+    clock: Callable[[], float],
+    restart_from_best: bool,
+) -> TrainResult:
+    """`train` once `out_dir` is locked."""
     resuming = _check_resumable(model_dir, config) is not None
-    corpus = _prepare(source, config, model_dir, resuming, out_dir)
+    record = fingerprint(source, config.documents)
+    check_same_corpus(model_dir, record)  # before anything in model_dir changes
+    if restart_from_best:
+        _restart_from_best(model_dir)
+    source_model, source_vocab = None, None
+    if config.init_from:
+        source_config, source_vocab, source_model = load_model(config.init_from)
+        check_architecture(config, source_config)
+    corpus = _prepare(source, config, model_dir, resuming, out_dir, source_vocab)
+    save_record(out_dir, record)
     config.save(out_dir / CONFIG_FILE)
     corpus.vocab.save(out_dir / VOCAB_FILE)
     keras.utils.set_random_seed(config.seed)  # before the datasets: their shuffle order depends on it too
@@ -156,9 +243,9 @@ def train(
         compile_model(model, config, steps)
         if config.strategy != "default":
             unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
-    progress = cb.Progress.load(model_dir / "backup" / "progress.json")
+    progress = cb.Progress.load(model_dir / "backup" / "progress.json", clock)
     finished = (
-        progress.epoch >= config.epochs
+        progress.epoch >= config.epoch_limit
         or progress.stopped_early
         or (config.max_minutes and progress.elapsed_seconds >= config.max_minutes * 60)
     )
@@ -174,27 +261,38 @@ def train(
     backup = cb.TrainingBackup(out_dir / "backup", progress, config.save_every, steps, step_offset=progress.step)
     backup.set_model(model)
     pending_states = None
-    if (model_dir / "backup" / "state.weights.h5").exists():
+    if (model_dir / "backup" / "progress.json").exists():
         with strategy.scope():
             pending_states = backup.restore(model_dir / "backup")  # the chief's backup, on every worker
         if verbose:
             print(f"Resuming {model_dir} at epoch {progress.epoch + 1}, batch {progress.step}/{steps}")
+    elif restart_from_best:
+        model.set_weights(load_model(model_dir)[2].get_weights())
+        if verbose:
+            print(f"Restarting {model_dir} from {model_dir / WEIGHTS_FILE} (backup dropped, fresh optimizer)")
+    elif source_model is not None:
+        added = grow_weights(source_model, model)
+        if verbose:
+            old = source_model.get_layer("embedding").input_dim
+            print(f"Fine-tuning from {config.init_from}: {added} new tokens appended to its {old} ids")
     inference = build_model(config, corpus.vocab.size)
     time_limit = cb.TimeLimit(config.max_minutes * 60, progress) if config.max_minutes else None
+    reset_prob = 0.0 if config.documents else config.state_reset_prob  # documents: exact resets instead
     callbacks = [
         cb.PartialEpochProgbar(),
-        cb.ResetStates(pending_states, config.state_reset_prob, config.seed) if stateful else None,
+        cb.ResetStates(pending_states, reset_prob, config.seed) if stateful else None,
         cb.BestCheckpoint(out_dir / WEIGHTS_FILE, inference, progress, verbose),
         backup,  # before StepLog and after BestCheckpoint: it advances `progress`
         cb.StepLog(out_dir / "steps.csv", progress, steps),
+        document_resets(config, corpus, progress) if config.documents else None,
         cb.StopFlag(progress, monitor="val_loss", patience=config.patience) if config.patience else None,
         time_limit,
+        BudgetCosine(config.learning_rate, config.max_minutes * 60, progress)
+        if config.max_minutes and config.lr_schedule == "cosine"
+        else None,
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
-        cb.SampleText(
-            CharGenerator(build_model(config, corpus.vocab.size), corpus.vocab.tokens, config.level, config.lowercase),
-            seed=config.seed,
-        )
+        cb.SampleText(generator_for(build_model(config, corpus.vocab.size), corpus.vocab), seed=config.seed)
         if sample_every_epoch and is_chief(strategy)
         else None,
     ]
@@ -205,8 +303,8 @@ def train(
     with strategy.scope(), _worker_failures(strategy, progress):
         if progress.step:  # finish the interrupted epoch first, skipping the batches already done
             _extend(history, fit(progress.epoch, progress.epoch + 1, progress.step))
-        if not model.stop_training and progress.epoch < config.epochs:
-            _extend(history, fit(progress.epoch, config.epochs, 0))
+        if not model.stop_training and progress.epoch < config.epoch_limit:
+            _extend(history, fit(progress.epoch, config.epoch_limit, 0))
         backup.save()
     reason = stop_message(config, progress, time_limit.stopped_at if time_limit else None, steps)
     print(reason)
@@ -225,8 +323,12 @@ def describe_run(source: TextSource, config: ChargenConfig, corpus: PreparedCorp
     """The lines printed before training: the corpus, the model and the budget."""
     unit = "word" if config.level == "word" else "character"
     total = corpus.num_train + corpus.num_val
-    budget = f"{config.epochs} epochs of {steps:,} batches of {config.batch_size}×{config.seq_len} {unit}s"
-    budget += f", at most {config.max_minutes:g} min of fitting" if config.max_minutes else ", no time limit"
+    batches = f"{steps:,} batches of {config.batch_size}×{config.seq_len} {unit}s"
+    if config.max_minutes and not config.epochs:  # --epochs 0: the time budget alone ends training
+        budget = f"epochs of {batches} until {config.max_minutes:g} min of fitting are used"
+    else:
+        budget = f"{config.epoch_limit} epochs of {batches}"
+        budget += f", at most {config.max_minutes:g} min of fitting" if config.max_minutes else ", no time limit"
     if config.patience:
         budget += f", early stopping after {config.patience} epochs without improvement"
     return (
@@ -256,17 +358,17 @@ def stop_message(config: ChargenConfig, progress: cb.Progress, time_stop: tuple[
     if progress.stopped_early:
         return (
             f"early stopping: no validation improvement in {config.patience} epochs, stopped after epoch "
-            f"{progress.epoch} of {config.epochs}; {best}"
+            f"{progress.epoch} of {config.epoch_limit}; {best}"
         )
-    return f"finished all {config.epochs} epochs; {best}"
+    return f"finished all {config.epoch_limit} epochs; {best}"
 
 
 def already_finished_message(model_dir: Path, config: ChargenConfig, progress: cb.Progress) -> str:
     """What a rerun of a finished training prints: why it had stopped, and how to continue."""
     if progress.stopped_early:
         why = f"early stopping after epoch {progress.epoch}"
-    elif progress.epoch >= config.epochs:
-        why = f"all {config.epochs} epochs done"
+    elif progress.epoch >= config.epoch_limit:
+        why = f"all {config.epoch_limit} epochs done"
     else:
         why = f"time budget of {config.max_minutes:g} min used up in epoch {progress.epoch + 1}"
     return (

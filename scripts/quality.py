@@ -38,9 +38,9 @@ TUTORIAL = dict(
     lr_schedule="constant",
     epochs=30,
 )
-# Our recommendation for a 10-minute CPU budget (see docs/quality.md for why). `epochs` is as many as
-# fit the budget, so that the cosine schedule ends with it: 16 on the 2-core Xeon of docs/quality.md
-# (~37 s per epoch), 4 on the slower 2-core EPYC of its earlier section (~150 s per epoch).
+# Our recommendation for a 10-minute CPU budget (see docs/quality.md for why). No `epochs`: under
+# `max_minutes` the cosine schedule runs on the fraction of the budget used, so it ends annealed at
+# the last minute whatever the CPU's speed (keras_chargen/schedule.py).
 RECOMMENDED = dict(
     cell="lstm",
     num_layers=1,
@@ -52,7 +52,6 @@ RECOMMENDED = dict(
     learning_rate=4e-3,
     clipnorm=5.0,
     lr_schedule="cosine",
-    epochs=16,
 )
 TEMPERATURES = (0.2, 0.5, 0.8, 1.0)
 
@@ -87,6 +86,17 @@ def run(name: str, settings: dict, text: Path, minutes: float, workdir: Path) ->
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name as `lscpu` prints it (from /proc/cpuinfo; the platform's processor otherwise)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def _batches_done(model_dir: Path) -> int:
     """Batches fitted, from the step log (its last row's global step)."""
     rows = (model_dir / "steps.csv").read_text().strip().splitlines()
@@ -99,7 +109,8 @@ def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Names
     lines = [
         f"# Quality at a {args.minutes:g}-minute CPU budget (tiny-shakespeare, validation = last 10 %)",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, otherwise idle. Each model trains for "
+        f"Machine: {cpu_name()}, {platform.machine()}, {os.cpu_count()} cores; {args.machine_note}. "
+        "Each model trains for "
         f"{args.minutes:g} minutes of fitting (validation passes included), one after the other; each "
         "is scored by `keras-chargen evaluate` (contiguous streams, state carried).",
         "",
@@ -125,7 +136,8 @@ def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Names
         lines.append(f"- **{r['name']}**: " + ", ".join(f"`{k}={v}`" for k, v in r["settings"].items()))
     for r in runs:
         png = out.with_name(f"quality_{r['name']}.png")
-        shutil.copyfile(r["curves"], png)
+        if Path(r["curves"]).exists():  # a run kept from the previous report (--only) keeps its plot
+            shutil.copyfile(r["curves"], png)
         lines += ["", f"## {r['name']}", "", f"![training curves]({png.name})", ""]
         for t, text in r["samples"].items():
             lines += [f"### temperature {t}", "", "```", "ROMEO:\n" + text, "```", ""]
@@ -139,6 +151,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", default="docs/quality.md")
     parser.add_argument("--workdir", type=Path, default=Path("models/quality"))
+    parser.add_argument(
+        "--machine-note", default="otherwise idle", help="what else ran on the machine (written to the report)"
+    )
     parser.add_argument(
         "--only",
         choices=("recommended", "tutorial"),

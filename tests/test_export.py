@@ -215,8 +215,8 @@ def test_layout_puts_each_format_in_its_own_version_folder(tmp_path):
     "kwargs, message",
     [
         (dict(format="pytorch"), "unknown format 'pytorch'; choose one of savedmodel, tflite, onnx, all"),
-        (dict(version=0), "version must be a positive integer; got 0"),
-        (dict(version="1"), "version must be a positive integer; got '1'"),
+        (dict(version=0), "version must be an integer from 1 to 9223372036854775807 .TF Serving.s int64.; got 0"),
+        (dict(version="1"), "version must be an integer from 1 to 9223372036854775807 .TF Serving.s int64.; got .1."),
         (dict(quantize="int4", format="tflite"), "quantize must be one of none, dynamic, float16"),
         (dict(quantize="dynamic", format="onnx"), "--quantize applies to TFLite only"),
     ],

@@ -116,7 +116,7 @@ def test_train_with_no_source_offline_from_the_wheel_trains_on_the_embedded_corp
     )
     assert lines[2] == "model: 1×32 LSTM, embedding 16, 9,506 parameters"
     assert lines[3] == (
-        "budget: 10 epochs of 980 batches of 32×32 characters, at most 0.01 min of fitting, "
+        "budget: epochs of 980 batches of 32×32 characters until 0.01 min of fitting are used, "
         "early stopping after 3 epochs without improvement"
     )
     stop = re.search(

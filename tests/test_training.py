@@ -92,24 +92,32 @@ def test_corpus_too_short_for_a_window(tmp_path):
         train(tiny_config(), FileSource((tmp_path / "short.txt",)), tmp_path / "m", verbose=0)
 
 
+class TickClock:
+    """A fake clock: every reading advances it by `tick` seconds (so time is counted in clock readings)."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
 def test_time_limit_stops_and_rerun_with_more_time_continues(tmp_path):
-    config = tiny_config(epochs=50, max_minutes=0.05)  # 3 seconds of fitting
-    first = train(config, FileSource((CORPUS,)), tmp_path / "m", verbose=0, sample_every_epoch=False)
-    assert first.progress.epoch < 50 and 3 <= first.progress.elapsed_seconds < 60
-    assert (tmp_path / "m" / "model.keras").exists()
+    config = tiny_config(epochs=50, max_minutes=0.05)  # 3 seconds of fitting = 30 readings of the fake clock
+    run = dict(verbose=0, sample_every_epoch=False)
+    first = train(config, FileSource((CORPUS,)), tmp_path / "m", clock=TickClock(0.1), **run)
+    # TimeLimit reads the clock once per batch: it stops at the batch that crosses 3 s (+ the final save's reading)
+    assert first.progress.epoch == 0 and 3.0 <= first.progress.elapsed_seconds <= 3.0 + 0.25
+    assert first.progress.step == pytest.approx(29, abs=1)
+    assert (tmp_path / "m" / "model.keras").exists()  # the cut epoch was validated and checkpointed
     done_before = first.progress.epoch * 1000 + first.progress.step
-    again = train(config, FileSource((CORPUS,)), tmp_path / "m", verbose=0, sample_every_epoch=False)
+    again = train(config, FileSource((CORPUS,)), tmp_path / "m", clock=TickClock(0.1), **run)
     assert again.history == {}  # the time budget is spent: nothing more to do
-    budget = first.progress.elapsed_seconds + 15  # the first run may overshoot 3 s on a loaded machine (tracing)
-    more = train(
-        tiny_config(epochs=50, max_minutes=budget / 60),
-        FileSource((CORPUS,)),
-        tmp_path / "m",
-        verbose=0,
-        sample_every_epoch=False,
-    )
+    more_config = tiny_config(epochs=50, max_minutes=0.1)  # 3 more seconds
+    more = train(more_config, FileSource((CORPUS,)), tmp_path / "m", clock=TickClock(0.1), **run)
     assert more.progress.epoch * 1000 + more.progress.step > done_before
-    assert more.progress.elapsed_seconds >= budget
+    assert 6.0 <= more.progress.elapsed_seconds <= 6.0 + 0.5
 
 
 def _train_command(out, epochs):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.export.layout import FORMATS, QUANTIZATIONS, artifact_dir, check_free, staged_dirs
+from keras_chargen.export.layout import FORMATS, QUANTIZATIONS, artifact_dir, check_free, check_writable, staged_dirs
 from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
 
 ALL = "all"
+MAX_VERSION = 2**63 - 1  # TF Serving's model versions are int64
 
 
 def export_model(
@@ -18,6 +19,7 @@ def export_model(
     version: int = 1,
     quantize: str = "none",
     overwrite: bool = False,
+    placed: list[Path] | None = None,
 ) -> list[Path]:
     """Export the model in `model_dir` under the base path `out`; returns the version directories written.
 
@@ -32,6 +34,8 @@ def export_model(
         version: int >= 1, the version directory name. Default 1.
         quantize: str, TFLite weights: "none" (float32, default), "dynamic" (int8) or "float16".
         overwrite: bool, replace existing version directories. Default False (a `ChargenError`).
+        placed: list | None, each version directory is appended once it is in place (what an
+            interrupted export left on disk). Default None.
 
     Example:
     >>> export_model("models/tiny", "exported/tiny", format="all")  # doctest: +SKIP
@@ -41,10 +45,11 @@ def export_model(
 
     formats = _check_args(format, version, quantize)
     targets = [artifact_dir(out, f, version, quantize) for f in formats]
-    check_free(targets, overwrite)  # fail on an existing version before the slow model load
+    check_free(targets, overwrite)  # fail on an existing version or an unwritable path before the slow model load
+    check_writable(targets)
     generator = load_generator(model_dir)
     vocab_file = Path(model_dir) / VOCAB_FILE
-    with staged_dirs(targets, overwrite) as temps:
+    with staged_dirs(targets, overwrite, placed) as temps:
         for fmt, tmp in zip(formats, temps):
             _write(fmt, generator, tmp, vocab_file, quantize)
     return targets
@@ -54,8 +59,8 @@ def _check_args(format: str, version: int, quantize: str) -> list[str]:
     """Validate the arguments; return the formats to write."""
     if format != ALL and format not in FORMATS:
         raise ChargenError(f"unknown format {format!r}; choose one of {', '.join((*FORMATS, ALL))}")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ChargenError(f"version must be a positive integer; got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise ChargenError(f"version must be an integer from 1 to {MAX_VERSION} (TF Serving's int64); got {version!r}")
     if quantize not in QUANTIZATIONS:
         raise ChargenError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
     if quantize != "none" and format not in ("tflite", ALL):

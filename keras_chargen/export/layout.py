@@ -39,28 +39,41 @@ def artifact_dir(out: str | Path, format: str, version: int, quantize: str = "no
 
 
 @contextlib.contextmanager
-def staged_dirs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[list[Path]]:
+def staged_dirs(
+    paths: Sequence[Path], overwrite: bool = False, placed: list[Path] | None = None
+) -> Iterator[list[Path]]:
     """Yield one empty temporary directory per path; when the body succeeds, move each into place.
 
     Nothing under `paths` changes until the body has finished: a failure or an interrupt removes
     the temporary directories (a killed process leaves only hidden `.NAME.*.tmp` ones), so a
     version directory is either absent, the old one, or complete. With `overwrite`, an existing
-    directory is replaced (moved aside, the new one renamed in, the old one deleted).
+    directory is replaced (moved aside, the new one renamed in, the old one deleted). Each path
+    moved into place is appended to `placed` (so that a caller interrupted afterwards knows what
+    it left on disk). A path that cannot be created is a one-line `ChargenError`.
     """
     paths = [Path(p) for p in paths]
     check_free(paths, overwrite)
+    check_writable(paths)
     created = sorted({a for p in paths for a in p.parents if not a.exists()}, key=lambda a: -len(a.parts))
     temps: list[Path] = []
     done = False
     try:
         for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            except OSError as err:
+                raise ChargenError(f"cannot create {path}: {err.strerror or err}") from None
             os.chmod(temps[-1], default_mode(directory=True))  # mkdtemp makes 0700; TF Serving must read it
         yield temps
         check_free(paths, overwrite)  # another export may have finished meanwhile
         for tmp, path in zip(temps, paths):
-            _replace_dir(tmp, path)
+            try:
+                _replace_dir(tmp, path)
+            except OSError as err:
+                raise ChargenError(f"cannot move the export into {path}: {err.strerror or err}") from None
+            if placed is not None:
+                placed.append(path)
         done = True
     finally:
         for tmp in temps:
@@ -77,6 +90,18 @@ def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
             f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
             "pass --overwrite to replace, or export another --version"
         )
+
+
+def check_writable(paths: Sequence[Path]) -> None:
+    """Raise `ChargenError` if a path cannot be created: its nearest existing ancestor is a file or read-only."""
+    for path in paths:
+        ancestor = next((a for a in Path(os.path.abspath(path)).parents if a.exists()), None)
+        if ancestor is None:
+            continue
+        if not ancestor.is_dir():
+            raise ChargenError(f"cannot create {path}: {ancestor} is a file, not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ChargenError(f"cannot create {path}: {ancestor} is not writable")
 
 
 def _remove_empty(folders: Sequence[Path]) -> None:
