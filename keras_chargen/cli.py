@@ -11,19 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from keras_chargen.config import CELLS, ENCODING_ERRORS, LAYOUTS, LEVELS, LR_SCHEDULES, STRATEGIES, ChargenConfig
+from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig
 from keras_chargen.errors import ChargenError
 
 # Config fields whose flag is not simply --field-name.
 FLAG_NAMES = {"num_layers": "--layers"}
-CHOICES = {
-    "cell": CELLS,
-    "layout": LAYOUTS,
-    "lr_schedule": LR_SCHEDULES,
-    "encoding_errors": ENCODING_ERRORS,
-    "level": LEVELS,
-    "strategy": STRATEGIES,
-}
 
 
 def flag_name(field: str) -> str:

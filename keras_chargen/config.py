@@ -25,6 +25,17 @@ def _field(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+# The fields that take one of a fixed set of values (the CLI offers them as choices).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "cell": CELLS,
+    "layout": LAYOUTS,
+    "lr_schedule": LR_SCHEDULES,
+    "encoding_errors": ENCODING_ERRORS,
+    "level": LEVELS,
+    "strategy": STRATEGIES,
+}
+
+
 @dataclasses.dataclass
 class ChargenConfig:
     """Model, data and training settings; CLI flags map one-to-one to these fields.
@@ -98,15 +109,7 @@ class ChargenConfig:
 
     def validate(self) -> None:
         """Raise `ChargenError` naming the first field with an invalid value."""
-        choices = {
-            "cell": CELLS,
-            "layout": LAYOUTS,
-            "lr_schedule": LR_SCHEDULES,
-            "encoding_errors": ENCODING_ERRORS,
-            "level": LEVELS,
-            "strategy": STRATEGIES,
-        }
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ChargenError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         for name in ("num_layers", "units", "embedding_dim", "seq_len", "batch_size", "save_every"):

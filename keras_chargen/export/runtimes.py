@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,11 +74,7 @@ class OnnxStep:
     """
 
     def __init__(self, path: str | Path, num_threads: int = 2) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, num_threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.state_names = json.loads(meta["state_names"])
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -173,11 +170,7 @@ class OnnxGenerator:
     """
 
     def __init__(self, path: str | Path, num_threads: int = 2) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, num_threads)
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
         return self.session.run(["ids"], inputs)[0]
@@ -234,3 +227,12 @@ def bits_per_char(step: StepFn, initial_states: list[np.ndarray], ids: np.ndarra
         step_logits, states = step(matrix[:, t].astype(np.int32), states)
         logits.append(step_logits)
     return cross_entropy_bits(np.stack(logits, axis=1), matrix[:, 1:])
+
+
+def onnx_session(path: str | Path, num_threads: int = 2) -> Any:
+    """An onnxruntime CPU session of the file at `path` with `num_threads` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
