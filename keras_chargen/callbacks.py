@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_chargen.config import UNLIMITED_EPOCHS
 from keras_chargen.distribute import ReplicaStates, workers_agree
 from keras_chargen.io import atomic_path, atomic_write_text
 from keras_chargen.model import reset_states
@@ -207,8 +208,22 @@ class TimeLimit(keras.callbacks.Callback):
 class PartialEpochProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress bar, except that an epoch cut short (time budget) ends at the batch it reached.
 
-    Keras' own bar jumps to `steps/steps` at every epoch end, so a cut epoch looked complete.
+    Keras' own bar jumps to `steps/steps` at every epoch end, so a cut epoch looked complete. When
+    the time budget alone ends training (no `--epochs`), epochs are headed `Epoch N (until the time
+    budget ends)` instead of Keras' `Epoch N/1000000`.
     """
+
+    epochs: int  # set by Keras (`set_params`)
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        if self.epochs < UNLIMITED_EPOCHS:
+            super().on_epoch_begin(epoch, logs)
+            return
+        self.epochs = 1  # Keras prints its "Epoch e/N" heading only when N > 1
+        super().on_epoch_begin(epoch, logs)
+        self.epochs = UNLIMITED_EPOCHS
+        if self.verbose:
+            print(f"Epoch {epoch + 1} (until the time budget ends)", flush=True)
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         if self.progbar is not None and self.target is not None and 0 < self.seen < self.target:
