@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_chargen.bench.report import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 FALLBACK_CORPUS = REPO / "tests" / "data" / "corpus.txt"
@@ -377,16 +379,6 @@ def mixed_load(server: Server, rest_clients: int, grpc_clients: int, bad_clients
         "clients": (rest_clients, grpc_clients, bad_clients),
         "per_client": per_client,
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def write_report(

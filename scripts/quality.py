@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from keras_chargen import ChargenConfig, FileSource, evaluate, load_generator, train
+from keras_chargen.bench.report import cpu_name
 from keras_chargen.evaluation import ngram_baseline
 
 # The TF "Text generation with an RNN" tutorial's model and training, in our config terms:
@@ -84,17 +85,6 @@ def run(name: str, settings: dict, text: Path, minutes: float, workdir: Path) ->
         "samples": samples,
         "curves": str(out / "history.png"),
     }
-
-
-def cpu_name() -> str:
-    """The CPU's model name as `lscpu` prints it (from /proc/cpuinfo; the platform's processor otherwise)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _batches_done(model_dir: Path) -> int:

@@ -63,7 +63,7 @@ def write_report(report: dict, out_dir: Path) -> None:
         f"{PROMPT_CHARS}-character prompt (priming included), temperature 0.8; chars/s summed over rows. "
         "Median of the runs after a warm-up run, with min–max.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}; reading a matrix the size of the step "
         f"weights ({weight_bytes / 1e6:.1f} MB, BLAS matrix-vector product, all cores) "
         f"{machine['weights_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; DRAM (256 MiB copy) "
@@ -158,3 +158,14 @@ def _plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as `lscpu` prints it (from /proc/cpuinfo; the platform's processor otherwise)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
