@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -54,7 +55,16 @@ class Progress:
         return cls(**read_progress(path), clock=clock) if path.exists() else cls(clock=clock)
 
 
-class ResetStates(keras.callbacks.Callback):
+class StatesCallback(keras.callbacks.Callback):
+    """A callback that reads or writes the model's carried RNN states: `states`, built on first use."""
+
+    @functools.cached_property
+    def states(self) -> ReplicaStates:
+        """The model's states over all replicas (each replica holds its own streams under a strategy)."""
+        return ReplicaStates(self.model)
+
+
+class ResetStates(StatesCallback):
     """Zero the carried recurrent state at each epoch start and before validation.
 
     `pending` holds states to restore once, right after the first reset (a mid-epoch resume).
@@ -67,14 +77,6 @@ class ResetStates(keras.callbacks.Callback):
         super().__init__()
         self.pending, self.reset_prob = pending, reset_prob
         self.rng = np.random.default_rng(seed)
-        self._states: ReplicaStates | None = None
-
-    @property
-    def states(self) -> ReplicaStates:
-        """The model's states over all replicas (each replica holds its own streams under a strategy)."""
-        if self._states is None:
-            self._states = ReplicaStates(self.model)
-        return self._states
 
     def on_train_batch_begin(self, batch, logs=None) -> None:
         if self.reset_prob <= 0:
@@ -113,7 +115,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             print(f"\nEpoch {epoch + 1}: val_loss improved to {val_loss:.4f}, saved {self.path}")
 
 
-class TrainingBackup(keras.callbacks.Callback):
+class TrainingBackup(StatesCallback):
     """Resumable state in `directory`: weights + optimizer, carried RNN states, `progress.json`.
 
     Written atomically every `save_every` batches and at each epoch end, so killing the process
@@ -126,7 +128,6 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.progress, self.save_every = directory, progress, save_every
         self.batches_per_epoch, self.step_offset = batches_per_epoch, step_offset
-        self._states: ReplicaStates | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -159,9 +160,7 @@ class TrainingBackup(keras.callbacks.Callback):
         """Weights first, then states, then progress: progress.json only ever points at saved files."""
         with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        if self._states is None:
-            self._states = ReplicaStates(self.model)
-        states = self._states.read()
+        states = self.states.read()
         with atomic_path(self.states_path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, *states)
         self.progress.save(self.progress_path)
@@ -183,9 +182,7 @@ class TrainingBackup(keras.callbacks.Callback):
         if self.progress.step == 0 or not states_path.exists():
             return None
         states = read_states(states_path)
-        if self._states is None:
-            self._states = ReplicaStates(self.model)
-        shapes = [(self._states.batch_size, int(v.shape[1])) for v in self._states.variables]  # no collective
+        shapes = [(self.states.batch_size, int(v.shape[1])) for v in self.states.variables]  # no collective
         check_states(states_path, states, shapes)
         return states
 

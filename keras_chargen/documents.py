@@ -30,9 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_chargen.callbacks import StatesCallback
 from keras_chargen.config import ChargenConfig
 from keras_chargen.corpus import FileSource, PreparedCorpus, TextSource, TfdsSource, build_vocabulary, split_sizes
-from keras_chargen.distribute import ReplicaStates
 from keras_chargen.errors import ChargenError
 from keras_chargen.io import atomic_path, atomic_write_text
 from keras_chargen.vocab import MARKERS, Vocabulary, text_to_code_points
@@ -208,7 +208,7 @@ class DocumentBatches:
         return data.prefetch(tf.data.AUTOTUNE)
 
 
-class DocumentResets(keras.callbacks.Callback):
+class DocumentResets(StatesCallback):
     """Zero the carried state of the rows whose window starts a document, before every batch.
 
     Args:
@@ -220,13 +220,6 @@ class DocumentResets(keras.callbacks.Callback):
     def __init__(self, train_resets: np.ndarray, val_resets: np.ndarray, progress) -> None:
         super().__init__()
         self.train_resets, self.val_resets, self.progress = train_resets, val_resets, progress
-        self._states: ReplicaStates | None = None
-
-    @property
-    def states(self) -> ReplicaStates:
-        if self._states is None:
-            self._states = ReplicaStates(self.model)
-        return self._states
 
     def _reset(self, resets: np.ndarray) -> None:
         if resets.any():

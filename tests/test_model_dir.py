@@ -1,6 +1,7 @@
 """Safe model directories: the corpus record, the writer lock, damaged backup files, --restart-from-best."""
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -123,7 +124,9 @@ def test_damaged_backup_file_is_one_line_and_restart_from_best_recovers(cut_dir,
     assert f"Restarting {model_dir} from {model_dir / 'model.keras'}" in out
     progress = json.loads((model_dir / "backup" / "progress.json").read_text())
     assert progress["elapsed_seconds"] >= 6 and progress["epoch"] * 1000 + progress["step"] > 0  # ran 6 s afresh
-    assert progress["best_val_loss"] < 3  # validated and checkpointed again in this run
+    # validated and checkpointed again in this run (a fresh Progress starts at inf); the value itself depends on
+    # how many batches 6 s of a shared CPU allowed, so only its being a real loss is asserted
+    assert math.isfinite(progress["best_val_loss"]) and progress["best_val_loss"] > 0
 
 
 def test_restart_from_best_needs_a_checkpoint(tmp_path, capsys):
