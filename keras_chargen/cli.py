@@ -210,11 +210,25 @@ def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
         parser.add_argument(spec.flag, type=types[spec.dtype], default=None, help=f"{spec.meaning}: {rule}{extra}")
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
-    from keras_chargen.saving import load_generator
+def check_generate_flags(args: argparse.Namespace) -> None:
+    """The sampling flags, checked by the settings' one description before TensorFlow loads (errors answer at once)."""
+    from keras_chargen.settings import check_api, check_stop
 
     if args.num_samples < 1 or args.num_samples > 1000:
         raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
+    for temperature in args.temperature:
+        check_api("temperature", temperature)
+    check_api("max_new_chars", args.length)
+    check_api("seed", args.seed)
+    for name in ("top_k", "top_p", "repetition_penalty"):
+        check_api(name, getattr(args, name))
+    check_stop(args.stop)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    check_generate_flags(args)
+    from keras_chargen.saving import load_generator
+
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
 

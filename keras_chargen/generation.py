@@ -20,7 +20,7 @@ from keras_chargen.codecs import make_codec
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep
 from keras_chargen.sampling import PENALTY_OFF, TOP_K_OFF, TOP_P_OFF, SamplingSettings, sampling_settings
-from keras_chargen.settings import BY_NAME, MAX_NEW_CHARS, MAX_PROMPT_CHARS, MAX_STOP_CHARS, SETTINGS, check_api
+from keras_chargen.settings import BY_NAME, MAX_NEW_CHARS, MAX_PROMPT_CHARS, SETTINGS, check_api, check_stop
 
 SIGNATURE_DTYPES = {"float32": tf.float32, "int32": tf.int32, "string": tf.string}
 __all__ = ["MAX_NEW_CHARS", "CharGenerator"]
@@ -371,14 +371,6 @@ def check_generation_args(prompts: Sequence[str], temperature, max_new_chars: in
     check_api("max_new_chars", max_new_chars)
     check_api("seed", seed)
     return temps
-
-
-def check_stop(stop: str | None) -> str:
-    """A stop string: a non-empty str of at most MAX_STOP_CHARS characters ("" = off for None)."""
-    stop = check_api("stop", stop)
-    if len(stop) > MAX_STOP_CHARS:
-        raise ChargenError(f"stop has {len(stop)} characters; the maximum is {MAX_STOP_CHARS}")
-    return stop
 
 
 def expand_temperatures(prompts: list[str], temperature) -> list[str]:

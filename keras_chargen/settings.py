@@ -196,6 +196,14 @@ def check_api(name: str, value: Any) -> Any:
     return checked
 
 
+def check_stop(stop: str | None) -> str:
+    """A stop string for the Python API: a non-empty str of at most MAX_STOP_CHARS characters ("" = off for None)."""
+    checked: str = check_api("stop", stop)
+    if len(checked) > MAX_STOP_CHARS:
+        raise ChargenError(f"stop has {len(checked)} characters; the maximum is {MAX_STOP_CHARS}")
+    return checked
+
+
 def markdown_table() -> str:
     """The settings as a Markdown table (README.md embeds it; a test checks that it matches)."""
     rows = ["| setting | type | off / default | valid values | meaning |", "|---|---|---|---|---|"]

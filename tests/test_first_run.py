@@ -201,6 +201,16 @@ def _train_error(message: str) -> list[str]:
             ["error: no such file or directory: missing.txt"],
             id="missing-text",
         ),
+        pytest.param(
+            ["generate", "m", "--top-k", "0"],
+            ["error: top_k must be an integer >= 1 (None = off); got 0"],
+            id="generate-bad-setting",
+        ),
+        pytest.param(
+            ["generate", "m", "--temperature", "0.5", "nan"],
+            ["error: temperature must be a finite number >= 0; got nan"],
+            id="generate-nan-temperature",
+        ),
     ],
 )
 def test_argument_errors_answer_without_loading_tensorflow(argv, expected, tmp_path):
