@@ -69,11 +69,6 @@ def read_signature_protos(version_dir: Path) -> dict[str, meta_graph_pb2.Signatu
     return dict(sorted(proto.meta_graphs[0].signature_def.items()))
 
 
-def read_signature_defs(version_dir: Path) -> dict[str, Any]:
-    """The `signature_def` map of `saved_model.pb`, as TF Serving's metadata endpoint shows it."""
-    return {name: _message_to_dict(signature) for name, signature in read_signature_protos(version_dir).items()}
-
-
 def read_vocabulary(version_dir: Path) -> list[str] | None:
     """`assets/vocab.json` tokens, None if absent; `VersionLoadError` naming the fault if it is unusable."""
     path = version_dir / VOCAB_ASSET
