@@ -171,10 +171,6 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 PROCESSORS = ("repetition_penalty", "temperature", "top_k", "top_p")  # applied in this order, then the draw
 
 
-def setting(name: str) -> Setting:
-    return BY_NAME[name]
-
-
 def offs() -> dict[str, Any]:
     """`{name: off value}` of the settings a `:predict` request may leave out: the sampling filters and the stop
     (`temperature`, `max_new_chars` and `seed` are required, as in the first four-input signature)."""
