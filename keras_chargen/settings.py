@@ -79,10 +79,6 @@ class Setting:
             raise ChargenError(f"{self.name} must be {self.rule}; got {value!r}")
         return value if self.dtype == "string" else int(value) if self.integer else float(value)
 
-    def off_or_check(self, value: Any) -> Any:
-        """The off value for None, else `check(value)`."""
-        return self.off if value is None else self.check(value)
-
 
 def has_type(value: Any, dtype: str) -> bool:
     """Whether `value` is a Python (or NumPy) value of `dtype`: bools are never numbers, floats never ints."""
