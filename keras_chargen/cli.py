@@ -227,10 +227,16 @@ def check_generate_flags(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     check_generate_flags(args)
+    import random
+
     from keras_chargen.saving import load_generator
+    from keras_chargen.settings import SEED_MAX
 
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
+    if args.seed is None:  # drawn here, so that one number reproduces every sample (sample i uses seed + i)
+        args.seed = random.SystemRandom().randint(0, SEED_MAX)
+    print(f"seed: {args.seed} (the same --seed gives the same text)", file=sys.stderr)
 
     def draw(seed: int | None) -> list[str]:
         return generator.generate(
@@ -248,7 +254,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if generator.document_end is not None:  # a document model: whole documents, one per line
         from keras_chargen.documents import novel_documents
 
-        for text in novel_documents(draw, args) if args.novel else draw(args.seed):
+        if args.novel:
+            rows = len(temps)
+            texts = novel_documents(draw, args.model_dir, args.prompt, args.num_samples, rows, args.seed)
+        else:
+            texts = draw(args.seed)
+        for text in texts:
             print(args.prompt + text)
         return
     if args.novel:
