@@ -77,8 +77,9 @@ def with_end_ids(stop_ids: tf.Tensor, end_ids: Sequence[int]) -> tf.Tensor:
     stop_ids = tf.pad(tf.cast(stop_ids, tf.int32), [[0, 0], [0, 0], [0, 1]])
     for end in end_ids:
         shape = tf.shape(stop_ids)
-        column = tf.one_hot(tf.zeros(shape[:1], tf.int32), shape[2], on_value=end, off_value=0, dtype=tf.int32)
-        stop_ids = tf.concat([stop_ids, tf.expand_dims(column, 1)], axis=1)
+        first = tf.cast(tf.equal(tf.range(shape[2]), 0), tf.int32)  # [1, 0, 0, …] (an int OneHot breaks ONNX)
+        sequence = tf.broadcast_to(first * end, tf.stack([shape[0], 1, shape[2]]))
+        stop_ids = tf.concat([stop_ids, sequence], axis=1)
     return stop_ids
 
 

@@ -301,6 +301,7 @@ class CharGenerator(keras.layers.Layer):
         repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = None,
         include_prompt: bool = False,
+        **settings: Any,
     ) -> list[str]:
         """Continuations of each prompt (without the prompt, unless `include_prompt`), in one compiled call.
 
@@ -325,9 +326,10 @@ class CharGenerator(keras.layers.Layer):
                 (it is included in the output); None (default) = generate `max_new_chars`.
             include_prompt: bool, return prompt + continuation, as the CLI prints it and the SavedModel's
                 `text` output gives it; False (default) = the continuation only (`generated`).
+            settings: any other setting of `keras_chargen.settings`, by name.
         """
-        arguments = {k: v for k, v in locals().items() if k != "self"}
-        return self.generate_with_seeds(**arguments)[0]
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "settings")}
+        return self.generate_with_seeds(**arguments, **settings)[0]
 
     def generate_with_seeds(
         self,
@@ -342,6 +344,7 @@ class CharGenerator(keras.layers.Layer):
         repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = None,
         include_prompt: bool = False,
+        **settings: Any,
     ) -> tuple[list[str], list[int]]:
         """`generate`, and the seed each row used (drawn where `seed` is None): `(texts, seeds)`.
 
@@ -350,7 +353,10 @@ class CharGenerator(keras.layers.Layer):
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         prompts = expand_temperatures(prompts, temperature)
         temps = check_generation_args(prompts, temperature, max_new_chars, seed)
-        given = {k: v for k, v in locals().items() if k in BY_NAME and k != "temperature"}
+        unknown = sorted(set(settings) - set(BY_NAME))
+        if unknown:
+            raise ChargenError(f"unknown settings {', '.join(unknown)}; the settings are {', '.join(BY_NAME)}")
+        given = {k: v for k, v in {**locals(), **settings}.items() if k in BY_NAME and k != "temperature"}
         values: dict[str, Any] = {
             name: check_stops(value) if BY_NAME[name].dtype == "string" else check_api(name, value)
             for name, value in given.items()

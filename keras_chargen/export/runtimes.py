@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from keras_chargen import contract
-from keras_chargen.settings import SEED_MAX, check_api, check_generation_args, check_stops, expand_temperatures
+from keras_chargen.errors import ChargenError
+from keras_chargen.settings import (
+    BY_NAME,
+    SEED_MAX,
+    check_api,
+    check_generation_args,
+    check_stops,
+    expand_temperatures,
+)
 from keras_chargen.vocab import Vocabulary
 
 StepFn = Callable[[np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
@@ -100,6 +108,8 @@ class OnnxStep:
 
 
 GENERATE_INPUTS = tuple(contract.GENERATE.input_names)
+# The settings `generate_text` turns into inputs itself; the others go to `generate_inputs` by name.
+SPELLED_OUT = ("temperature", "max_new_chars", "seed", "stop")
 
 
 def generate_inputs(
@@ -107,46 +117,44 @@ def generate_inputs(
     max_new_chars: int,
     temperature: float | Sequence[float] = 0.8,
     seed: int | Sequence[int] = 0,
-    top_k: int | Sequence[int] = 0,
-    top_p: float | Sequence[float] = 1.0,
-    repetition_penalty: float | Sequence[float] = 1.0,
     stop_ids: Sequence[Sequence[Sequence[int]]] | None = None,
+    **settings: float | Sequence[float],
 ) -> dict[str, np.ndarray]:
-    """The `generate` inputs of the TFLite / ONNX generators from Python values (off values by default).
+    """The `generate` inputs of the TFLite / ONNX generators from Python values (`contract.GENERATE`).
 
-    Prompts are right-padded with 0 (a negative id is `[UNK]`). A single value is repeated per row,
-    except `seed`: one seed goes in as `[seed]` and the graph seeds row i with seed + i (mod 2**31);
-    a negative seed makes the graph draw one per row. `stop_ids`: per row, a list of stop sequences
-    (lists of ids), padded to `[batch, n, s]` with 0.
+    Prompts are right-padded with 0 (a negative id is `[UNK]`). `settings`: the other settings by
+    name (`top_k`, `top_p`, `repetition_penalty`), off by default. A single value is repeated per
+    row, except `seed`: one seed goes in as `[seed]` and the graph seeds row i with seed + i (mod
+    2**31); a negative seed makes the graph draw one per row. `stop_ids`: per row, a list of stop
+    sequences (lists of ids), padded to `[batch, n, s]` with 0.
     """
     rows = len(prompt_ids)
     width = max([len(p) for p in prompt_ids] + [1])
     padded = np.zeros((rows, width), np.int32)
     for i, ids in enumerate(prompt_ids):
         padded[i, : len(ids)] = ids
-
-    def per_row(value, dtype):
-        return np.broadcast_to(np.asarray(value, dtype), [rows]).copy()
-
     stops = [[list(seq) for seq in row] or [[]] for row in (stop_ids or [[[]]] * rows)]
     if len(stops) != rows:
         raise ValueError(f"got stop sequences for {len(stops)} rows; there are {rows} prompts")
-    count = max(len(row) for row in stops)
-    length = max([len(seq) for row in stops for seq in row] + [1])
-    stop_array = np.zeros((rows, count, length), np.int32)
+    stop_array = np.zeros((rows, max(len(r) for r in stops), max([len(q) for r in stops for q in r] + [1])), np.int32)
     for i, row in enumerate(stops):
         for j, seq in enumerate(row):
             stop_array[i, j, : len(seq)] = seq
     values = {
         "prompt_ids": padded,
         "max_new_chars": np.array(max_new_chars, np.int32),
-        "temperature": per_row(temperature, np.float32),
         "seed": np.asarray(seed, np.int32).reshape(-1),  # [1]: the graph spreads it over the rows
-        "top_k": per_row(top_k, np.int32),
-        "top_p": per_row(top_p, np.float32),
-        "repetition_penalty": per_row(repetition_penalty, np.float32),
         "stop_ids": stop_array,
     }
+    per_row = {**settings, "temperature": temperature}
+    for tensor in contract.GENERATE.inputs:
+        if tensor.name not in values:
+            value = per_row.pop(tensor.name, BY_NAME[tensor.name].off)
+            values[tensor.name] = np.broadcast_to(np.asarray(value, tensor.dtype), [rows]).copy()
+    if per_row:
+        raise ValueError(
+            f"unknown settings {sorted(per_row)}; generate takes {', '.join(contract.GENERATE.input_names)}"
+        )
     return {name: values[name] for name in GENERATE_INPUTS}
 
 
@@ -238,16 +246,17 @@ class _IdGeneratorClient:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = None,
+        **settings: Any,
     ) -> list[str]:
         """The continuation of each prompt (without the prompt, as `serving_default`'s `generated`).
 
         The same arguments, defaults and text as `CharGenerator.generate` with `oov="skip"` (characters)
         or `"unk"` (words), as the SavedModel does it: one seed for several rows seeds row i with
         seed + i; None draws one per row (in Python, see `generate_text_with_seeds`); `stop` is one
-        stop string or several.
+        stop string or several; `settings`: any other setting of `keras_chargen.settings`, by name.
         """
-        arguments = {k: v for k, v in locals().items() if k != "self"}
-        return self.generate_text_with_seeds(**arguments)[0]
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "settings")}
+        return self.generate_text_with_seeds(**arguments, **settings)[0]
 
     def generate_text_with_seeds(
         self,
@@ -260,6 +269,7 @@ class _IdGeneratorClient:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         stop: str | Sequence[str] | None = None,
+        **settings: Any,
     ) -> tuple[list[str], list[int]]:
         """`generate_text`, and the seed each row used: `(texts, seeds)`.
 
@@ -280,16 +290,12 @@ class _IdGeneratorClient:
             return [""] * rows, seeds
         prompt_ids = [codec.prompt_ids(p) for p in prompts]
         stops = [codec.stop_sequence(s) for s in check_stops(stop)]
-        inputs = generate_inputs(
-            prompt_ids,
-            max_new_chars,
-            temps,
-            seeds,
-            check_api("top_k", top_k),
-            check_api("top_p", top_p),
-            check_api("repetition_penalty", repetition_penalty),
-            [stops] * rows,
-        )
+        given = {**{k: v for k, v in locals().items() if k in BY_NAME}, **settings}
+        unknown = sorted(set(given) - set(BY_NAME))
+        if unknown:
+            raise ChargenError(f"unknown settings {', '.join(unknown)}; the settings are {', '.join(BY_NAME)}")
+        settings = {k: check_api(k, v) for k, v in given.items() if k not in SPELLED_OUT}
+        inputs = generate_inputs(prompt_ids, max_new_chars, temps, seeds, [stops] * rows, **settings)
         out = self.run(**inputs)
         texts = [
             codec.text(codec.primed_last(ids), ids_before_stop(row), prompt)
