@@ -356,7 +356,8 @@ class CharGenerator(keras.layers.Layer):
         unknown = sorted(set(settings) - set(BY_NAME))
         if unknown:
             raise ChargenError(f"unknown settings {', '.join(unknown)}; the settings are {', '.join(BY_NAME)}")
-        given = {k: v for k, v in {**locals(), **settings}.items() if k in BY_NAME and k != "temperature"}
+        named = {**locals(), **settings}
+        given = {name: named.get(name) for name in BY_NAME if name != "temperature"}  # None: off
         values: dict[str, Any] = {
             name: check_stops(value) if BY_NAME[name].dtype == "string" else check_api(name, value)
             for name, value in given.items()

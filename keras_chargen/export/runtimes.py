@@ -294,7 +294,7 @@ class _IdGeneratorClient:
         unknown = sorted(set(given) - set(BY_NAME))
         if unknown:
             raise ChargenError(f"unknown settings {', '.join(unknown)}; the settings are {', '.join(BY_NAME)}")
-        settings = {k: check_api(k, v) for k, v in given.items() if k not in SPELLED_OUT}
+        settings = {name: check_api(name, given.get(name)) for name in BY_NAME if name not in SPELLED_OUT}
         inputs = generate_inputs(prompt_ids, max_new_chars, temps, seeds, [stops] * rows, **settings)
         out = self.run(**inputs)
         texts = [

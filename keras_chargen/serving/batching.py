@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.serving.cancellation import Canceller
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
+from keras_chargen.serving.repository import ServableVersion
 from keras_chargen.settings import SETTINGS
 
 # serving_default's inputs with one value per prompt row (or one for all rows): every setting but `seed`

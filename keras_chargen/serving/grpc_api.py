@@ -28,11 +28,12 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.errors import ChargenError
 from keras_chargen.serving import protocol
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
+from keras_chargen.serving.repository import ServableVersion
 
 if TYPE_CHECKING:
     from keras_chargen.serving.app import ServingApp

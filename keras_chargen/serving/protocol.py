@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 import numpy as np
 import tensorflow as tf
 
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion, VersionStatus
+from keras_chargen.serving.repository import ServableVersion, VersionStatus
 from keras_chargen.settings import SETTINGS, offs
 
 ROW, COLUMNAR = "row", "columnar"
