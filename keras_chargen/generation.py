@@ -204,7 +204,8 @@ class CharGenerator(keras.layers.Layer):
         prompt = tf.reshape(tf.convert_to_tensor(prompt, tf.string), [-1])
         batch = tf.shape(prompt)[0]
         given = setting_arguments(values, named)
-        rows = {s.name: per_row(given[s.name], s.dtype, batch) for s in SETTINGS}
+        with tf.control_dependencies(row_checks(given, batch)):  # before broadcasting: a clear message
+            rows = {s.name: per_row(given[s.name], s.dtype, batch) for s in SETTINGS}
         with tf.control_dependencies(in_graph_checks({k: v for k, v in rows.items() if k in NUMERIC})):
             seeds = decoding.resolve_seeds(given["seed"], batch)  # before anything is sized by max_new_chars
             max_new = tf.identity(rows["max_new_chars"])
@@ -480,6 +481,17 @@ def per_row(value: Any, dtype: str, batch: tf.Tensor) -> tf.Tensor:
     if value.shape.rank is not None and value.shape.rank <= 1:
         return tf.broadcast_to(value, tf.reshape(batch, [1]))[:, None]
     return tf.broadcast_to(value, tf.stack([batch, tf.shape(value)[1]]))
+
+
+def row_checks(values: dict[str, Any], batch: tf.Tensor) -> list[tf.Operation]:
+    """`tf.debugging` assertions that each setting has one value, or one per row (strings: per row, any number)."""
+    checks = []
+    for name, value in values.items():
+        value = tf.convert_to_tensor(value, SIGNATURE_DTYPES[BY_NAME[name].dtype])
+        rows = tf.shape(tf.reshape(value, [-1]))[0] if value.shape.rank in (0, 1) else tf.shape(value)[0]
+        ok = tf.logical_or(tf.equal(rows, 1), tf.equal(rows, batch))
+        checks.append(tf.debugging.Assert(ok, [f"{name} must have one value, or one per prompt"]))
+    return checks
 
 
 def in_graph_checks(values: dict[str, tf.Tensor]) -> list[tf.Operation]:

@@ -202,8 +202,8 @@ def check_stop(stop: str | None) -> str:
 
 def check_stops(stop: str | Sequence[str] | None) -> list[str]:
     """One stop string or several (a row stops at whichever comes first), each as `check_stop`; `[""]` for None."""
-    if not isinstance(stop, (list, tuple)):
-        return [check_stop(stop)]
+    if stop is None or isinstance(stop, str) or not isinstance(stop, (list, tuple)):
+        return [check_stop(stop)]  # type: ignore[arg-type]  # a wrong type gets check_stop's message
     if not stop:
         raise ChargenError("stop must be a string or a non-empty list of strings; got []")
     return [check_stop(s) for s in stop]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 from keras_chargen import contract
@@ -43,6 +45,19 @@ def test_state_names_order_and_onnx_names():
     assert contract.onnx_output_name(contract.GENERATE, "ids") == "ids"
     expanded = contract.expand(contract.STEP.inputs, [("h_0", 8), ("c_0", 8)])
     assert [(t.name, t.shape) for t in expanded] == [("ids", (None,)), ("h_0", (None, 8)), ("c_0", (None, 8))]
+
+
+@pytest.mark.parametrize(
+    "doc, marker, signatures",
+    [
+        ("docs/export.md", "signatures table", contract.SIGNATURES.values()),
+        ("docs/export.md", "id signatures table", contract.ID_SIGNATURES.values()),
+    ],
+)
+def test_the_docs_tables_are_the_generated_ones(doc, marker, signatures):
+    text = (REPO / doc).read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {marker}: .*? -->\n(.*?)\n<!-- end of {marker} -->", text, re.S)
+    assert match is not None and match.group(1) == contract.markdown_table(signatures)
 
 
 # A setting added to a copy of the table before anything else is imported: every consumer must take it.

@@ -144,7 +144,7 @@ class StreamSession:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.stream: Stream | None = None
         self.finished: Finished | None = None
 
