@@ -487,7 +487,7 @@ def row_checks(values: dict[str, Any], batch: tf.Tensor) -> list[tf.Operation]:
     """`tf.debugging` assertions that each setting has one value, or one per row (strings: per row, any number)."""
     checks = []
     for name, value in values.items():
-        value = tf.convert_to_tensor(value, SIGNATURE_DTYPES[BY_NAME[name].dtype])
+        value = tf.convert_to_tensor(value)  # any dtype (an int64 seed is cast later): only the shape matters
         rows = tf.shape(tf.reshape(value, [-1]))[0] if value.shape.rank in (0, 1) else tf.shape(value)[0]
         ok = tf.logical_or(tf.equal(rows, 1), tf.equal(rows, batch))
         checks.append(tf.debugging.Assert(ok, [f"{name} must have one value, or one per prompt"]))
