@@ -17,9 +17,10 @@ from uvicorn.logging import DefaultFormatter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.serving.app import ServingApp, logger
+from keras_chargen.serving.app import ServingApp
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.connections import ConnectionGuard
+from keras_chargen.serving.core import ServingCore, logger
 from keras_chargen.serving.origins import normalize_origin
 from keras_chargen.serving.repository import ModelRepository, VersionPolicy
 
@@ -155,19 +156,21 @@ def serve(
     repo = ModelRepository.load(base_path, model_name, policy)
     _raise_open_files_limit(2 * config.max_connections + 256)
     sock = bind_socket(host, port)
-    serving = ServingApp(repo, config, bound_host=host, allow_origins=allow_origins)
+    core = ServingCore(repo, config)
     try:
-        serving.grpc = GrpcServer(host, grpc_port, config) if grpc_port else None
+        grpc_server = GrpcServer(host, grpc_port, config) if grpc_port else None
     except ChargenError:
         sock.close()
         raise
     guard = ConnectionGuard(config)
-    serving.on_startup.append(guard.install)
-    serving.on_shutdown.append(lambda: _log_summary(guard))
-    app = guard.middleware(serving.starlette())
+    core.on_startup.append(guard.install)
+    if grpc_server is not None:  # after the guard: started after it, stopped before the summary is logged
+        grpc_server.attach(core)
+    core.on_shutdown.append(lambda: _log_summary(guard))
+    app = guard.middleware(ServingApp(core, bound_host=host, allow_origins=allow_origins).starlette())
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
-    grpc_text = f"; gRPC at {bound_host}:{serving.grpc.port}" if serving.grpc else ""
+    grpc_text = f"; gRPC at {bound_host}:{grpc_server.port}" if grpc_server else ""
     print(
         f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}, policy {repo.policy}) at "
         f"{url}/v1/models/{repo.name}{grpc_text}; playground at {url}/",
@@ -183,7 +186,7 @@ def serve(
             timeout_keep_alive=config.idle_timeout,  # type: ignore[arg-type]
             lifespan="on",
         ),
-        serving.begin_shutdown,
+        core.begin_shutdown,
     )
     with _quiet_after_shutdown():
         server.run(sockets=[sock])

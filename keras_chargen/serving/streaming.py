@@ -142,8 +142,9 @@ class Stream:
 class StreamSession:
     """The event-loop side of a stream: an asyncio queue the scheduler thread fills."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt: str = "") -> None:
         self._loop = loop
+        self.prompt = prompt
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.stream: Stream | None = None
         self.finished: Finished | None = None
@@ -193,6 +194,11 @@ class StreamScheduler:
         self._thread = threading.Thread(target=self._loop, name="stream-scheduler", daemon=True)
         self.ticks = 0
 
+    @property
+    def open_streams(self) -> int:
+        """Streams open now (started or waiting to start)."""
+        return self._open
+
     def start(self) -> None:
         self._thread.start()
 
@@ -216,7 +222,7 @@ class StreamScheduler:
 
         Its text arrives through the session; a negative seed is drawn by `decode_start`.
         """
-        session = StreamSession(loop)
+        session = StreamSession(loop, params["prompt"])
         stream = Stream(servable, dict(params), session)
         session.stream = stream
         with self._cond:
