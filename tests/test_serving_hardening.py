@@ -459,7 +459,7 @@ def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_ev
     assert status == 503 and headers["content-type"] == "application/json"
     assert body["error"].startswith("server is shutting down: the request did not finish within the shutdown timeout")
     assert (grpc_error.code(), grpc_error.details()) == (grpc.StatusCode.UNAVAILABLE, body["error"])
-    assert events[-1][0] == "error" and events[-1][1]["status"] == 503
+    assert events[-1][0] == "error" and events[-1][1]["status"] == 503, events[-3:]
     assert "shutting down" in events[-1][1]["error"]
     assert live.process.wait(30) == 0
     assert "Traceback" not in live.log(200_000)

@@ -318,5 +318,5 @@ def create_app(
     >>> # uvicorn.run(app, port=8501)
     """
     policy = VersionPolicy.parse(policy) if isinstance(policy, str) else policy
-    repo = ModelRepository.load(base_path, model_name, policy)
+    repo = ModelRepository.load(base_path, model_name, policy, on_load=streaming.warm_up)
     return ServingApp(ServingCore(repo, config or ServingConfig()), bound_host, allow_origins).starlette()

@@ -23,6 +23,7 @@ from keras_chargen.serving.connections import ConnectionGuard
 from keras_chargen.serving.core import ServingCore, logger
 from keras_chargen.serving.origins import normalize_origin
 from keras_chargen.serving.repository import ModelRepository, VersionPolicy
+from keras_chargen.serving.streaming import warm_up
 
 _GRACE = 5.0  # seconds uvicorn waits past the shutdown timeout for the 503s to be written
 
@@ -153,7 +154,7 @@ def serve(
     if not 0 <= grpc_port <= 65535:
         raise ChargenError(f"grpc port must be between 0 and 65535 (0: off); got {grpc_port}")
     _configure_logging(log_level)
-    repo = ModelRepository.load(base_path, model_name, policy)
+    repo = ModelRepository.load(base_path, model_name, policy, on_load=warm_up)
     _raise_open_files_limit(2 * config.max_connections + 256)
     sock = bind_socket(host, port)
     core = ServingCore(repo, config)

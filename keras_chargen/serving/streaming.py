@@ -124,6 +124,18 @@ def start_inputs(params: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return columns
 
 
+def warm_up(servable: ServableVersion) -> None:
+    """One tiny `decode_start` and `decode_chunk` call, so that a version's first stream does not wait for TF's
+    first-call graph optimization (about a second each; several under load). Versions that cannot stream: nothing."""
+    if any(name not in servable.signature_names for name in (START, CHUNK_SIGNATURE)):
+        return
+    request = {"prompt": "", **{s.name: s.off for s in SETTINGS}, "max_new_chars": 1}
+    request = {k: [v] if isinstance(v, str) and k != "prompt" else v for k, v in request.items()}
+    started = servable.run(START, start_inputs([request]))
+    names = [n for n in servable.input_specs(CHUNK_SIGNATURE) if n != STEPS]
+    servable.run(CHUNK_SIGNATURE, {**{n: started[n] for n in names}, STEPS: np.array(1, np.int32)})
+
+
 @dataclass
 class Stream:
     """One open stream: its settings and its carried `decode_chunk` inputs (`None` until started).
