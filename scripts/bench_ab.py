@@ -72,8 +72,8 @@ class Worker:
         self.np = np
         stop_id = vocab_tokens.index("z") + 1
         self.new_layout = hasattr(runtimes, "TextCodec")  # stop sequences (issue 19) or single stop ids
-        # a stop that runs the general loop: old layout one id per row, new layout sequences per row
-        self.stop_ids = [[[stop_id, stop_id + 1]]] if self.new_layout else [[stop_id]]
+        # the same stop (the id of "z") in either layout: old, single ids per row; new, sequences per row
+        self.stop_ids = [[[stop_id]]] if self.new_layout else [[stop_id]]
         self.tflite = runtimes.TFLiteGenerator(out / "tflite" / "1" / "generate.tflite")
         self.tflite_int8 = runtimes.TFLiteGenerator(out / "tflite-dynamic" / "1" / "generate.tflite")
         self.onnx = runtimes.OnnxGenerator(out / "onnx" / "1" / "generate.onnx")
@@ -86,39 +86,41 @@ class Worker:
         return self.runtimes.generate_inputs([self.prompt_ids], NEW_CHARS, 0.8, seed=0, **settings)
 
     def run(self, mode: str) -> float:
-        """One timed run of `mode` (after one untimed run the first time); chars/s."""
+        """One timed run of `mode` (after one untimed run the first time): tokens generated per second (a row that
+        stops early counts only what it generated)."""
         g, p = self.generator, self.prompt
+        np = self.np
+
+        def text(*args, **kwargs):
+            return sum(map(len, g.generate(*args, **kwargs)))
+
+        def ids(runtime, **settings):
+            return int(np.count_nonzero(runtime(**self.inputs(**settings))))  # tokens generated (0 after a stop)
+
         calls = {
-            "ingraph_b1": (lambda: g.generate([p], 0.8, NEW_CHARS, seed=0), NEW_CHARS),
-            "ingraph_b64": (lambda: g.generate([p] * BATCH_ROWS, 0.8, BATCH_CHARS, seed=0), BATCH_ROWS * BATCH_CHARS),
-            "ingraph_topk_topp_b1": (lambda: g.generate([p], 0.8, NEW_CHARS, seed=0, top_k=40, top_p=0.9), NEW_CHARS),
-            "ingraph_stop_b1": (lambda: g.generate([p], 0.8, NEW_CHARS, seed=0, stop=NEVER), NEW_CHARS),
-            "tflite_generator_b1": (lambda: self.tflite(**self.inputs()), NEW_CHARS),
-            "tflite_generator_int8_b1": (lambda: self.tflite_int8(**self.inputs()), NEW_CHARS),
-            "tflite_generator_int8_topk_topp_b1": (
-                lambda: self.tflite_int8(**self.inputs(top_k=40, top_p=0.9)),
-                NEW_CHARS,
-            ),
-            "tflite_generator_int8_stop_b1": (
-                lambda: self.tflite_int8(**self.inputs(stop_ids=self.stop_ids)),
-                NEW_CHARS,
-            ),
-            "onnx_generator_b1": (lambda: self.onnx(**self.inputs()), NEW_CHARS),
-            "stream_b1": (lambda: self.stream([1]), STREAM_CHARS),
-            "stream_16": (lambda: self.stream(range(16)), 16 * STREAM_CHARS),
+            "ingraph_b1": lambda: text([p], 0.8, NEW_CHARS, seed=0),
+            "ingraph_b64": lambda: text([p] * BATCH_ROWS, 0.8, BATCH_CHARS, seed=0),
+            "ingraph_topk_topp_b1": lambda: text([p], 0.8, NEW_CHARS, seed=0, top_k=40, top_p=0.9),
+            "ingraph_stop_b1": lambda: text([p], 0.8, NEW_CHARS, seed=0, stop=NEVER),
+            "tflite_generator_b1": lambda: ids(self.tflite),
+            "tflite_generator_int8_b1": lambda: ids(self.tflite_int8),
+            "tflite_generator_int8_topk_topp_b1": lambda: ids(self.tflite_int8, top_k=40, top_p=0.9),
+            "tflite_generator_int8_stop_b1": lambda: ids(self.tflite_int8, stop_ids=self.stop_ids),
+            "onnx_generator_b1": lambda: ids(self.onnx),
+            "stream_b1": lambda: self.stream([1]),
+            "stream_16": lambda: self.stream(range(16)),
         }
-        fn, chars = calls[mode]
+        fn = calls[mode]
         if mode not in self.__dict__.setdefault("warm", set()):
             fn()
             self.warm.add(mode)
         start = time.perf_counter()
-        fn()
-        return chars / (time.perf_counter() - start)
+        tokens = fn()
+        return tokens / (time.perf_counter() - start)
 
-    def stream(self, seeds) -> None:
+    def stream(self, seeds) -> int:
         requests = [{"prompt": self.prompt, "max_new_chars": STREAM_CHARS, "seed": s, "stop": NEVER} for s in seeds]
-        texts = self.stream_texts(self.out / "1", requests)
-        assert all(len(t) == STREAM_CHARS for t in texts), [len(t) for t in texts]
+        return sum(map(len, self.stream_texts(self.out / "1", requests)))
 
 
 def worker_main(model_dir: Path, text: Path, out: Path) -> None:
