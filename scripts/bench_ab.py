@@ -77,10 +77,15 @@ class Worker:
         self.tflite = runtimes.TFLiteGenerator(out / "tflite" / "1" / "generate.tflite")
         self.tflite_int8 = runtimes.TFLiteGenerator(out / "tflite-dynamic" / "1" / "generate.tflite")
         self.onnx = runtimes.OnnxGenerator(out / "onnx" / "1" / "generate.onnx")
-        sys.path.insert(0, str(Path(runtimes.__file__).parents[2] / "tests"))
-        from serving_stream import stream_texts
+        from keras_chargen.serving import streaming
+        from keras_chargen.serving.config import ServingConfig
+        from keras_chargen.serving.repository import ServableVersion
 
-        self.stream_texts = stream_texts
+        self.streaming = streaming
+        self.stream_config = ServingConfig(max_streams=64)
+        self.servable = ServableVersion.load("model", 1, out / "1")  # loaded once: streams, not loads, are timed
+        self.scheduler = streaming.StreamScheduler(64)
+        self.scheduler.start()
 
     def inputs(self, **settings):
         return self.runtimes.generate_inputs([self.prompt_ids], NEW_CHARS, 0.8, seed=0, **settings)
@@ -118,9 +123,26 @@ class Worker:
         tokens = fn()
         return tokens / (time.perf_counter() - start)
 
+    def open_stream(self, request: dict, loop):
+        """A stream on the scheduler, through either version's API (before issue 19 it took encoded prompt ids)."""
+        params = self.streaming.parse_stream_request(request, self.stream_config)
+        if self.new_layout:
+            return self.scheduler.open(self.servable, params, loop)
+        encoded = self.servable.run("encode", {"prompt": self.np.array([request["prompt"].encode()], object)})
+        ids = encoded["ids"][0][: int(encoded["lengths"][0])]
+        return self.scheduler.open(self.servable, ids, params, loop)
+
     def stream(self, seeds) -> int:
+        """Streams opened at once on the worker's scheduler; the characters they sent."""
+        import asyncio
+
         requests = [{"prompt": self.prompt, "max_new_chars": STREAM_CHARS, "seed": s, "stop": NEVER} for s in seeds]
-        return sum(map(len, self.stream_texts(self.out / "1", requests)))
+
+        async def run() -> int:
+            sessions = [self.open_stream(r, asyncio.get_running_loop()) for r in requests]
+            return sum([len("".join([piece async for piece in session.pieces()])) for session in sessions])
+
+        return asyncio.run(run())
 
 
 def worker_main(model_dir: Path, text: Path, out: Path) -> None:
