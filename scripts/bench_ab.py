@@ -140,7 +140,11 @@ class Worker:
 
         async def run() -> int:
             sessions = [self.open_stream(r, asyncio.get_running_loop()) for r in requests]
-            return sum([len("".join([piece async for piece in session.pieces()])) for session in sessions])
+            sent = 0
+            for session in sessions:
+                async for piece in session.pieces():
+                    sent += len(piece)
+            return sent
 
         return asyncio.run(run())
 
