@@ -11,15 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig
+from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig, flag_name
 from keras_chargen.errors import ChargenError
-
-# Config fields whose flag is not simply --field-name.
-FLAG_NAMES = {"num_layers": "--layers"}
-
-
-def flag_name(field: str) -> str:
-    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
 def _add_corpus_args(parser: argparse.ArgumentParser) -> None:

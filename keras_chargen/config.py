@@ -36,6 +36,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields whose CLI flag is not simply --field-name.
+FLAG_NAMES = {"num_layers": "--layers"}
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of a config field (`--seq-len`; `--layers` for `num_layers`)."""
+    return FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
 @dataclasses.dataclass
 class ChargenConfig:
     """Model, data and training settings; CLI flags map one-to-one to these fields.

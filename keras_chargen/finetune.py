@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keras_chargen.config import ChargenConfig
+from keras_chargen.config import ChargenConfig, flag_name
 from keras_chargen.errors import ChargenError
 from keras_chargen.vocab import Vocabulary
 
@@ -46,8 +46,6 @@ def check_architecture(config: ChargenConfig, source: ChargenConfig) -> None:
 
 
 def _check_conflicts(init_from: str | Path, given: dict[str, Any], source: dict[str, Any]) -> None:
-    from keras_chargen.cli import flag_name
-
     conflicts = [f"{flag_name(k)} {v!r} (it has {source[k]!r})" for k, v in given.items() if source[k] != v]
     if conflicts:
         raise ChargenError(

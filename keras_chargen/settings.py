@@ -164,7 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
         "string",
         "",
         "a string ('' = off)",
-        "stop a row once its generated text ends with this string (it is included in the output)",
+        "stop a row once its generated text ends with this string (word level: with its words; it is included "
+        "in the output)",
         api_rule="a non-empty string (None = off)",
     ),
 )

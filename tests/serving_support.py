@@ -36,7 +36,7 @@ SERVER_FLAGS = (
     "--max-streams",
     "4",
     "--log-level",
-    "warning",
+    "debug",  # the tests wait for log lines (a model call started, a shutdown began) instead of sleeping
 )
 STARTUP_TIMEOUT = 120.0
 
@@ -102,6 +102,18 @@ class ServerProcess:
 
     def log(self, tail: int = 4000) -> str:
         return self.log_path.read_text("utf-8", "replace")[-tail:]
+
+    def log_count(self, text: str) -> int:
+        """How many lines of the server's log so far contain `text`."""
+        return sum(text in line for line in self.log_path.read_text("utf-8", "replace").splitlines())
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Until `count` lines of the log contain `text` (an event the server reports), or fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.log_count(text) < count:
+            if time.monotonic() > deadline or not self.alive():
+                raise AssertionError(f"no {count} log lines with {text!r} after {timeout} s:\n{self.log()}")
+            time.sleep(0.05)
 
     def alive(self) -> bool:
         return self.process.poll() is None

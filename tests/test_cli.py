@@ -7,7 +7,8 @@ import pytest
 from conftest import CORPUS, REPO
 
 from keras_chargen import ChargenConfig, FileSource, evaluate
-from keras_chargen.cli import build_parser, flag_name, main
+from keras_chargen.cli import build_parser, main
+from keras_chargen.config import flag_name
 
 
 def run_cli(capsys, *argv):

@@ -222,15 +222,17 @@ def test_argument_errors_answer_without_loading_tensorflow(argv, expected, tmp_p
 
 
 def test_tfds_without_network_fails_fast_naming_the_alternatives(tmp_path, monkeypatch, capsys):
+    attempts = []
+
     def unreachable(*args, **kwargs):
+        attempts.append(args)
         raise OSError(101, "Network is unreachable")
 
     monkeypatch.setattr(socket, "getaddrinfo", unreachable)
     monkeypatch.setattr(socket.socket, "connect", unreachable)
-    start = time.monotonic()
     code = main(["train", "--tfds", "tiny_shakespeare", "--tfds-data-dir", str(tmp_path / "tfds"), "--out", "m"])
-    seconds = time.monotonic() - start
-    assert code == 2 and seconds < 30
+    # fast: one probe of the download host, no retry loop (TFDS alone retries for minutes)
+    assert code == 2 and len(attempts) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: cannot download TFDS dataset 'tiny_shakespeare': raw.githubusercontent.com is unreachable "
         "([Errno 101] Network is unreachable), the download failed; use --text FILE, --tfds-manual-dir DIR "

@@ -37,3 +37,48 @@ def test_client_does_not_load_tensorflow():
     code = "import sys, keras_chargen.client; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package modules it imports anywhere in its source (function bodies and `TYPE_CHECKING`
+    blocks included). `from a.b import c` counts as importing `a.b.c` when that is a module, else `a.b`;
+    the implicit import of a parent package's `__init__` is not counted (it runs first, whatever it imports)."""
+    import ast
+
+    root = REPO / "keras_chargen"
+    modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                assert node.level == 0, f"{name}: relative import"
+                edges.update(
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                )
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def test_the_import_graph_has_no_cycle_and_no_core_module_imports_the_cli():
+    graph = import_graph()
+    assert [m for m, edges in graph.items() if "keras_chargen.cli" in edges] == ["keras_chargen.__main__"]
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            assert state.get(imported) != "open", " -> ".join([*path, module, imported])  # a cycle
+            if imported not in state:
+                visit(imported, [*path, module])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])

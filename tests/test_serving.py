@@ -210,26 +210,65 @@ def test_config_validation():
 
 
 class FakeServable:
-    """Upper-cases prompts; blocks on `gate` (or until cancelled) so that requests pile up behind the first call."""
+    """Upper-cases prompts; a call waits at a gate until `release()` or its cancellation, so that requests pile
+    up behind it. No sleeps: the tests wait for `running` calls and queued requests, both events."""
 
     version = 1
+    WAIT = 30.0  # seconds a wait may take before the test fails (only reached when something is broken)
 
     def __init__(self) -> None:
-        self.gate = threading.Event()
+        self.open = False
+        self.running = 0  # calls waiting at the gate now
         self.calls: list[list[str]] = []
         self.cancelled: list[list[str]] = []
+        self._cond = threading.Condition()
+
+    def release(self) -> None:
+        """Open the gate: every waiting and later call goes on."""
+        with self._cond:
+            self.open = True
+            self._cond.notify_all()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def run(self, signature, inputs, canceller=None):
         prompts = [p.decode() for p in inputs["prompt"]]
-        deadline = time.monotonic() + 10
-        while not self.gate.wait(0.01) and time.monotonic() < deadline:
-            if canceller is not None and canceller.cancelled:
-                self.cancelled.append(prompts)
-                raise RequestError(499, "the request was cancelled")
+        if canceller is not None:
+            canceller.add_callback(self._wake)
+        with self._cond:
+            self.running += 1
+            self._cond.notify_all()
+            woken = self._cond.wait_for(lambda: self.open or (canceller is not None and canceller.cancelled), self.WAIT)
+            self.running -= 1
+            self._cond.notify_all()
+        assert woken, "a fake model call was never released"
+        if not self.open:
+            self.cancelled.append(prompts)
+            raise RequestError(499, "the request was cancelled")
         self.calls.append(prompts)
         if "bad" in prompts:
             raise RequestError(400, "bad prompt")
         return {"generated": np.array([p.upper().encode() for p in prompts], dtype=object)}
+
+    async def wait_until(self, condition) -> None:
+        """Until `condition(self)` holds (checked whenever a call starts, ends or is woken)."""
+
+        def wait() -> bool:
+            with self._cond:
+                return self._cond.wait_for(lambda: condition(self), self.WAIT)
+
+        assert await asyncio.to_thread(wait), "the fake model never got there"
+
+
+async def queued(dispatcher, count: int) -> None:
+    """Until `count` requests wait in the dispatcher's queue (the event loop runs the new tasks meanwhile)."""
+    for _ in range(10_000):
+        if dispatcher.queued == count:
+            return
+        await asyncio.sleep(0)  # a turn of the event loop, not a wait on the clock
+    raise AssertionError(f"{dispatcher.queued} requests queued, expected {count}")
 
 
 def generate_inputs(prompt, seed=-1, length=20):
@@ -246,15 +285,15 @@ def test_concurrent_random_seed_requests_are_merged_and_seeded_ones_are_not():
         dispatcher = Dispatcher(ServingConfig(workers=1))
         dispatcher.start()
         first = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("first")))
-        await asyncio.sleep(0.05)  # `first` holds the only worker
+        await fake.wait_until(lambda f: f.running == 1)  # `first` holds the only worker
         waiting = [dispatcher.run(fake, "serving_default", generate_inputs(f"p{i}")) for i in range(5)]
         waiting += [
             dispatcher.run(fake, "serving_default", generate_inputs("seeded", seed=7)),
             dispatcher.run(fake, "serving_default", generate_inputs("long", length=1000)),
         ]
         tasks = [asyncio.ensure_future(w) for w in waiting]
-        await asyncio.sleep(0.05)
-        fake.gate.set()
+        await queued(dispatcher, 7)
+        fake.release()
         results = await asyncio.gather(first, *tasks)
         await dispatcher.close()
         return [r["generated"][0].decode() for r in results], dispatcher
@@ -271,13 +310,13 @@ def test_a_bad_row_in_a_merged_call_fails_only_its_own_request():
         dispatcher = Dispatcher(ServingConfig(workers=1))
         dispatcher.start()
         blocker = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("x")))
-        await asyncio.sleep(0.05)
+        await fake.wait_until(lambda f: f.running == 1)
         tasks = [
             asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs(p)))
             for p in ("ok1", "bad", "ok2")
         ]
-        await asyncio.sleep(0.05)
-        fake.gate.set()
+        await queued(dispatcher, 3)
+        fake.release()
         results = await asyncio.gather(blocker, *tasks, return_exceptions=True)
         await dispatcher.close()
         return results
@@ -292,16 +331,16 @@ def test_queue_cap_answers_503():
         dispatcher = Dispatcher(ServingConfig(workers=1, max_queued_rows=3))
         dispatcher.start()
         running = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("a", seed=1)))
-        await asyncio.sleep(0.05)
-        queued = [
+        await fake.wait_until(lambda f: f.running == 1)
+        waiting = [
             asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("b", seed=1)))
             for _ in range(3)
         ]
-        await asyncio.sleep(0.01)
+        await queued(dispatcher, 3)
         with pytest.raises(RequestError, match="server busy") as info:
             await dispatcher.run(fake, "serving_default", generate_inputs("c", seed=1))
-        fake.gate.set()
-        await asyncio.gather(running, *queued)
+        fake.release()
+        await asyncio.gather(running, *waiting)
         await dispatcher.close()
         return info.value.status
 
@@ -721,20 +760,21 @@ def test_server_keeps_serving_after_the_bad_requests(server):
     assert request("GET", f"{server.url}/v1/models/{MODEL}")[0] == 200
 
 
+STARTED = "model call started: serving_default"  # the server's debug line when a model call starts
+
+
 def test_a_long_request_does_not_hold_up_short_ones(server):
     url = server.url + PREDICT
     with ThreadPoolExecutor(1) as pool:
+        calls = server.log_count(STARTED)
         long = pool.submit(request, "POST", url, generate_body("A", 1.0, 20000, seed=3))
-        time.sleep(0.5)  # the long call is now running on one of the two workers
-        started = time.monotonic()
+        server.wait_for_log(STARTED, calls + 1)  # the long call is now running on one of the two workers
         for i in range(5):
             status, body, _ = request("POST", url, generate_body("B", 1.0, 5, seed=i))
             assert status == 200 and len(body["predictions"][0]["generated"]) == 5
-        short_seconds = time.monotonic() - started
         assert not long.done(), "the long request finished before the short ones: no overlap was tested"
         status, body, _ = long.result(timeout=120)
     assert status == 200 and len(body["predictions"][0]["generated"]) == 20000
-    assert short_seconds < 5
 
 
 def test_load_200_requests_from_16_clients(server):
@@ -827,28 +867,22 @@ def test_stream_cap_answers_503_and_closed_streams_free_their_slot(server):
 def test_sigterm_finishes_requests_in_flight_then_exits_0(base, tmp_path):
     server = ServerProcess(base, SERVER_FLAGS, tmp_path / "server.log")
     try:
-        connection, response = _open_stream(server, {"prompt": "A", "temperature": 1.0, "max_new_chars": 3000})
+        connection, response = _open_stream(server, {"prompt": "A", "temperature": 1.0, "max_new_chars": 8000})
         assert response.readline().startswith(b"event: start")  # the stream is in flight
-
-        def long_predict():
-            result = request("POST", server.url + PREDICT, generate_body("B", 1.0, 20000, seed=2))
-            return result, time.monotonic()
-
         with ThreadPoolExecutor(1) as pool:
-            predict = pool.submit(long_predict)
-            time.sleep(1.0)  # the predict is in flight too (20000 characters take seconds)
+            predict = pool.submit(request, "POST", server.url + PREDICT, generate_body("B", 1.0, 20000, seed=2))
+            server.wait_for_log(STARTED)  # the predict is in flight too (20000 characters take seconds)
             server.process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            time.sleep(0.5)
+            server.wait_for_log("shutting down:")  # the server has stopped accepting connections
+            assert server.log_count("1 request(s) and 1 stream(s) in flight") == 1  # both were, at SIGTERM
             with pytest.raises(OSError):  # no new connections while it drains
                 request("GET", f"{server.url}/v1/models/{MODEL}", timeout=5)
+            assert not predict.done(), "the predict finished before SIGTERM"
             events = sse_events(response)
-            stream_done = time.monotonic()
-            (status, body, _), predict_done = predict.result(timeout=120)
+            status, body, _ = predict.result(timeout=120)
         connection.close()
-        assert events[-1][0] == "done" and events[-1][1]["chars"] == 3000
+        assert events[-1][0] == "done" and events[-1][1]["chars"] == 8000
         assert status == 200 and len(body["predictions"][0]["generated"]) == 20000
-        assert stream_done > signalled and predict_done > signalled, "a request finished before SIGTERM"
         assert server.process.wait(60) == 0, server.log()
     finally:
         server.stop()

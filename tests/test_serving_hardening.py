@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 from serving_support import MODEL, ServerProcess, generate_body, request, sse_events
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from test_serving import FakeServable, generate_inputs
+from test_serving import FakeServable, generate_inputs, queued
 
 from keras_chargen.errors import ChargenError
 from keras_chargen.serving import RequestError, ServingConfig
@@ -99,16 +99,16 @@ def test_a_request_whose_client_left_is_cancelled_but_its_batch_mates_go_on():
         dispatcher = Dispatcher(ServingConfig(workers=1))
         dispatcher.start()
         alone = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("alone")))
-        await asyncio.sleep(0.1)  # running, alone, on the only worker
+        await fake.wait_until(lambda f: f.running == 1)  # running, alone, on the only worker
         mates = [asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs(p))) for p in "ab"]
         gone_while_queued = asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs("q", 7)))
-        await asyncio.sleep(0.05)
+        await queued(dispatcher, 3)
         alone.cancel()  # its client went away: the running call is cancelled
         gone_while_queued.cancel()  # dropped before it runs
-        await asyncio.sleep(0.2)  # the merged call of a and b is running now
+        await fake.wait_until(lambda f: f.cancelled == [["alone"]] and f.running == 1)  # the merged call of a and b
         mates[0].cancel()  # one of two batch-mates leaves: the call goes on for the other
-        await asyncio.sleep(0.1)
-        fake.gate.set()
+        await asyncio.sleep(0)  # one turn of the event loop: the dispatcher sees it
+        fake.release()
         result = await mates[1]
         await dispatcher.close()
         return result, dispatcher
@@ -124,7 +124,8 @@ def test_abort_fails_queued_and_running_requests_with_503():
         dispatcher = Dispatcher(ServingConfig(workers=1))
         dispatcher.start()
         jobs = [asyncio.ensure_future(dispatcher.run(fake, "serving_default", generate_inputs(p, 1))) for p in "xy"]
-        await asyncio.sleep(0.1)
+        await fake.wait_until(lambda f: f.running == 1)
+        await queued(dispatcher, 1)
         dispatcher.abort(RequestError(503, "server is shutting down"))
         results = await asyncio.gather(*jobs, return_exceptions=True)
         with pytest.raises(RequestError, match="shutting down"):
@@ -458,7 +459,7 @@ def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_ev
     assert status == 503 and headers["content-type"] == "application/json"
     assert body["error"].startswith("server is shutting down: the request did not finish within the shutdown timeout")
     assert (grpc_error.code(), grpc_error.details()) == (grpc.StatusCode.UNAVAILABLE, body["error"])
-    assert events[-1][0] == "error" and events[-1][1]["status"] == 503
+    assert events[-1][0] == "error" and events[-1][1]["status"] == 503, events[-3:]
     assert "shutting down" in events[-1][1]["error"]
     assert live.process.wait(30) == 0
     assert "Traceback" not in live.log(200_000)

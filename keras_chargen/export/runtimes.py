@@ -282,12 +282,8 @@ class _IdGeneratorClient:
         temps = check_generation_args(prompts, temperature, max_new_chars, seed)
         codec = TextCodec(self.vocab)
         rows = len(prompts)
-        if seed is None:
-            seeds = np.random.default_rng().integers(0, SEED_MAX + 1, size=rows).tolist()  # as the graphs draw
-        else:
-            seeds = [(seed + i) % 2**31 for i in range(rows)]
-        if max_new_chars == 0:  # LiteRT cannot return an empty tensor
-            return [""] * rows, seeds
+        # None: one seed per row drawn here; one seed: the graph seeds row i with seed + i
+        seeds = [seed] if seed is not None else np.random.default_rng().integers(0, SEED_MAX + 1, size=rows).tolist()
         prompt_ids = [codec.prompt_ids(p) for p in prompts]
         stops = [codec.stop_sequence(s) for s in check_stops(stop)]
         given = {**{k: v for k, v in locals().items() if k in BY_NAME}, **settings}
@@ -295,8 +291,10 @@ class _IdGeneratorClient:
         if unknown:
             raise ChargenError(f"unknown settings {', '.join(unknown)}; the settings are {', '.join(BY_NAME)}")
         settings = {name: check_api(name, given.get(name)) for name in BY_NAME if name not in SPELLED_OUT}
-        inputs = generate_inputs(prompt_ids, max_new_chars, temps, seeds, [stops] * rows, **settings)
-        out = self.run(**inputs)
+        length = max(max_new_chars, 1)  # LiteRT cannot return an empty tensor: one id, dropped below
+        out = self.run(**generate_inputs(prompt_ids, length, temps, seeds, [stops] * rows, **settings))
+        if max_new_chars == 0:
+            return [""] * rows, out["seed"].tolist()
         texts = [
             codec.text(codec.primed_last(ids), ids_before_stop(row), prompt)
             for ids, row, prompt in zip(prompt_ids, out["ids"], prompts)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "ServableVersion": "repository",
     "ServingApp": "app",
     "ServingConfig": "config",
+    "ServingCore": "core",
     "VersionPolicy": "repository",
     "create_app": "app",
     "serve": "server",

@@ -8,7 +8,8 @@ Extension: `POST /v1/models/{name}[/versions/{v}]:stream` (server-sent events), 
 Every error is `{"error": "..."}` with TF Serving's status for its kind (400, 404, ...), plus 413
 for an oversize body, 403 for cross-site requests (`origins.py`) and 503 when the server is
 saturated or shutting down. A client that goes away gets its generation cancelled (one log line).
-The gRPC API (`grpc_api.py`) runs the same checks through `run_predict`.
+It is one front end of the transport-neutral `ServingCore` (`core.py`); the gRPC API
+(`grpc_api.py`) is another, and neither imports the other.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -31,15 +31,12 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from keras_chargen.serving import protocol, streaming
-from keras_chargen.serving.batching import Dispatcher
 from keras_chargen.serving.config import ServingConfig
+from keras_chargen.serving.core import ServingCore
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.origins import CrossSiteGuard, normalize_origin
 from keras_chargen.serving.playground import playground_html
 from keras_chargen.serving.repository import ModelRepository, ServableVersion, VersionPolicy
-
-if TYPE_CHECKING:
-    from keras_chargen.serving.grpc_api import GrpcServer
 
 logger = logging.getLogger("keras_chargen.serving")
 
@@ -120,34 +117,21 @@ async def _drain(request: Request, declared: int) -> None:
 
 
 class ServingApp:
-    """Request handlers over one `ModelRepository`; `starlette()` wires them into an ASGI app.
+    """The REST front end of a `ServingCore`; `starlette()` wires its handlers into an ASGI app.
 
     Args:
-        repo: ModelRepository, the versions (kept current by its polling thread while serving).
-        config: ServingConfig, caps, timeouts and concurrency.
+        core: ServingCore, the versions, caps, batching and streams (started and stopped with the app).
         bound_host: str | None, the address the server listens on: a loopback address turns on the
             `Host` check (DNS rebinding). None: no `Host` check.
         allow_origins: origins whose web pages may call the API (CORS), `*` for any.
     """
 
-    def __init__(
-        self,
-        repo: ModelRepository,
-        config: ServingConfig,
-        bound_host: str | None = None,
-        allow_origins: tuple[str, ...] = (),
-    ) -> None:
-        self.repo = repo
-        self.config = config
+    def __init__(self, core: ServingCore, bound_host: str | None = None, allow_origins: tuple[str, ...] = ()) -> None:
+        self.core = core
+        self.repo = core.repo
+        self.config = core.config
         self.bound_host = bound_host
         self.allow_origins = tuple(normalize_origin(o) for o in allow_origins)  # ChargenError if malformed
-        self.dispatcher: Dispatcher | None = None
-        self.scheduler: streaming.StreamScheduler | None = None
-        self.grpc: GrpcServer | None = None  # bound by `serve()`, started with the app
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.on_startup: list[Callable[[asyncio.AbstractEventLoop], None]] = []
-        self.on_shutdown: list[Callable[[], None]] = []
-        self._shutdown_timer: asyncio.TimerHandle | None = None
 
     def starlette(self) -> Starlette:
         routes = [
@@ -166,56 +150,11 @@ class ServingApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self.loop = asyncio.get_running_loop()
-        self.dispatcher = Dispatcher(self.config)
-        self.dispatcher.start()
-        self.scheduler = streaming.StreamScheduler(self.config.max_streams)
-        self.scheduler.start()
-        self.repo.start_polling(self.config.poll_seconds)
-        for hook in self.on_startup:
-            hook(self.loop)
-        if self.grpc is not None:
-            self.grpc.start(self, self.loop)
-        logger.info(
-            "serving model %s, versions %s (default %s, policy %s)",
-            self.repo.name,
-            list(self.repo.versions),
-            self.repo.latest,
-            self.repo.policy,
-        )
+        await self.core.start()
         try:
             yield
         finally:  # uvicorn gets here after the requests in flight have finished (or were aborted)
-            self.begin_shutdown()
-            self.abort_in_flight()
-            await asyncio.to_thread(self.scheduler.stop)
-            await self.dispatcher.close()
-            await asyncio.to_thread(self.repo.stop_polling)
-            if self.grpc is not None:
-                await asyncio.to_thread(self.grpc.wait_stopped)
-            for stop_hook in self.on_shutdown:
-                stop_hook()
-
-    def begin_shutdown(self) -> None:
-        """SIGTERM arrived: stop polling and accepting gRPC calls; abort what still runs after the timeout."""
-        if self._shutdown_timer is not None or self.loop is None:
-            return
-        self.repo.stop_polling(wait=False)
-        if self.grpc is not None:
-            self.grpc.stop(self.config.shutdown_timeout + 2)
-        self._shutdown_timer = self.loop.call_later(self.config.shutdown_timeout, self.abort_in_flight)
-
-    def abort_in_flight(self) -> None:
-        """Fail every request still running with a 503 and end every stream with an `error` event."""
-        error = RequestError(
-            503,
-            f"server is shutting down: the request did not finish within the shutdown timeout "
-            f"({self.config.shutdown_timeout:g} s); retry on another server",
-        )
-        if self.dispatcher is not None:
-            self.dispatcher.abort(error)
-        if self.scheduler is not None:
-            self.scheduler.abort(error)
+            await self.core.stop()
 
     async def playground(self, request: Request) -> HTMLResponse:
         return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config))
@@ -274,28 +213,16 @@ class ServingApp:
         signature = protocol.signature_of(doc)
         specs = servable.input_specs(signature)
         fmt, inputs = protocol.decode_inputs(doc, specs, protocol.defaults_for(signature, specs))
-        outputs = await until_disconnected(request, self.run_predict(servable, signature, inputs))
+        outputs = await until_disconnected(request, self.core.predict(servable, signature, inputs))
         return JSONBody(protocol.encode_outputs(outputs, fmt))
-
-    async def run_predict(
-        self, servable: ServableVersion, signature: str, inputs: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """Check the caps and run a decoded predict request (REST and gRPC)."""
-        protocol.check_caps(inputs, self.config)
-        if self.dispatcher is None:
-            raise RequestError(503, "server is starting up; retry in a moment")
-        return await self.dispatcher.run(servable, signature, inputs)
 
     async def stream(self, request: Request, servable: ServableVersion) -> Response:
         """Extension: run the version's `decode_start` / `decode_chunk` signatures and send the text as
         server-sent events while it is produced."""
-        streaming.check_streamable(servable)
-        if self.scheduler is None:
-            raise RequestError(503, "server is starting up; retry in a moment")
+        streaming.check_streamable(servable)  # before reading the body
         doc = protocol.parse_body(await read_body(request, self.config.max_body_bytes))
-        params = streaming.parse_stream_request(doc, self.config)
-        session = self.scheduler.open(servable, params, asyncio.get_running_loop())
-        events = _sse_events(session, servable, params["prompt"], request)
+        session = self.core.open_stream(servable, doc)
+        events = _sse_events(session, servable, session.prompt, request)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -391,5 +318,5 @@ def create_app(
     >>> # uvicorn.run(app, port=8501)
     """
     policy = VersionPolicy.parse(policy) if isinstance(policy, str) else policy
-    repo = ModelRepository.load(base_path, model_name, policy)
-    return ServingApp(repo, config or ServingConfig(), bound_host, allow_origins).starlette()
+    repo = ModelRepository.load(base_path, model_name, policy, on_load=streaming.warm_up)
+    return ServingApp(ServingCore(repo, config or ServingConfig()), bound_host, allow_origins).starlette()

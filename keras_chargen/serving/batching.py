@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import ServableVersion
 from keras_chargen.settings import SETTINGS
 
+logger = logging.getLogger("keras_chargen.serving")
 # serving_default's inputs with one value per prompt row (or one for all rows): every setting but `seed`
 ROW_INPUTS = tuple(sorted(s.name for s in SETTINGS if s.name != "seed"))
 
@@ -101,6 +103,16 @@ class Dispatcher:
         self.calls = 0  # model calls made (a merged call counts once)
         self.requests = 0  # requests served through those calls
         self.cancelled_calls = 0  # calls stopped because every client of theirs went away
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a worker now."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or running now."""
+        return len(self._queue) + sum(len(jobs) for jobs in self._calls.values())
 
     def start(self) -> None:
         """Start the dispatch loop (call from the running event loop)."""
@@ -204,6 +216,9 @@ class Dispatcher:
         for job in jobs:
             job.future.add_done_callback(on_done)
         self._calls[canceller] = jobs
+        logger.debug(
+            "model call started: %s of version %d, %d requests", jobs[0].signature, jobs[0].servable.version, len(jobs)
+        )
         try:
             return await loop.run_in_executor(
                 self._executor, jobs[0].servable.run, jobs[0].signature, inputs, canceller

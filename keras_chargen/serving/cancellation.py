@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 try:
     from tensorflow.python.eager import cancellation as _tf_cancellation
@@ -42,11 +42,20 @@ class Canceller:
     def __init__(self) -> None:
         self.manager = CancellationManager() if CancellationManager is not None and _install() else None
         self.cancelled = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on `cancel()` (at once if cancelled already), e.g. to wake a thread waiting for work."""
+        self._callbacks.append(callback)
+        if self.cancelled:
+            callback()
 
     def cancel(self) -> None:
         self.cancelled = True
         if self.manager is not None:
             self.manager.start_cancel()
+        for callback in self._callbacks:
+            callback()
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """TF Serving's gRPC API beside REST: `PredictionService.Predict`, `GetModelMetadata`, `ModelService.GetModelStatus`.
 
 The services are the stubs of `tensorflow-serving-api` (the package TF Serving's own Python clients
-use) served by `grpcio`. Predict goes through the same versions, validation, caps and batching as
-REST (`ServingApp.run_predict`, on the server's event loop); errors are gRPC status codes with the
+use) served by `grpcio`. It is a front end of the transport-neutral `ServingCore` (`core.py`), as
+the REST app is: Predict goes through the same versions, validation, caps and batching
+(`ServingCore.predict`, on the server's event loop); errors are gRPC status codes with the
 REST error's message (`RequestError.grpc_code`: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, ...).
 Inputs must have the signature's dtype, as on TF Serving (`seed` is int32:
 `tf.make_tensor_proto([1], tf.int32)`); inputs with a default may be left out, as over REST.
@@ -14,7 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -25,23 +26,19 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    status_pb2,
 )
 
 from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.errors import ChargenError
 from keras_chargen.serving import protocol
 from keras_chargen.serving.config import ServingConfig
+from keras_chargen.serving.core import ServingCore
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import ServableVersion
-
-if TYPE_CHECKING:
-    from keras_chargen.serving.app import ServingApp
 
 logger = logging.getLogger("keras_chargen.serving")
 
 SIGNATURE_DEF = "signature_def"
-_ERROR_CODES = status_pb2.StatusProto.DESCRIPTOR.fields_by_name["error_code"].enum_type  # tensorflow.error.Code
 _THREADS = 64  # RPCs running at once (each waits on the event loop); more queue, up to max_connections
 
 
@@ -119,7 +116,7 @@ class GrpcServer:
 
     Example:
     >>> grpc_server = GrpcServer("127.0.0.1", 8500, ServingConfig())  # doctest: +SKIP
-    >>> grpc_server.start(serving_app, loop)  # from the app's lifespan  # doctest: +SKIP
+    >>> grpc_server.attach(core)  # started and stopped with the core  # doctest: +SKIP
     """
 
     def __init__(self, host: str, port: int, config: ServingConfig) -> None:
@@ -139,19 +136,26 @@ class GrpcServer:
             self.port = 0
         if not self.port:
             raise ChargenError(f"cannot listen for gRPC on {address}: the port is taken or the address is not local")
-        self.app: ServingApp | None = None
+        self.grace = config.shutdown_timeout + 2  # the core aborts what still runs before that
+        self.core: ServingCore | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: Any = None  # the grpc.Server.stop() event
 
-    @property
-    def started(self) -> tuple[ServingApp, asyncio.AbstractEventLoop]:
-        """The app and event loop given to `start`."""
-        if self.app is None or self.loop is None:
-            raise RuntimeError("the gRPC server has not been started")
-        return self.app, self.loop
+    def attach(self, core: ServingCore) -> None:
+        """Serve `core`: start with it, refuse new RPCs when its shutdown begins, stop with it."""
+        core.on_startup.append(lambda loop: self.start(core, loop))
+        core.on_begin_shutdown.append(lambda: self.stop(self.grace))
+        core.on_shutdown.append(self.wait_stopped)
 
-    def start(self, app: ServingApp, loop: asyncio.AbstractEventLoop) -> None:
-        self.app, self.loop = app, loop
+    @property
+    def started(self) -> tuple[ServingCore, asyncio.AbstractEventLoop]:
+        """The core and event loop given to `start`."""
+        if self.core is None or self.loop is None:
+            raise RuntimeError("the gRPC server has not been started")
+        return self.core, self.loop
+
+    def start(self, core: ServingCore, loop: asyncio.AbstractEventLoop) -> None:
+        self.core, self.loop = core, loop
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(self), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self.server)
         self.server.start()
@@ -189,7 +193,7 @@ class GrpcServer:
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         specs = servable.input_specs(signature)
         inputs = decode_tensors(request.inputs, specs, protocol.defaults_for(signature, specs))
-        outputs = await self.started[0].run_predict(servable, signature, inputs)
+        outputs = await self.started[0].predict(servable, signature, inputs)
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, servable, signature)
         for alias in self._output_names(request, servable, signature, outputs):

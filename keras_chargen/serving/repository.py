@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,8 @@ class ModelRepository:
         base: Path, the model base path (`exported/NAME`, holding `1/`, `2/`, ...).
         name: str, the model name used in URLs (`/v1/models/{name}`).
         policy: VersionPolicy, which versions to serve. Default: the newest.
+        on_load: called with each version once it has loaded, before it serves (a warm-up); its errors
+            are logged, never fatal. Default None.
 
     Example:
     >>> repo = ModelRepository.load("exported/shakespeare")  # doctest: +SKIP
@@ -259,10 +261,17 @@ class ModelRepository:
     2
     """
 
-    def __init__(self, base: Path, name: str, policy: VersionPolicy | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        name: str,
+        policy: VersionPolicy | None = None,
+        on_load: Callable[[ServableVersion], None] | None = None,
+    ) -> None:
         self.base = base
         self.name = name
         self.policy = policy or VersionPolicy()
+        self.on_load = on_load
         self._lock = threading.Lock()  # guards the two published maps below (replaced, never mutated)
         self._versions: dict[int, ServableVersion] = {}
         self._status: dict[int, VersionStatus] = {}
@@ -274,7 +283,11 @@ class ModelRepository:
 
     @classmethod
     def load(
-        cls, base_path: str | Path, name: str | None = None, policy: VersionPolicy | None = None
+        cls,
+        base_path: str | Path,
+        name: str | None = None,
+        policy: VersionPolicy | None = None,
+        on_load: Callable[[ServableVersion], None] | None = None,
     ) -> ModelRepository:
         """Check the base path and load its versions; `ChargenError` unless at least one version loads."""
         base = Path(base_path)
@@ -288,7 +301,7 @@ class ModelRepository:
         name = name or base.resolve().name
         if not name or any(c in name for c in "/:"):
             raise ChargenError(f"model name must be non-empty without '/' or ':'; got {name!r}")
-        repo = cls(base, name, policy)
+        repo = cls(base, name, policy, on_load)
         if not repo.scan():
             raise ChargenError(
                 f"no version folders (1, 2, ...) in {base}; create one with "
@@ -335,6 +348,11 @@ class ModelRepository:
             fingerprint = _fingerprint(folder)
             try:
                 loaded[version] = ServableVersion.load(self.name, version, folder)
+                if self.on_load is not None:
+                    try:
+                        self.on_load(loaded[version])
+                    except Exception:  # a warm-up is an optimisation: the version serves anyway
+                        logger.exception("warming up version %d of model %s failed", version, self.name)
             except VersionLoadError as err:
                 self._failed[version] = fingerprint
                 status[version] = VersionStatus(version, END, err.code, str(err))

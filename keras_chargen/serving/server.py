@@ -17,11 +17,13 @@ from uvicorn.logging import DefaultFormatter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.serving.app import ServingApp, logger
+from keras_chargen.serving.app import ServingApp
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.connections import ConnectionGuard
+from keras_chargen.serving.core import ServingCore, logger
 from keras_chargen.serving.origins import normalize_origin
 from keras_chargen.serving.repository import ModelRepository, VersionPolicy
+from keras_chargen.serving.streaming import warm_up
 
 _GRACE = 5.0  # seconds uvicorn waits past the shutdown timeout for the 503s to be written
 
@@ -152,22 +154,24 @@ def serve(
     if not 0 <= grpc_port <= 65535:
         raise ChargenError(f"grpc port must be between 0 and 65535 (0: off); got {grpc_port}")
     _configure_logging(log_level)
-    repo = ModelRepository.load(base_path, model_name, policy)
+    repo = ModelRepository.load(base_path, model_name, policy, on_load=warm_up)
     _raise_open_files_limit(2 * config.max_connections + 256)
     sock = bind_socket(host, port)
-    serving = ServingApp(repo, config, bound_host=host, allow_origins=allow_origins)
+    core = ServingCore(repo, config)
     try:
-        serving.grpc = GrpcServer(host, grpc_port, config) if grpc_port else None
+        grpc_server = GrpcServer(host, grpc_port, config) if grpc_port else None
     except ChargenError:
         sock.close()
         raise
     guard = ConnectionGuard(config)
-    serving.on_startup.append(guard.install)
-    serving.on_shutdown.append(lambda: _log_summary(guard))
-    app = guard.middleware(serving.starlette())
+    core.on_startup.append(guard.install)
+    if grpc_server is not None:  # after the guard: started after it, stopped before the summary is logged
+        grpc_server.attach(core)
+    core.on_shutdown.append(lambda: _log_summary(guard))
+    app = guard.middleware(ServingApp(core, bound_host=host, allow_origins=allow_origins).starlette())
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{bound_host}:{bound_port}"
-    grpc_text = f"; gRPC at {bound_host}:{serving.grpc.port}" if serving.grpc else ""
+    grpc_text = f"; gRPC at {bound_host}:{grpc_server.port}" if grpc_server else ""
     print(
         f"serving model {repo.name} (versions {', '.join(map(str, repo.versions))}, policy {repo.policy}) at "
         f"{url}/v1/models/{repo.name}{grpc_text}; playground at {url}/",
@@ -183,7 +187,7 @@ def serve(
             timeout_keep_alive=config.idle_timeout,  # type: ignore[arg-type]
             lifespan="on",
         ),
-        serving.begin_shutdown,
+        core.begin_shutdown,
     )
     with _quiet_after_shutdown():
         server.run(sockets=[sock])

@@ -124,6 +124,18 @@ def start_inputs(params: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     return columns
 
 
+def warm_up(servable: ServableVersion) -> None:
+    """One tiny `decode_start` and `decode_chunk` call, so that a version's first stream does not wait for TF's
+    first-call graph optimization (about a second each; several under load). Versions that cannot stream: nothing."""
+    if any(name not in servable.signature_names for name in (START, CHUNK_SIGNATURE)):
+        return
+    request = {"prompt": "", **{s.name: s.off for s in SETTINGS}, "max_new_chars": 1}
+    request = {k: [v] if isinstance(v, str) and k != "prompt" else v for k, v in request.items()}
+    started = servable.run(START, start_inputs([request]))
+    names = [n for n in servable.input_specs(CHUNK_SIGNATURE) if n != STEPS]
+    servable.run(CHUNK_SIGNATURE, {**{n: started[n] for n in names}, STEPS: np.array(1, np.int32)})
+
+
 @dataclass
 class Stream:
     """One open stream: its settings and its carried `decode_chunk` inputs (`None` until started).
@@ -142,8 +154,9 @@ class Stream:
 class StreamSession:
     """The event-loop side of a stream: an asyncio queue the scheduler thread fills."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, prompt: str = "") -> None:
         self._loop = loop
+        self.prompt = prompt
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.stream: Stream | None = None
         self.finished: Finished | None = None
@@ -193,6 +206,11 @@ class StreamScheduler:
         self._thread = threading.Thread(target=self._loop, name="stream-scheduler", daemon=True)
         self.ticks = 0
 
+    @property
+    def open_streams(self) -> int:
+        """Streams open now (started or waiting to start)."""
+        return self._open
+
     def start(self) -> None:
         self._thread.start()
 
@@ -216,7 +234,7 @@ class StreamScheduler:
 
         Its text arrives through the session; a negative seed is drawn by `decode_start`.
         """
-        session = StreamSession(loop)
+        session = StreamSession(loop, params["prompt"])
         stream = Stream(servable, dict(params), session)
         session.stream = stream
         with self._cond:
