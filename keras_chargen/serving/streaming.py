@@ -30,6 +30,7 @@ from keras_chargen.codecs import make_codec
 from keras_chargen.sampling import SamplingSettings
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
+from keras_chargen.serving.protocol import check_unicode
 from keras_chargen.serving.repository import ServableVersion
 from keras_chargen.settings import SEED_MAX, SETTINGS
 
@@ -52,6 +53,7 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
     prompt = doc["prompt"]
     if not isinstance(prompt, str):
         raise RequestError(400, f"prompt must be a string; got {type(prompt).__name__}")
+    check_unicode(prompt, "prompt")
     if len(prompt) > config.max_prompt_chars:
         raise RequestError(
             400, f"prompt has {len(prompt)} characters; this server's cap is {config.max_prompt_chars} characters"
@@ -67,6 +69,7 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
         raise RequestError(
             400, f"max_new_chars {params['max_new_chars']} is above this server's cap of {config.max_new_chars}"
         )
+    check_unicode(params["stop"], "stop")
     if len(params["stop"]) > config.max_prompt_chars:
         raise RequestError(
             400, f"stop has {len(params['stop'])} characters; this server's cap is {config.max_prompt_chars}"
