@@ -40,6 +40,13 @@ def named_by_flag(err: ChargenError, names: Collection[str], flag: Callable[[str
     return UsageError(message)
 
 
+def _no_default(value: Any) -> bool:
+    """Whether a default is "nothing" to a user (None, False, an empty string or list): help does not show it."""
+    return (
+        value is None or value is False or value is argparse.SUPPRESS or (not value and isinstance(value, (str, list)))
+    )
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Help that ends each flag with its default when it has one a user could type (never `None`,
     `False` or an empty string)."""
@@ -47,7 +54,7 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if "(default" in text or not action.option_strings or default in (None, False, "", argparse.SUPPRESS):
+        if "(default" in text or not action.option_strings or _no_default(default):
             return text
         if isinstance(default, (list, tuple)):
             default = " ".join(str(v) for v in default)
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
             else {"type": type(field.default), "choices": CHOICES.get(field.name)}
         )
         # absent unless typed (so --init-from can tell inherited settings from conflicting ones)
-        default = "" if field.default in ("", False) else f" (default: {field.default})"
+        default = "" if _no_default(field.default) else f" (default: {field.default})"
         settings.add_argument(
             flag_name(field.name),
             dest=field.name,
@@ -174,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="loss, bits/char and perplexity on a text",
+        usage="keras-chargen evaluate MODEL_DIR [--text PATH [PATH ...] | --tfds NAME] [options]",
         formatter_class=HelpFormatter,
     )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
@@ -367,6 +375,7 @@ def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export",
         help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
+        usage="keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|all] [--version N] [options]",
         formatter_class=HelpFormatter,
     )
     export.add_argument("model_dir", metavar="MODEL_DIR")
@@ -381,7 +390,9 @@ def add_export_parser(commands) -> None:
             "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"
         ),
     )
-    export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
+    export.add_argument(
+        "--version", type=int, default=1, metavar="N", help="TF Serving version number (a positive integer)"
+    )
     export.add_argument(
         "--quantize", choices=("none", "dynamic", "float16"), default="none", help="TFLite weight quantization"
     )
@@ -521,6 +532,7 @@ def add_bench_parser(commands) -> None:
     bench = commands.add_parser(
         "bench",
         help="measure generation and training speed against reference approaches",
+        usage="keras-chargen bench --text PATH [--model-dir MODEL_DIR] [--quick] [--out-dir DIR]",
         formatter_class=HelpFormatter,
     )
     bench.add_argument("--model-dir", help="a trained model (default: an untrained 2x512 LSTM; speed is the same)")

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 VERBOSE_ENV = "KERAS_CHARGEN_VERBOSE"
 
 # absl/glog lines: severity letter, MMDD, time, thread id, file:line]
-_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.+-]+:\d+\] ")
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.+-]+:\d+\] ")
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 # error-level lines that TensorFlow writes at start-up on machines without a GPU (they are not failures)
 _START_UP_ERRORS = re.compile(r"cuInit|CUDA|cuda|cuDNN|cuFFT|cuBLAS|TensorRT|oneDNN|factory for plugin")
@@ -111,13 +111,14 @@ class _QuietLoader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         module.__loader__ = module.__spec__.loader = self.loader  # TensorFlow sees its own loader
-        with captured_stderr_fd() as lines:
-            try:
+        lines: list[str] = []
+        try:
+            with captured_stderr_fd() as lines:
                 self.loader.exec_module(module)
-            finally:
-                kept = [line for line in lines if not is_start_up_noise(line)]
-                if kept:
-                    print("\n".join(kept), file=sys.stderr, flush=True)
+        finally:  # (the lines are there once the capture has ended)
+            kept = [line for line in lines if not is_start_up_noise(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
