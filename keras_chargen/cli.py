@@ -215,10 +215,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         if given.get("init_from"):  # the architecture comes from that model; typed flags must agree with it
             from keras_chargen.finetune import inherit_config
 
-            config = inherit_config(given["init_from"], given)
+            config = inherit_config(given["init_from"], given)  # (its own errors name --init-from)
         else:
             config = ChargenConfig(**given)
     except ChargenError as err:
+        if str(err).split(" ", 1)[0].rstrip(":") not in fields:
+            raise
         raise named_by_flag(err, fields) from None
     source = _source(args, config.encoding_errors, config.documents)
     if config.strategy != "multiworker":  # (a worker's lock is the chief's, on shared storage)
