@@ -94,7 +94,7 @@ def test_stale_temps_go_and_live_ones_stay(tmp_path, dead_pid):
     for path in (dead[2], untagged[1], lock_temp, mine[1], mine[2]):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-    assert remove_stale_temps(tmp_path, recursive=False) == dead[:2]
+    assert sorted(remove_stale_temps(tmp_path, recursive=False)) == dead[:2]
     assert remove_stale_temps(tmp_path) == [dead[2]]
     assert all(p.exists() for p in live + untagged + mine + [lock_temp])
     # holding the directory's lock: untagged temps (from before the tags) go too, except a young lock temp

@@ -16,6 +16,7 @@ from keras_chargen.export.layout import (
     check_export_args,
     check_free,
     check_writable,
+    remove_stale_export_temps,
     staged_dirs,
 )
 from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
@@ -57,6 +58,7 @@ def export_model(
     targets = [artifact_dir(out, f, version, quantize) for f in formats]
     check_free(targets, overwrite)  # fail on an existing version or an unwritable path before the slow model load
     check_writable(targets)
+    remove_stale_export_temps(out)  # what killed exports into this base path left
     generator = load_generator(model_dir)
     vocab_file = Path(model_dir) / VOCAB_FILE
     with staged_dirs(targets, overwrite, placed) as temps, quiet_export():

@@ -61,8 +61,8 @@ def staged_dirs(
 
     Nothing under `paths` changes until the body has finished: a failure or an interrupt removes
     the temporary directories (a killed process leaves only hidden `.NAME.PID-START@HOST.*.tmp` ones,
-    which the next export into the same folder removes once that process has ended), so a version
-    directory is either absent, the old one, or complete. With `overwrite`, an existing
+    which `remove_stale_export_temps` removes once that process has ended), so a version directory
+    is either absent, the old one, or complete. With `overwrite`, an existing
     directory is replaced (moved aside, the new one renamed in, the old one deleted). Each path
     moved into place is appended to `placed` (so that a caller interrupted afterwards knows what
     it left on disk). A path that cannot be created is a one-line `ChargenError`.
@@ -71,8 +71,6 @@ def staged_dirs(
     check_free(paths, overwrite)
     check_writable(paths)
     created = sorted({a for p in paths for a in p.parents if not a.exists()}, key=lambda a: -len(a.parts))
-    for parent in {p.parent for p in paths}:
-        remove_stale_temps(parent, recursive=False)  # what killed exports left here
     temps: list[Path] = []
     done = False
     try:
@@ -98,6 +96,13 @@ def staged_dirs(
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:
             _remove_empty(created)
+
+
+def remove_stale_export_temps(out: str | Path) -> list[Path]:
+    """Remove the temp folders that killed exports left in the base path `out` and its format folders."""
+    out = Path(out)
+    folders = {out} | {artifact_dir(out, f, 1, q).parent for f in FORMATS for q in QUANTIZATIONS}
+    return [p for folder in sorted(folders) for p in remove_stale_temps(folder, recursive=False)]
 
 
 def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
