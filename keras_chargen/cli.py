@@ -163,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--num-samples", type=int, default=1, metavar="N", help="independent samples (1 to 1000), one after another"
     )
-    add_sampling_flags(generate, ("seed",))
     generate.add_argument(
         "--novel",
         action="store_true",
@@ -176,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
         "or feed them as [UNK] (words)",
     )
-    add_sampling_flags(generate, ("top_k", "top_p", "repetition_penalty", "stop"))
+    add_sampling_flags(generate)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -258,13 +257,24 @@ def announce_embedded(source, doing: str) -> None:
         )
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+# Settings with a `generate` flag of their own: several temperatures (one sample each), the length.
+OWN_FLAGS = ("temperature", "max_new_chars")
+
+
+def flag_settings() -> list[str]:
+    """The settings of `keras_chargen.settings` that `generate` takes as `--name` flags (absent = off)."""
+    from keras_chargen.settings import SETTINGS
+
+    return [s.name for s in SETTINGS if s.name not in OWN_FLAGS]
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per setting of `keras_chargen.settings` (absent = off), its help from the description."""
     from keras_chargen.settings import BY_NAME
 
     types: dict[str, Callable[[str], Any]] = {"int32": int, "float32": float, "string": unescape}
     metavars = {"int32": "N", "float32": "X", "string": "TEXT"}
-    for name in names:
+    for name in flag_settings():
         spec = BY_NAME[name]
         extra = r"; escapes like \n work" if spec.dtype == "string" else ""
         parser.add_argument(
@@ -302,7 +312,7 @@ def check_generate_flags(args: argparse.Namespace) -> None:
     if args.num_samples < 1 or args.num_samples > 1000:
         raise UsageError(f"--num-samples must be an integer in 1..1000; got {args.num_samples}")
     values = [("temperature", t) for t in args.temperature] + [("max_new_chars", args.length)]
-    values += [(name, getattr(args, name)) for name in ("seed", "top_k", "top_p", "repetition_penalty", "stop")]
+    values += [(name, getattr(args, name)) for name in flag_settings()]
     for name, value in values:
         try:
             check_api(name, value)
@@ -314,33 +324,33 @@ def check_generate_flags(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     check_generate_flags(args)
+    import random
+
     from keras_chargen.saving import load_generator
+    from keras_chargen.settings import SEED_MAX
 
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
+    if args.seed is None:  # drawn here, so that one number reproduces every sample (sample i uses seed + i)
+        args.seed = random.SystemRandom().randint(0, SEED_MAX)
+    settings = {name: getattr(args, name) for name in flag_settings() if name != "seed"}
 
     def draw(seed: int | None) -> list[str]:
-        return generator.generate(
-            [args.prompt] * len(temps),
-            temps,
-            args.length,
-            seed,
-            args.oov,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty,
-            stop=args.stop,
-        )
+        return generator.generate([args.prompt] * len(temps), temps, args.length, seed, args.oov, **settings)
 
-    if generator.document_end is not None:  # a document model: whole documents, one per line
+    if args.novel and generator.document_end is None:
+        raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
+    if args.novel:
         from keras_chargen.documents import novel_documents
 
-        for text in novel_documents(draw, args) if args.novel else draw(args.seed):
+        texts = novel_documents(draw, args.model_dir, args.prompt, args.num_samples, len(temps), args.seed)
+    else:
+        texts = draw(args.seed)
+    print(f"seed: {args.seed} (the same --seed gives the same text)", file=sys.stderr)
+    if generator.document_end is not None:  # a document model: whole documents, one per line
+        for text in texts:
             print(args.prompt + text)
         return
-    if args.novel:
-        raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
-    texts = draw(args.seed)
     for i, (temperature, text) in enumerate(zip(temps, texts)):
         if len(args.temperature) > 1:
             sample = i // len(args.temperature) + 1

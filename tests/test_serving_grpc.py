@@ -105,7 +105,7 @@ def test_grpc_metadata_lists_the_signatures(server, stub):
     assert {"serving_default", "step", "encode", "decode"} <= set(signatures.signature_def)
     default = signatures.signature_def["serving_default"]
     assert default.inputs["prompt"].dtype == tf.string.as_datatype_enum
-    assert set(default.outputs) == {"generated", "text"} and answer.model_spec.version.value == 2
+    assert set(default.outputs) == {"generated", "seed", "text"} and answer.model_spec.version.value == 2
 
 
 def test_grpc_status_reports_every_version(channel):
@@ -230,9 +230,10 @@ def test_the_documented_grpc_client_runs_against_the_server(server):
     printed: list[str] = []
     namespace = {"print": lambda *values: printed.append(" ".join(map(str, values)))}
     exec(compile(code, "docs/serving.md", "exec"), namespace)  # as a user pastes it
-    assert printed[0].startswith("ROMEO:") and printed[1].startswith("JULIET:"), printed
+    assert printed[0].startswith("1 ROMEO:") and printed[1].startswith("1 JULIET:"), printed  # seed, text
     assert printed[2] == "StatusCode.INVALID_ARGUMENT max_new_chars 1000000 is above this server's cap of 20000"
-    assert printed[3] == "['__saved_model_init_op', 'decode', 'encode', 'serving_default', 'step']"
+    names = request("GET", f"{server.url}/v1/models/{MODEL}/metadata")[1]["metadata"]["signature_def"]
+    assert printed[3] == str(sorted(names["signature_def"]))
     assert "model_version_status" in printed[4] and len(printed) == 5
 
 

@@ -91,7 +91,7 @@ async function errorOf(response) {
   try { return (await response.json()).error; } catch (e) { return `HTTP ${response.status}`; }
 }
 
-async function predictOnce(body) {  // fallback for versions without the step signature
+async function predictOnce(body) {  // fallback for versions exported without decode_start / decode_chunk
   const response = await fetch(`${base}:predict`, { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ instances: [body] }), signal: controller.signal });
   if (!response.ok) throw new Error(await errorOf(response));
