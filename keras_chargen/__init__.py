@@ -6,7 +6,8 @@ The public API is imported lazily (PEP 562), so `import keras_chargen.client` do
 import importlib
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+# TensorFlow's C++ info and warning lines off for Python API users too (the CLI silences the rest: quiet.py)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,13 @@
-"""Reading the resumable backup (`MODEL_DIR/backup/`) with one clear error per damaged file.
+"""The resumable backup (`MODEL_DIR/backup/`): reading it with one clear error per damaged file, and
+writing its weights file so that a full disk is an error, not a crash.
 
-A backup file can be damaged by a full disk, a copy cut short or a hand edit. Each reader turns
-whatever the file's library raises into a `ChargenError` that names the file and the way out:
+A backup file can be damaged by a copy cut short or a hand edit. Each reader turns whatever the
+file's library raises into a `ChargenError` that names the file and the way out:
 `--restart-from-best` (keep `model.keras`, drop the backup) or a fresh `--out`.
+
+The weights file is built in memory and written by Python: when HDF5 itself meets a full disk it
+leaves a half-closed file behind, and HDF5's exit handler then crashes the process (a segmentation
+fault in `H5_term_library` → `H5G_close`), after the error was already reported.
 """
 
 from __future__ import annotations
@@ -64,6 +69,35 @@ def check_states(path: Path, states: list[np.ndarray], shapes: Sequence[Sequence
     got = [tuple(s.shape) for s in states]
     if got != [tuple(s) for s in shapes]:
         raise damaged(path, f"state shapes {got} do not match the model's {[tuple(s) for s in shapes]}")
+
+
+def weights_bytes(model) -> bytes:
+    """The `.weights.h5` file that `model.save_weights` writes (weights and optimizer state), built in memory
+    with the same Keras store and state walk, so `model.load_weights` reads it back."""
+    import io
+
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, store, None, "", set())  # what `save_weights_only` does with a path
+    store.close()
+    return buffer.getvalue()
+
+
+def write_weights(model, path: Path) -> None:
+    """Write `model`'s weights and optimizer state to `path` atomically; a full disk is a one-line error
+    naming `path`, and the previous file stays as it was."""
+    from keras_chargen.io import atomic_path
+
+    try:
+        data = weights_bytes(model)
+    except (ImportError, AttributeError, TypeError):  # a Keras without this store: let HDF5 write the file
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+        return
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        tmp.write_bytes(data)
 
 
 def load_weights(model, path: Path) -> None:

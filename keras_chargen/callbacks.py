@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 
 from keras_chargen.config import UNLIMITED_EPOCHS
 from keras_chargen.distribute import ReplicaStates, workers_agree
-from keras_chargen.io import atomic_path, atomic_write_text
+from keras_chargen.io import atomic_path, atomic_write_text, drop_partial_line, writing
 from keras_chargen.model import reset_states
 
 STEP_LOG_EVERY = 20  # batches per row of steps.csv
@@ -158,8 +160,9 @@ class TrainingBackup(StatesCallback):
 
     def save(self) -> None:
         """Weights first, then states, then progress: progress.json only ever points at saved files."""
-        with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
+        from keras_chargen.backup_files import write_weights
+
+        write_weights(self.model, self.weights_path)
         states = self.states.read()
         with atomic_path(self.states_path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, *states)
@@ -259,6 +262,50 @@ class SampleText(keras.callbacks.Callback):
         print("---")
 
 
+class HistoryLog(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger (append mode), a write error as a one-line `ChargenError` naming the file.
+
+    After a failed write its file is closed at once, so that Python does not try the write again
+    (and print another error) when the process exits.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), append=True)
+        self.path = path
+
+    def on_train_begin(self, logs=None) -> None:
+        drop_partial_line(self.path)
+        with self._closing_on_error():
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        with self._closing_on_error():
+            super().on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None) -> None:
+        with self._closing_on_error():
+            super().on_train_end(logs)
+
+    @contextlib.contextmanager
+    def _closing_on_error(self):
+        try:
+            with writing(self.path):
+                yield
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the file (if open), dropping what a full disk did not take."""
+        handle = getattr(self, "csv_file", None)
+        if handle is not None and not handle.closed:
+            with contextlib.suppress(OSError):
+                handle.close()
+            if not handle.closed:  # the flush failed: drop the buffer
+                with contextlib.suppress(OSError):
+                    os.close(handle.fileno())
+
+
 class StepLog(keras.callbacks.Callback):
     """Append the training bits/char of the last `every` batches, and validation at epoch ends, to a CSV.
 
@@ -274,11 +321,14 @@ class StepLog(keras.callbacks.Callback):
 
     def _write(self, bpc, val_bpc="") -> None:
         new = not self.path.exists()
-        with open(self.path, "a") as handle:
+        with writing(self.path), open(self.path, "a") as handle:
             if new:
                 handle.write("step,epoch,bpc,val_bpc\n")
             step = self.progress.epoch * self.batches_per_epoch + self.progress.step
             handle.write(f"{step},{self.progress.epoch},{bpc},{val_bpc}\n")
+
+    def on_train_begin(self, logs=None) -> None:
+        drop_partial_line(self.path)
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self._last = (0, 0.0)

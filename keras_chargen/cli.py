@@ -6,13 +6,53 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig, flag_name
-from keras_chargen.errors import ChargenError
+from keras_chargen.errors import ChargenError, describe_os_error
+from keras_chargen.quiet import VERBOSE_ENV, quiet_tensorflow_start
+
+# Sampling settings whose `generate` flag is not simply --setting-name.
+GENERATE_FLAGS = {"max_new_chars": "--length"}
+
+
+class UsageError(ChargenError):
+    """A bad flag value: printed under the command's usage line, like argparse's own errors (exit 2)."""
+
+
+def named_by_flag(err: ChargenError, names: Collection[str], flag: Callable[[str], str] = flag_name) -> UsageError:
+    """`err` (whose message starts with a setting's name, e.g. `units must be ...`) as a `UsageError`
+    that starts with the flag the user typed instead (`--units must be ...`)."""
+    message = str(err)
+    match = re.match(r"\w+", message)
+    if match and match[0] in names:
+        message = flag(match[0]) + message[match.end() :]
+    return UsageError(message)
+
+
+def _no_default(value: Any) -> bool:
+    """Whether a default is "nothing" to a user (None, False, an empty string or list): help does not show it."""
+    return (
+        value is None or value is False or value is argparse.SUPPRESS or (not value and isinstance(value, (str, list)))
+    )
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each flag with its default when it has one a user could type (never `None`,
+    `False` or an empty string)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or not action.option_strings or _no_default(default):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def _add_corpus_args(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +83,7 @@ def _source(args: argparse.Namespace, encoding_errors: str = "strict", documents
 
 
 def unescape(text: str) -> str:
-    r"""Backslash escapes typed on a shell (`
-    `, `	`, `\`, `é`) → the characters; other text unchanged."""
+    r"""Backslash escapes typed on a shell (`\n`, `\t`, `\\`, `\u00e9`) → the characters; other text unchanged."""
     try:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as err:
@@ -54,7 +93,8 @@ def unescape(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-chargen",
-        description=("Train character-level language models with Keras, generate text in-graph, export them."),
+        description="Train character-level language models with Keras, generate text in-graph, export them.",
+        epilog=f"TensorFlow's own start-up and C++ log lines are hidden; {VERBOSE_ENV}=1 shows them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -63,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model (rerun the same command to resume)",
         description="Train a model; rerunning the same command resumes where it stopped.",
         usage="keras-chargen train [--text PATH [PATH ...] | --tfds NAME] --out MODEL_DIR [options]",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _add_corpus_args(train)
     train.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory (created)")
@@ -75,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
             else {"type": type(field.default), "choices": CHOICES.get(field.name)}
         )
         # absent unless typed (so --init-from can tell inherited settings from conflicting ones)
+        default = "" if _no_default(field.default) else f" (default: {field.default})"
         settings.add_argument(
             flag_name(field.name),
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"{field.metadata['help']} (default: {field.default!r})".replace("%", "%%"),
+            help=f"{field.metadata['help']}{default}".replace("%", "%%"),
             **kind,
         )
     train.add_argument(
@@ -92,10 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sample-length", type=int, default=300, help="characters in the final sample (0: none)")
 
     generate = commands.add_parser(
-        "generate", help="generate text from a trained model", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "generate",
+        help="generate text from a trained model",
+        usage="keras-chargen generate MODEL_DIR [--prompt TEXT] [--length N] [--temperature T [T ...]] [--seed N] "
+        "[options]",
+        formatter_class=HelpFormatter,
     )
     generate.add_argument("model_dir", metavar="MODEL_DIR")
-    generate.add_argument("--prompt", default="", help="text to continue ('' starts at a line start)")
+    generate.add_argument(
+        "--prompt", default="", metavar="TEXT", help="text to continue (default: none, start at a line start)"
+    )
     generate.add_argument(
         "--temperature",
         type=float,
@@ -105,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling temperature >= 0, 0 is greedy; several values give one sample each",
     )
     generate.add_argument(
-        "--length", type=int, default=500, help="tokens (characters or words) to generate (at most 100000)"
+        "--length", type=int, default=500, metavar="N", help="tokens (characters or words) to generate (at most 100000)"
     )
-    generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
+    generate.add_argument(
+        "--num-samples", type=int, default=1, metavar="N", help="independent samples (1 to 1000), one after another"
+    )
     generate.add_argument(
         "--novel",
         action="store_true",
@@ -125,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="loss, bits/char and perplexity on a text",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage="keras-chargen evaluate MODEL_DIR [--text PATH [PATH ...] | --tfds NAME] [options]",
+        formatter_class=HelpFormatter,
     )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
     _add_corpus_args(evaluate)
@@ -140,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ngram-order",
         type=int,
         default=0,
-        help="also score a character n-gram baseline of this order (trained on the rest)",
+        metavar="K",
+        help="also score a character n-gram baseline of this order (trained on the rest); 0 = none",
     )
 
     add_export_parser(commands)
@@ -150,15 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    # settings and sources are checked before TensorFlow loads (seconds)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ChargenConfig) if hasattr(args, f.name)}
-    if given.get("init_from"):  # the architecture comes from that model; typed flags must agree with it
-        from keras_chargen.finetune import inherit_config
+    # settings, sources and the lock are checked before TensorFlow loads (seconds)
+    fields = [f.name for f in dataclasses.fields(ChargenConfig)]
+    given = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    try:
+        if given.get("init_from"):  # the architecture comes from that model; typed flags must agree with it
+            from keras_chargen.finetune import inherit_config
 
-        config = inherit_config(given["init_from"], given)
-    else:
-        config = ChargenConfig(**given)
+            config = inherit_config(given["init_from"], given)  # (its own errors name --init-from)
+        else:
+            config = ChargenConfig(**given)
+    except ChargenError as err:
+        if str(err).split(" ", 1)[0].rstrip(":") not in fields:
+            raise
+        raise named_by_flag(err, fields) from None
     source = _source(args, config.encoding_errors, config.documents)
+    if config.strategy != "multiworker":  # (a worker's lock is the chief's, on shared storage)
+        from keras_chargen.lock import DirectoryLock
+
+        DirectoryLock(args.out).check()  # a second `train` into a running directory answers at once
     announce_embedded(source, "training")
     from keras_chargen.saving import load_generator
     from keras_chargen.training import train
@@ -195,38 +256,64 @@ OWN_FLAGS = ("temperature", "max_new_chars")
 
 
 def flag_settings() -> list[str]:
-    """The settings of `keras_chargen.settings` that `generate` takes as `--name` flags (None = off)."""
+    """The settings of `keras_chargen.settings` that `generate` takes as `--name` flags (absent = off)."""
     from keras_chargen.settings import SETTINGS
 
     return [s.name for s in SETTINGS if s.name not in OWN_FLAGS]
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per setting of `keras_chargen.settings` (None = off), its help from the description."""
+    """One `--flag` per setting of `keras_chargen.settings` (absent = off), its help from the description."""
     from keras_chargen.settings import BY_NAME
 
     types: dict[str, Callable[[str], Any]] = {"int32": int, "float32": float, "string": unescape}
+    metavars = {"int32": "N", "float32": "X", "string": "TEXT"}
     for name in flag_settings():
         spec = BY_NAME[name]
-        rule = spec.api_rule or spec.rule
         extra = r"; escapes like \n work" if spec.dtype == "string" else ""
-        parser.add_argument(spec.flag, type=types[spec.dtype], default=None, help=f"{spec.meaning}: {rule}{extra}")
+        parser.add_argument(
+            generate_flag(name),
+            dest=name,
+            type=types[spec.dtype],
+            default=None,
+            metavar=metavars[spec.dtype],
+            help=f"{spec.meaning}: {cli_rule(name)}{extra}",
+        )
+
+
+def generate_flag(name: str) -> str:
+    """The `generate` flag of a sampling setting (`max_new_chars` is `--length`)."""
+    return GENERATE_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def cli_rule(name: str) -> str:
+    """A setting's valid values as a CLI user types them: "(None = off)" becomes "omit --flag to turn it off"."""
+    from keras_chargen.settings import BY_NAME
+
+    spec = BY_NAME[name]
+    rule = spec.api_rule or spec.rule
+    match = re.fullmatch(r"(.*?)\s*\(None = (\w+)\)", rule)
+    if match is None:
+        return rule
+    what = "for a random seed" if match[2] == "random" else "to turn it off"
+    return f"{match[1]}; omit {generate_flag(name)} {what}"
 
 
 def check_generate_flags(args: argparse.Namespace) -> None:
     """The sampling flags, checked by the settings' one description before TensorFlow loads (errors answer at once)."""
-    from keras_chargen.settings import BY_NAME, check_api, check_stop
+    from keras_chargen.settings import MAX_STOP_CHARS, check_api
 
     if args.num_samples < 1 or args.num_samples > 1000:
-        raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
-    for temperature in args.temperature:
-        check_api("temperature", temperature)
-    check_api("max_new_chars", args.length)
-    for name in flag_settings():
-        if BY_NAME[name].dtype == "string":
-            check_stop(getattr(args, name))
-        else:
-            check_api(name, getattr(args, name))
+        raise UsageError(f"--num-samples must be an integer in 1..1000; got {args.num_samples}")
+    values = [("temperature", t) for t in args.temperature] + [("max_new_chars", args.length)]
+    values += [(name, getattr(args, name)) for name in flag_settings()]
+    for name, value in values:
+        try:
+            check_api(name, value)
+        except ChargenError:
+            raise UsageError(f"{generate_flag(name)} must be {cli_rule(name)}; got {value!r}") from None
+    if args.stop is not None and len(args.stop) > MAX_STOP_CHARS:
+        raise UsageError(f"--stop has {len(args.stop)} characters; the maximum is {MAX_STOP_CHARS}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -268,6 +355,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.ngram_order < 0:
+        raise UsageError(f"--ngram-order must be an integer >= 0 (0 = none); got {args.ngram_order}")
     from keras_chargen.evaluation import evaluate
     from keras_chargen.saving import CONFIG_FILE
 
@@ -292,7 +381,8 @@ def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export",
         help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage="keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|all] [--version N] [options]",
+        formatter_class=HelpFormatter,
     )
     export.add_argument("model_dir", metavar="MODEL_DIR")
     export.add_argument(
@@ -306,7 +396,9 @@ def add_export_parser(commands) -> None:
             "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"
         ),
     )
-    export.add_argument("--version", type=int, default=1, help="TF Serving version number (a positive integer)")
+    export.add_argument(
+        "--version", type=int, default=1, metavar="N", help="TF Serving version number (a positive integer)"
+    )
     export.add_argument(
         "--quantize", choices=("none", "dynamic", "float16"), default="none", help="TFLite weight quantization"
     )
@@ -315,6 +407,12 @@ def add_export_parser(commands) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export; an interrupt exits 0 if every version directory was already in place, else 130."""
+    from keras_chargen.export.layout import check_export_args
+
+    try:
+        check_export_args(args.format, args.version, args.quantize)
+    except ChargenError as err:
+        raise named_by_flag(err, ("format", "version", "quantize")) from None
     from keras_chargen.export import export_model
 
     placed: list[Path] = []
@@ -352,13 +450,13 @@ def add_serve_parser(commands) -> None:
         "serve",
         help="serve an exported model over TensorFlow Serving's REST and gRPC APIs",
         usage="keras-chargen serve EXPORTED_DIR [--port 8501] [--grpc-port 8500] [--host 127.0.0.1] [options]",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     serve.add_argument("base_path", metavar="EXPORTED_DIR", help="model base path holding version directories")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
-    serve.add_argument("--port", type=int, default=8501, help="REST TCP port (0: any free port)")
+    serve.add_argument("--port", type=port_number, default=8501, help="REST TCP port (0: any free port)")
     serve.add_argument(
-        "--grpc-port", type=int, default=8500, help="gRPC TCP port (TF Serving's PredictionService); 0: off"
+        "--grpc-port", type=port_number, default=8500, help="gRPC TCP port (TF Serving's PredictionService); 0: off"
     )
     versions = serve.add_mutually_exclusive_group()
     versions.add_argument(
@@ -402,10 +500,27 @@ def add_serve_parser(commands) -> None:
             )
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
-    from keras_chargen.serving import ServingConfig, serve
+def port_number(text: str) -> int:
+    """A TCP port typed on the command line: an integer in 0..65535 (argparse names the flag)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..65535; got {port}")
+    return port
 
-    config = ServingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServingConfig)})
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from keras_chargen.serving.config import ServingConfig
+
+    fields = [f.name for f in dataclasses.fields(ServingConfig)]
+    try:
+        config = ServingConfig(**{name: getattr(args, name) for name in fields})
+    except ChargenError as err:
+        raise named_by_flag(err, fields, lambda name: "--" + name.replace("_", "-")) from None
+    from keras_chargen.serving import serve
+
     serve(
         args.base_path,
         host=args.host,
@@ -423,7 +538,8 @@ def add_bench_parser(commands) -> None:
     bench = commands.add_parser(
         "bench",
         help="measure generation and training speed against reference approaches",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage="keras-chargen bench --text PATH [--model-dir MODEL_DIR] [--quick] [--out-dir DIR]",
+        formatter_class=HelpFormatter,
     )
     bench.add_argument("--model-dir", help="a trained model (default: an untrained 2x512 LSTM; speed is the same)")
     bench.add_argument("--text", required=True, help="corpus for the prompt, vocabulary and training windows")
@@ -450,10 +566,15 @@ COMMANDS = {
 }
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommand parsers by name."""
+    return parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,return-value]
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse `argv`; an error prints one line and the usage of the subcommand meant, and exits with 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands: dict[str, argparse.ArgumentParser] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,assignment]
+    commands = _commands(parser)
     first = next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first not in commands and not {"-h", "--help"} & set(argv[: argv.index(first)]):
         close = difflib.get_close_matches(first, commands, n=1)
@@ -467,11 +588,21 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `keras-chargen` console script; returns the exit status."""
-    args = parse_args(build_parser(), argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    quiet_tensorflow_start()  # commands import TensorFlow once their arguments are checked
     try:
         status = COMMANDS[args.command](args)
+    except UsageError as err:  # a bad flag value: under the command's usage, like argparse's errors
+        command = _commands(parser)[args.command]
+        command.print_usage(sys.stderr)
+        print(f"{command.prog}: error: {err}", file=sys.stderr)
+        return 2
     except ChargenError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or vanished folder … met where no ChargenError names it
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from keras_chargen.errors import ChargenError
+from keras_chargen.errors import ChargenError, write_error
 
 LOCK_FILE = "train.lock"
 
@@ -29,6 +30,32 @@ def process_start(pid: int) -> str | None:
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 (starttime), counted after the command name
+
+
+def owner_tag() -> str:
+    """`PID-STARTTIME@HOST` of this process (dots in the host name as `_`): put in the names of temporary
+    files and folders, so that a later run tells those of a killed writer (removable) from those of a
+    live one (`tag_is_stale`)."""
+    return f"{os.getpid()}-{process_start(os.getpid()) or 0}@{_host()}"
+
+
+def tag_is_stale(name: str) -> bool:
+    """Whether a file or folder name holding an `owner_tag` was made by a process of this host that has ended
+    (its pid is gone, or now belongs to a process started later). False when the name holds no tag."""
+    match = _TAG.search(name)
+    if match is None or match[3] != _host():
+        return False
+    pid, started = int(match[1]), match[2]
+    if not pid_alive(pid):
+        return True
+    return started != "0" and process_start(pid) not in (None, started)
+
+
+_TAG = re.compile(r"\.(\d+)-(\d+)@([^./]+)\.")
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")
 
 
 def pid_alive(pid: int) -> bool:
@@ -80,15 +107,28 @@ class DirectoryLock:
         started = owner.get("started")
         return started is not None and process_start(pid) not in (None, started)  # the pid was reused
 
+    def check(self) -> None:
+        """`ChargenError` if a live writer holds the lock now (a quick look that changes nothing; `acquire`
+        decides). Lets a second `train` answer before TensorFlow loads."""
+        owner = self.owner()
+        if owner is not None and (not owner or not self.is_stale(owner)):
+            raise self._busy(owner)
+
     def acquire(self) -> None:
         """Take the lock, taking over a stale one; `ChargenError` if another live writer holds it."""
         self.created = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
-        fd, tmp = tempfile.mkstemp(prefix=f".{LOCK_FILE}.", suffix=".tmp", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(me, handle)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{LOCK_FILE}.{owner_tag()}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as err:
+            raise write_error(self.path, err) from None
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid())}
+        try:
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(me, handle)
+            except OSError as err:  # a full disk
+                raise write_error(self.path, err) from None
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)  # atomic: fails if the lock exists

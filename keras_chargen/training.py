@@ -28,8 +28,9 @@ from keras_chargen.distribute import (
     write_dir,
 )
 from keras_chargen.documents import document_resets, document_splits
-from keras_chargen.errors import ChargenError
+from keras_chargen.errors import WRITE_ERRNOS, ChargenError, WriteError, describe_os_error
 from keras_chargen.finetune import check_architecture, grow_weights, grown_vocabulary
+from keras_chargen.io import remove_stale_temps
 from keras_chargen.lock import DirectoryLock
 from keras_chargen.metrics import BitsPerChar, Perplexity
 from keras_chargen.model import build_model
@@ -38,6 +39,9 @@ from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, generato
 from keras_chargen.schedule import COSINE_ALPHA, BudgetCosine
 from keras_chargen.vocab import Vocabulary
 
+HISTORY_FILE = "history.csv"
+# said after a write error: what a user can do
+RESUME_HINT = "the files saved before are intact: rerun the same command once it can write there to resume"
 # Fields that may change between a run and its resumption (they say how long to train, or on what hardware).
 RESUMABLE_FIELDS = {"epochs", "max_minutes", "patience", "save_every", "strategy", "logical_cpus"}
 
@@ -159,14 +163,34 @@ def text_vocabulary(source: TextSource, config: ChargenConfig) -> Vocabulary:
     return corpus_vocabulary(source, config.val_fraction, config.level, config.lowercase, config.max_vocab)
 
 
-def _restart_from_best(model_dir: Path) -> None:
-    """Drop `model_dir/backup` (damaged, or unwanted) so training restarts from `model.keras`."""
+def _restart_from_best(model_dir: Path, config: ChargenConfig) -> int:
+    """Drop `model_dir/backup` (damaged, or unwanted) so training restarts from `model.keras`; returns the
+    epoch to start at: the next one after those `history.csv` records (their numbering goes on)."""
     if not (model_dir / WEIGHTS_FILE).is_file():
         raise ChargenError(
             f"--restart-from-best: {model_dir / WEIGHTS_FILE} does not exist (no epoch finished yet); "
             "train into a fresh --out"
         )
+    start = recorded_epochs(model_dir / HISTORY_FILE)
+    if start >= config.epoch_limit:
+        raise ChargenError(
+            f"--restart-from-best: {model_dir / HISTORY_FILE} already records all {config.epoch_limit} epochs; "
+            "raise --epochs to train more"
+        )
     shutil.rmtree(model_dir / "backup", ignore_errors=True)
+    return start
+
+
+def recorded_epochs(history_csv: Path) -> int:
+    """How many epochs `history.csv` records (its last epoch number + 1; 0 without it)."""
+    import csv
+
+    try:
+        with open(history_csv, newline="") as handle:
+            numbers = [row.get("epoch", "") for row in csv.DictReader(handle)]
+    except OSError:
+        return 0
+    return max((int(n) + 1 for n in numbers if n and n.isdigit()), default=0)
 
 
 def train(
@@ -204,9 +228,16 @@ def train(
     strategy = make_strategy(config.strategy, config.logical_cpus)  # first: it may configure the devices
     out_dir = write_dir(model_dir, strategy)  # model_dir, or a temporary folder on a non-chief worker
     with DirectoryLock(out_dir):  # one writer at a time
-        return _train(
-            config, source, model_dir, strategy, out_dir, verbose, sample_every_epoch, clock, restart_from_best
-        )
+        remove_stale_temps(out_dir, locked=True)  # what killed runs left (no other writer runs here now)
+        try:
+            return _train(
+                config, source, model_dir, strategy, out_dir, verbose, sample_every_epoch, clock, restart_from_best
+            )
+        except (WriteError, OSError) as err:  # a full disk, a read-only folder …: what was saved stays valid
+            if not isinstance(err, WriteError) and err.errno not in WRITE_ERRNOS:
+                raise
+            text = str(err) if isinstance(err, WriteError) else describe_os_error(err)
+            raise WriteError(f"{text}; {RESUME_HINT}") from None
 
 
 def _train(
@@ -224,8 +255,7 @@ def _train(
     resuming = _check_resumable(model_dir, config) is not None
     record = fingerprint(source, config.documents)
     check_same_corpus(model_dir, record)  # before anything in model_dir changes
-    if restart_from_best:
-        _restart_from_best(model_dir)
+    start_epoch = _restart_from_best(model_dir, config) if restart_from_best else 0
     source_model, source_vocab = None, None
     if config.init_from:
         source_config, source_vocab, source_model = load_model(config.init_from)
@@ -244,6 +274,8 @@ def _train(
         if config.strategy != "default":
             unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)
     progress = cb.Progress.load(model_dir / "backup" / "progress.json", clock)
+    if restart_from_best:
+        progress.epoch = start_epoch  # history.csv and steps.csv number on from the epochs already recorded
     finished = (
         progress.epoch >= config.epoch_limit
         or progress.stopped_early
@@ -290,7 +322,7 @@ def _train(
         BudgetCosine(config.learning_rate, config.max_minutes * 60, progress)
         if config.max_minutes and config.lr_schedule == "cosine"
         else None,
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        cb.HistoryLog(out_dir / HISTORY_FILE),
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
         cb.SampleText(generator_for(build_model(config, corpus.vocab.size), corpus.vocab), seed=config.seed)
         if sample_every_epoch and is_chief(strategy)

@@ -24,6 +24,15 @@ def assert_one_line_error(code, err, fragment):
     assert "Traceback" not in err
 
 
+def assert_usage_error(code, err, command, fragment):
+    """A bad flag value: the command's one-line usage, then one error line naming the flag (like argparse)."""
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"usage: keras-chargen {command} "), err
+    assert lines[1].startswith(f"keras-chargen {command}: error: ") and fragment in lines[1], err
+    assert "Traceback" not in err and "None" not in err
+
+
 def test_every_config_field_has_exactly_one_flag():
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]
@@ -145,9 +154,6 @@ def bad_texts(tmp_path):
         pytest.param(["--text", "short.txt"], "corpus is too short", id="short"),
         pytest.param(["--text", "bad.txt"], "invalid UTF-8 at byte 10", id="bad-utf8"),
         pytest.param(["--text", "nope.txt"], "no such file or directory", id="missing"),
-        pytest.param(["--text", CORPUS, "--units", "0"], "units must be a positive integer", id="units"),
-        pytest.param(["--text", CORPUS, "--dropout", "1.5"], "dropout must be in [0.0, 1.0)", id="dropout"),
-        pytest.param(["--text", CORPUS, "--val-fraction", "0"], "val_fraction must be > 0", id="val-fraction"),
         pytest.param(["--text", CORPUS, "--tfds", "tiny_shakespeare"], "one corpus at most", id="two-sources"),
     ],
 )
@@ -160,26 +166,96 @@ def test_train_bad_inputs(bad_texts, extra, fragment, capsys):
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        pytest.param(["--prompt", "ANNA §"], "characters not in the model's vocabulary: '§' (U+00A7)", id="oov"),
-        pytest.param(["--temperature", "-1"], "temperature must be a finite number >= 0", id="negative-t"),
-        pytest.param(["--temperature", "nan"], "temperature must be a finite number >= 0; got nan", id="nan-t"),
-        pytest.param(["--length", "-1"], "max_new_chars must be an integer in 0..100000; got -1", id="negative-length"),
-        pytest.param(["--length", "1000000000"], "max_new_chars must be an integer in 0..100000", id="huge-length"),
-        pytest.param(["--num-samples", "0"], "num-samples must be between 1 and 1000", id="num-samples"),
-        pytest.param(["--top-k", "0"], "top_k must be an integer >= 1 (None = off); got 0", id="top-k"),
-        pytest.param(["--top-p", "0"], "top_p must be a number in (0, 1] (1 = off); got 0.0", id="top-p-0"),
-        pytest.param(["--top-p", "1.5"], "top_p must be a number in (0, 1]", id="top-p-big"),
-        pytest.param(["--top-p", "nan"], "top_p must be a number in (0, 1] (1 = off); got nan", id="top-p-nan"),
-        pytest.param(["--repetition-penalty", "-1"], "repetition_penalty must be a finite number > 0", id="penalty"),
-        pytest.param(["--stop", ""], "stop must be a non-empty string", id="empty-stop"),
+        pytest.param(["--units", "0"], "--units must be a positive integer; got 0", id="units"),
+        pytest.param(["--layers", "0"], "--layers must be a positive integer; got 0", id="layers"),
+        pytest.param(["--dropout", "1.5"], "--dropout must be in [0.0, 1.0); got 1.5", id="dropout"),
+        pytest.param(["--val-fraction", "0"], "--val-fraction must be > 0", id="val-fraction"),
+        pytest.param(["--seed", "-1"], "--seed must be a non-negative integer; got -1", id="seed"),
+        pytest.param(["--learning-rate", "0"], "--learning-rate must be > 0", id="learning-rate"),
+        pytest.param(["--documents", "--layout", "shuffled"], "--documents: document mode", id="documents"),
+    ],
+)
+def test_train_bad_flag_values_print_usage_and_name_the_flag(tmp_path, extra, fragment, capsys):
+    code, _, err = run_cli(capsys, "train", "--text", CORPUS, "--out", tmp_path / "m", *extra)
+    assert_usage_error(code, err, "train", fragment)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        pytest.param(["--temperature", "-1"], "--temperature must be a finite number >= 0", id="negative-t"),
+        pytest.param(["--temperature", "nan"], "--temperature must be a finite number >= 0; got nan", id="nan-t"),
+        pytest.param(["--length", "-1"], "--length must be an integer in 0..100000; got -1", id="negative-length"),
+        pytest.param(["--length", "1000000000"], "--length must be an integer in 0..100000", id="huge-length"),
+        pytest.param(["--num-samples", "0"], "--num-samples must be an integer in 1..1000; got 0", id="num-samples"),
         pytest.param(
-            ["--temperature", "0.5", "-1"], "temperature must be a finite number >= 0; got -1.0", id="second-t"
+            ["--seed", "-1"], "--seed must be an integer in 0..2147483647; omit --seed for a random seed", id="seed"
+        ),
+        pytest.param(
+            ["--top-k", "0"], "--top-k must be an integer >= 1; omit --top-k to turn it off; got 0", id="top-k"
+        ),
+        pytest.param(["--top-p", "0"], "--top-p must be a number in (0, 1] (1 = off); got 0.0", id="top-p-0"),
+        pytest.param(["--top-p", "1.5"], "--top-p must be a number in (0, 1]", id="top-p-big"),
+        pytest.param(["--top-p", "nan"], "--top-p must be a number in (0, 1] (1 = off); got nan", id="top-p-nan"),
+        pytest.param(["--repetition-penalty", "-1"], "--repetition-penalty must be a finite number > 0", id="penalty"),
+        pytest.param(
+            ["--stop", ""], "--stop must be a non-empty string; omit --stop to turn it off; got ''", id="empty-stop"
+        ),
+        pytest.param(
+            ["--temperature", "0.5", "-1"], "--temperature must be a finite number >= 0; got -1.0", id="second-t"
         ),
     ],
 )
-def test_generate_bad_inputs(trained_dir, extra, fragment, capsys):
-    code, _, err = run_cli(capsys, "generate", trained_dir, *extra)
-    assert_one_line_error(code, err, fragment)
+def test_generate_bad_flag_values_print_usage_and_name_the_flag(extra, fragment, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "generate", tmp_path / "no-model-needed", *extra)  # checked before loading
+    assert_usage_error(code, err, "generate", fragment)
+
+
+@pytest.mark.parametrize(
+    "command, extra, fragment",
+    [
+        ("export", ["MODEL", "--out", "x", "--version", "0"], "--version must be an integer from 1 to"),
+        ("export", ["MODEL", "--out", "x", "--quantize", "dynamic"], "--quantize applies to TFLite only"),
+        ("evaluate", ["MODEL", "--ngram-order", "-1"], "--ngram-order must be an integer >= 0"),
+        ("serve", ["DIR", "--workers", "0"], "--workers must be a positive integer; got 0"),
+        ("serve", ["DIR", "--max-new-chars", "200000"], "--max-new-chars must be <= 100000"),
+    ],
+    ids=["export-version", "export-quantize", "evaluate-ngram", "serve-workers", "serve-cap"],
+)
+def test_other_bad_flag_values_print_usage_and_name_the_flag(command, extra, fragment, capsys):
+    code, _, err = run_cli(capsys, command, *extra)
+    assert_usage_error(code, err, command, fragment)
+
+
+def test_a_serve_port_out_of_range_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "DIR", "--port", "70000"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.strip().splitlines()[-1] == (
+        "keras-chargen serve: error: argument --port: must be an integer in 0..65535; got 70000"
+    )
+
+
+def test_generate_unknown_prompt_characters_are_one_line(trained_dir, capsys):
+    code, _, err = run_cli(capsys, "generate", trained_dir, "--prompt", "ANNA §")
+    assert_one_line_error(code, err, "characters not in the model's vocabulary: '§' (U+00A7)")
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "evaluate", "export", "serve", "bench"])
+def test_help_shows_real_defaults_and_no_python_values(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for bad in ("(default: )", "None", "(default: False)", "(default: '", "(default: [", "%%"):
+        assert bad not in out, bad
+    if command == "generate":
+        assert "--length N tokens (characters or words) to generate (at most 100000) (default: 500)" in out
+        assert "omit --seed for a random seed" in out and "omit --top-k to turn it off" in out
+        assert "--temperature T [T ...] sampling temperature >= 0, 0 is greedy; several values give one " in out
+        assert "(default: 0.8)" in out
+    if command == "train":
+        assert "(default: lstm)" in out and "(default: 512)" in out and "0 = no limit (default: 0.0)" in out
 
 
 def test_generate_oov_skip_keeps_the_prompt_as_typed(trained_dir, capsys):

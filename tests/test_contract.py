@@ -145,7 +145,7 @@ def test_a_setting_added_to_the_table_reaches_every_signature_and_every_check(tm
         assert "dummy" in found["savedmodel"][name], name
     assert found["served"] and "dummy" in found["tflite"] and "dummy" in found["onnx"]
     assert found["tflite_text"] == found["onnx_text"]
-    assert found["cli"] == 0.0 and found["cli_check"].startswith("dummy must be")
+    assert found["cli"] == 0.0 and found["cli_check"].startswith("--dummy must be")  # named by its flag
     assert found["rest"] == [400, "dummy must be a number > 0 (1 = off); got 0"]
     assert found["stream"] == [400, "dummy must be a number > 0 (1 = off); got 0.0"]
     assert found["stream_default"] == 1.0 and found["rest_default"] == {"dummy": 1.0, "top_k": 0}

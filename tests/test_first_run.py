@@ -155,6 +155,12 @@ def test_help_answers_without_loading_tensorflow(argv):
 TRAIN_USAGE = "usage: keras-chargen train [--text PATH [PATH ...] | --tfds NAME] --out MODEL_DIR [options]"
 
 
+GENERATE_USAGE = (
+    "usage: keras-chargen generate MODEL_DIR [--prompt TEXT] [--length N] [--temperature T [T ...]] [--seed N] "
+    "[options]"
+)
+
+
 def _train_error(message: str) -> list[str]:
     return [TRAIN_USAGE, f"keras-chargen train: error: {message}"]
 
@@ -193,7 +199,7 @@ def _train_error(message: str) -> list[str]:
         ),
         pytest.param(
             ["train", "--out", "m", "--units", "0"],
-            ["error: units must be a positive integer; got 0"],
+            _train_error("--units must be a positive integer; got 0"),
             id="bad-setting",
         ),
         pytest.param(
@@ -203,12 +209,15 @@ def _train_error(message: str) -> list[str]:
         ),
         pytest.param(
             ["generate", "m", "--top-k", "0"],
-            ["error: top_k must be an integer >= 1 (None = off); got 0"],
+            [
+                GENERATE_USAGE,
+                "keras-chargen generate: error: --top-k must be an integer >= 1; omit --top-k to turn it off; got 0",
+            ],
             id="generate-bad-setting",
         ),
         pytest.param(
             ["generate", "m", "--temperature", "0.5", "nan"],
-            ["error: temperature must be a finite number >= 0; got nan"],
+            [GENERATE_USAGE, "keras-chargen generate: error: --temperature must be a finite number >= 0; got nan"],
             id="generate-nan-temperature",
         ),
     ],

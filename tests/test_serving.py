@@ -390,6 +390,28 @@ def test_repository_loads_numeric_versions_only_and_names_bad_paths(base, tmp_pa
             ModelRepository.load(path)
 
 
+def test_a_loaded_version_rewritten_on_disk_is_logged_once_and_keeps_serving(base, tmp_path, caplog):
+    other = tmp_path / "other"
+    shutil.copytree(base / "1", other / "1")
+    repo = ModelRepository.load(other)
+    loaded = repo.get("other", 1)
+    repo.refresh()
+    assert "changed on disk" not in caplog.text
+    shutil.copytree(base / "2", other / ".1.new")  # what `export --overwrite` does: a new folder renamed in
+    shutil.rmtree(other / "1")
+    (other / ".1.new").rename(other / "1")
+    with caplog.at_level("WARNING", logger="keras_chargen.serving"):
+        repo.refresh()
+        repo.refresh()
+    assert (
+        caplog.text.count(
+            "the files of version 1 of model other changed on disk since it was loaded; still serving the loaded copy"
+        )
+        == 1
+    )
+    assert repo.get("other", 1) is loaded
+
+
 def test_cli_errors_are_one_line(base, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip() == f"error: model base path not found: {tmp_path / 'missing'}"
@@ -410,12 +432,14 @@ def test_cli_errors_are_one_line(base, tmp_path, capsys):
     for flags, message in [
         (["--version-policy", "newest"], "error: unknown version policy 'newest'; use latest, latest:N, all or"),
         (["--allow-origin", "evil.example"], "error: --allow-origin takes origins such as http://localhost:3000"),
-        (["--grpc-port", "70000"], "error: grpc port must be between 0 and 65535 (0: off); got 70000"),
-        (["--poll-seconds", "-1"], "error: poll_seconds must be a number of seconds >= 0; got -1.0"),
-        (["--header-timeout", "0"], "error: header_timeout must be a number of seconds > 0; got 0.0"),
+        (["--poll-seconds", "-1"], "keras-chargen serve: error: --poll-seconds must be a number of seconds >= 0"),
+        (["--header-timeout", "0"], "keras-chargen serve: error: --header-timeout must be a number of seconds > 0"),
     ]:
         assert main(["serve", str(base), *flags]) == 2
-        assert capsys.readouterr().err.strip().startswith(message)
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
+    with pytest.raises(SystemExit):  # argparse's own check, with the usage
+        main(["serve", str(base), "--grpc-port", "70000"])
+    assert capsys.readouterr().err.strip().endswith("argument --grpc-port: must be an integer in 0..65535; got 70000")
 
 
 # --- REST API over HTTP -----------------------------------------------------------------------------
@@ -731,6 +755,53 @@ BAD_REQUESTS = [
     ("stream-length-above-cap", "POST", STREAM, {"prompt": "a", "max_new_chars": 20001}, 400, "cap of 20000"),
     ("stream-prompt-above-cap", "POST", STREAM, {"prompt": "a" * 501}, 400, "cap is 500"),
     ("stream-unknown-version", "POST", f"/v1/models/{MODEL}/versions/3:stream", {"prompt": "a"}, 404, "Specific"),
+    # strings the server cannot encode as UTF-8 (a JSON escape of half a surrogate pair), bytes that are not UTF-8
+    (
+        "prompt-lone-surrogate",
+        "POST",
+        PREDICT,
+        _row(prompt="a\ud800x"),
+        400,
+        "Failed to process element: 0 key: prompt of 'instances' list: a lone surrogate U+D800 at character 1; "
+        "strings must be valid Unicode",
+    ),
+    (
+        "prompt-lone-surrogate-columnar",
+        "POST",
+        PREDICT,
+        {"inputs": {"prompt": ["ok", "\udfff"], "temperature": [1.0], "max_new_chars": [2], "seed": [1]}},
+        400,
+        "Failed to process input prompt[1] of 'inputs' object: a lone surrogate U+DFFF at character 0",
+    ),
+    ("stop-lone-surrogate", "POST", PREDICT, _row(stop="\n\ud800"), 400, "key: stop of 'instances' list: a lone"),
+    (
+        "signature-name-lone-surrogate",
+        "POST",
+        PREDICT,
+        {**_row(), "signature_name": "\ud800"},
+        400,
+        "signature_name: a lone surrogate U+D800 at character 0",
+    ),
+    ("input-name-lone-surrogate", "POST", PREDICT, _row(**{"x\ud800": 1}), 400, "unknown input 'x\\ud800'"),
+    ("not-an-object-lone-surrogate", "POST", PREDICT, ["\ud800"], 400, 'JSON Value: ["\\ud800"] Is not object'),
+    (
+        "prompt-b64-not-utf8",
+        "POST",
+        PREDICT,
+        _row(prompt={"b64": "7aCAeA=="}),
+        400,
+        "prompt[0] is not UTF-8 text (byte 0xED at offset 0)",
+    ),
+    (
+        "body-not-utf8",
+        "POST",
+        PREDICT,
+        b"\xff\xfe{}",
+        400,
+        "JSON Parse error: the body is not UTF-8 (byte 0xFF at offset 0)",
+    ),
+    ("stream-prompt-lone-surrogate", "POST", STREAM, {"prompt": "\ud800x"}, 400, "prompt: a lone surrogate U+D800"),
+    ("stream-stop-lone-surrogate", "POST", STREAM, {"prompt": "a", "stop": "x\udfff"}, 400, "stop: a lone surrogate"),
 ]
 
 
@@ -755,6 +826,8 @@ def test_oversize_chunked_body_is_cut_off_with_413(server):
 
 def test_server_keeps_serving_after_the_bad_requests(server):
     assert server.alive()
+    log = server.log(tail=10**8)
+    assert "Traceback" not in log and "internal error" not in log  # no bad request reaches the log as a crash
     status, body, _ = request("POST", server.url + PREDICT, generate_body("ROMEO:", 0.5, 20))
     assert status == 200 and body["predictions"][0]["text"].startswith("ROMEO:")
     assert request("GET", f"{server.url}/v1/models/{MODEL}")[0] == 200

@@ -6,9 +6,12 @@ the REST answer of the same server, or against TF Serving's own messages and sta
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 import tensorflow as tf
+from conftest import REPO
 from serving_support import MODEL, generate_body, request
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -171,6 +174,8 @@ def test_grpc_checks_dtypes_inputs_and_sizes(stub):
         (dict(seed=None), "missing input seed"),
         (dict(top_q=tf.make_tensor_proto([1])), "unknown input 'top_q'"),
         (dict(prompt=tf.make_tensor_proto([["A"]])), "input prompt has shape [1, 1]; the signature expects [-1]"),
+        # bytes that are not UTF-8 (here a UTF-8-encoded surrogate): the REST answer to the same bytes as b64
+        (dict(prompt=tf.make_tensor_proto([b"\xed\xa0\x80x"])), "prompt[0] is not UTF-8 text (byte 0xED at offset 0)"),
     ]
     for extra, fragment in cases:
         req = predict_request(("A",))
@@ -198,3 +203,58 @@ def test_grpc_checks_dtypes_inputs_and_sizes(stub):
         grpc.StatusCode.INVALID_ARGUMENT,
         "Metadata field graph is not supported",
     )
+
+
+def test_a_message_protobuf_cannot_parse_is_invalid_argument(server, channel):
+    good = predict_request(("A",)).SerializeToString()
+    call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")  # raw bytes in and out
+    for raw in (good.replace(MODEL.encode(), b"\xed\xa0" + MODEL.encode()[2:]), b"\xff\xff\xff"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(raw, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith("not a valid PredictRequest message: Error parsing message")
+    assert call(good, timeout=30)  # and the same path still answers a good one
+    assert "Traceback" not in server.log(tail=10**8)
+
+
+def _documented_grpc_snippet() -> str:
+    text = (REPO / "docs" / "serving.md").read_text(encoding="utf-8")
+    section = text.split("## gRPC client", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_grpc_client_runs_against_the_server(server):
+    code = _documented_grpc_snippet()
+    assert "localhost:8500" in code and '"shakespeare"' in code
+    code = code.replace("localhost:8500", f"127.0.0.1:{server.grpc_port}").replace('"shakespeare"', f'"{MODEL}"')
+    printed: list[str] = []
+    namespace = {"print": lambda *values: printed.append(" ".join(map(str, values)))}
+    exec(compile(code, "docs/serving.md", "exec"), namespace)  # as a user pastes it
+    assert printed[0].startswith("1 ROMEO:") and printed[1].startswith("1 JULIET:"), printed  # seed, text
+    assert printed[2] == "StatusCode.INVALID_ARGUMENT max_new_chars 1000000 is above this server's cap of 20000"
+    names = request("GET", f"{server.url}/v1/models/{MODEL}/metadata")[1]["metadata"]["signature_def"]
+    assert printed[3] == str(sorted(names["signature_def"]))
+    assert "model_version_status" in printed[4] and len(printed) == 5
+
+
+DT = {"string": "DT_STRING", "float32": "DT_FLOAT", "int32": "DT_INT32", "int64": "DT_INT64"}
+
+
+@pytest.mark.parametrize("doc", ["docs/serving.md", "docs/export.md"])
+def test_every_documented_signature_input_has_the_exported_dtype(server, doc):
+    text = (REPO / doc).read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    metadata = request("GET", f"{server.url}/v1/models/{MODEL}/metadata")[1]["metadata"]["signature_def"]
+    signatures = metadata["signature_def"]
+    checked = 0
+    for row in rows:
+        name = re.match(r"\| `(\w+)` \|", row)
+        if name is None or name[1] not in signatures:
+            continue
+        inputs = signatures[name[1]]["inputs"]
+        documented = dict(re.findall(r"`(\w+)` (string|float32|int32|int64)", row.split("|")[2]))
+        for key, dtype in documented.items():
+            if key in inputs:
+                assert inputs[key]["dtype"] == DT[dtype], (doc, key, dtype)
+                checked += 1
+    assert checked >= 10, checked  # serving_default's eight inputs and more were compared

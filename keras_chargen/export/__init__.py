@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keras_chargen.errors import ChargenError
-from keras_chargen.export.layout import FORMATS, QUANTIZATIONS, artifact_dir, check_free, check_writable, staged_dirs
-from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
+import tensorflow as tf
 
-ALL = "all"
-MAX_VERSION = 2**63 - 1  # TF Serving's model versions are int64
+from keras_chargen.errors import WriteError, write_error
+from keras_chargen.export.layout import (
+    ALL,
+    FORMATS,
+    MAX_VERSION,
+    QUANTIZATIONS,
+    artifact_dir,
+    check_export_args,
+    check_free,
+    check_writable,
+    remove_stale_export_temps,
+    staged_dirs,
+)
+from keras_chargen.export.savedmodel import export_savedmodel, write_savedmodel
+from keras_chargen.quiet import quiet_export
 
 
 def export_model(
@@ -43,29 +54,24 @@ def export_model(
     """
     from keras_chargen.saving import VOCAB_FILE, load_generator
 
-    formats = _check_args(format, version, quantize)
+    formats = check_export_args(format, version, quantize)
     targets = [artifact_dir(out, f, version, quantize) for f in formats]
     check_free(targets, overwrite)  # fail on an existing version or an unwritable path before the slow model load
     check_writable(targets)
+    remove_stale_export_temps(out)  # what killed exports into this base path left
     generator = load_generator(model_dir)
     vocab_file = Path(model_dir) / VOCAB_FILE
-    with staged_dirs(targets, overwrite, placed) as temps:
-        for fmt, tmp in zip(formats, temps):
-            _write(fmt, generator, tmp, vocab_file, quantize)
+    with staged_dirs(targets, overwrite, placed) as temps, quiet_export():
+        for fmt, tmp, target in zip(formats, temps, targets):
+            try:
+                _write(fmt, generator, tmp, vocab_file, quantize)
+            except OSError as err:  # a full disk …: one line naming the version directory
+                raise write_error(target, err) from None
+            except tf.errors.OpError as err:  # TensorFlow's own file writes (SavedModel)
+                if "No space left on device" not in str(err) and err.error_code != tf.errors.RESOURCE_EXHAUSTED:
+                    raise
+                raise WriteError(f"cannot write {target}: {str(err).rsplit('; ', 1)[-1].strip()}") from None
     return targets
-
-
-def _check_args(format: str, version: int, quantize: str) -> list[str]:
-    """Validate the arguments; return the formats to write."""
-    if format != ALL and format not in FORMATS:
-        raise ChargenError(f"unknown format {format!r}; choose one of {', '.join((*FORMATS, ALL))}")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
-        raise ChargenError(f"version must be an integer from 1 to {MAX_VERSION} (TF Serving's int64); got {version!r}")
-    if quantize not in QUANTIZATIONS:
-        raise ChargenError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
-    if quantize != "none" and format not in ("tflite", ALL):
-        raise ChargenError("--quantize applies to TFLite only (use --format tflite or all)")
-    return list(FORMATS) if format == ALL else [format]
 
 
 def _write(format: str, generator, directory: Path, vocab_file: Path, quantize: str) -> None:
@@ -82,7 +88,9 @@ def _write(format: str, generator, directory: Path, vocab_file: Path, quantize: 
 
 
 __all__ = [
+    "ALL",
     "FORMATS",
+    "MAX_VERSION",
     "QUANTIZATIONS",
     "artifact_dir",
     "export_model",

@@ -19,11 +19,26 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from keras_chargen.errors import ChargenError
-from keras_chargen.io import default_mode
+from keras_chargen.errors import ChargenError, os_reason
+from keras_chargen.io import default_mode, remove_stale_temps, temp_name
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+ALL = "all"  # every format
 QUANTIZATIONS = ("none", "dynamic", "float16")
+MAX_VERSION = 2**63 - 1  # TF Serving's model versions are int64
+
+
+def check_export_args(format: str, version: int, quantize: str) -> list[str]:
+    """Validate the export arguments (`ChargenError` naming the first bad one); return the formats to write."""
+    if format != ALL and format not in FORMATS:
+        raise ChargenError(f"unknown format {format!r}; choose one of {', '.join((*FORMATS, ALL))}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise ChargenError(f"version must be an integer from 1 to {MAX_VERSION} (TF Serving's int64); got {version!r}")
+    if quantize not in QUANTIZATIONS:
+        raise ChargenError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
+    if quantize != "none" and format not in ("tflite", ALL):
+        raise ChargenError("--quantize applies to TFLite only (use --format tflite or all)")
+    return list(FORMATS) if format == ALL else [format]
 
 
 def artifact_dir(out: str | Path, format: str, version: int, quantize: str = "none") -> Path:
@@ -45,8 +60,9 @@ def staged_dirs(
     """Yield one empty temporary directory per path; when the body succeeds, move each into place.
 
     Nothing under `paths` changes until the body has finished: a failure or an interrupt removes
-    the temporary directories (a killed process leaves only hidden `.NAME.*.tmp` ones), so a
-    version directory is either absent, the old one, or complete. With `overwrite`, an existing
+    the temporary directories (a killed process leaves only hidden `.NAME.PID-START@HOST.*.tmp` ones,
+    which `remove_stale_export_temps` removes once that process has ended), so a version directory
+    is either absent, the old one, or complete. With `overwrite`, an existing
     directory is replaced (moved aside, the new one renamed in, the old one deleted). Each path
     moved into place is appended to `placed` (so that a caller interrupted afterwards knows what
     it left on disk). A path that cannot be created is a one-line `ChargenError`.
@@ -61,9 +77,9 @@ def staged_dirs(
         for path in paths:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                temps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+                temps.append(Path(tempfile.mkdtemp(prefix=temp_name(path.name), suffix=".tmp", dir=path.parent)))
             except OSError as err:
-                raise ChargenError(f"cannot create {path}: {err.strerror or err}") from None
+                raise ChargenError(f"cannot create {path}: {os_reason(err)}") from None
             os.chmod(temps[-1], default_mode(directory=True))  # mkdtemp makes 0700; TF Serving must read it
         yield temps
         check_free(paths, overwrite)  # another export may have finished meanwhile
@@ -71,7 +87,7 @@ def staged_dirs(
             try:
                 _replace_dir(tmp, path)
             except OSError as err:
-                raise ChargenError(f"cannot move the export into {path}: {err.strerror or err}") from None
+                raise ChargenError(f"cannot move the export into {path}: {os_reason(err)}") from None
             if placed is not None:
                 placed.append(path)
         done = True
@@ -80,6 +96,13 @@ def staged_dirs(
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:
             _remove_empty(created)
+
+
+def remove_stale_export_temps(out: str | Path) -> list[Path]:
+    """Remove the temp folders that killed exports left in the base path `out` and its format folders."""
+    out = Path(out)
+    folders = {out} | {artifact_dir(out, f, 1, q).parent for f in FORMATS for q in QUANTIZATIONS}
+    return [p for folder in sorted(folders) for p in remove_stale_temps(folder, recursive=False)]
 
 
 def check_free(paths: Sequence[Path], overwrite: bool = False) -> None:
@@ -115,7 +138,7 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     """Rename `tmp` to `path`, first moving an existing `path` aside (a directory rename cannot replace)."""
     old = None
     if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_name(path.name), suffix=".old", dir=path.parent))
         os.replace(path, old / "dir")
     os.replace(tmp, path)
     if old is not None:

@@ -105,6 +105,34 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
             _fail(context, err)
 
 
+class _Undecodable:
+    """A request message that protobuf could not parse (e.g. invalid UTF-8 in a `string` field)."""
+
+    def __init__(self, err: Exception) -> None:
+        self.reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _checked_predict(service: _PredictionService) -> grpc.GenericRpcHandler:
+    """`Predict` with a request parser that turns a message protobuf cannot parse into INVALID_ARGUMENT
+    (grpc's own parser answers INTERNAL, "Exception deserializing request!")."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return predict_pb2.PredictRequest.FromString(data)
+        except Exception as err:  # google.protobuf.message.DecodeError
+            return _Undecodable(err)
+
+    def predict(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid PredictRequest message: {request.reason}")
+        return service.Predict(request, context)
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        predict, request_deserializer=parse, response_serializer=predict_pb2.PredictResponse.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": handler})
+
+
 class GrpcServer:
     """The gRPC port: bound at construction (so a taken port fails before serving), started with the app.
 
@@ -156,6 +184,7 @@ class GrpcServer:
 
     def start(self, core: ServingCore, loop: asyncio.AbstractEventLoop) -> None:
         self.core, self.loop = core, loop
+        self.server.add_generic_rpc_handlers((_checked_predict(_PredictionService(self)),))  # before the stubs'
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(self), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self.server)
         self.server.start()

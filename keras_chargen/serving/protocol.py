@@ -54,13 +54,15 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise RequestError(400, "JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body, parse_int=_parse_int)
-    except _HugeNumber as err:
-        raise RequestError(400, f"{err} (integers fit in 64 bits)") from None
+        text = body.decode("utf-8")  # JSON travels as UTF-8 (json.loads would guess UTF-16 from some bytes)
     except UnicodeDecodeError as err:
         raise RequestError(
-            400, f"JSON Parse error: the body is not UTF-8 ({err.reason} at offset {err.start})"
+            400, f"JSON Parse error: the body is not UTF-8 (byte 0x{body[err.start]:02X} at offset {err.start})"
         ) from None
+    try:
+        doc = json.loads(text, parse_int=_parse_int)
+    except _HugeNumber as err:
+        raise RequestError(400, f"{err} (integers fit in 64 bits)") from None
     except json.JSONDecodeError as err:
         raise RequestError(400, f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except RecursionError:
@@ -75,7 +77,32 @@ def signature_of(doc: Mapping[str, Any]) -> str:
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
         raise RequestError(400, f"'signature_name' key must be a string value; got {_short(name)}")
+    check_unicode(name, "signature_name")
     return name or DEFAULT_SIGNATURE
+
+
+def check_unicode(text: str, where: str) -> str:
+    """`text` if UTF-8 can encode it; else a 400 naming the position of the first character it cannot (a lone
+    surrogate, which a JSON `\\ud800` escape without its low half produces)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RequestError(
+            400,
+            f"{where}: a lone surrogate U+{ord(text[err.start]):04X} at character {err.start}; strings must be "
+            "valid Unicode (in JSON a \\ud800-\\udbff escape must be followed by a \\udc00-\\udfff one)",
+        ) from None
+    return text
+
+
+def check_utf8(data: bytes, where: str) -> None:
+    """A 400 naming the first byte of `data` that is not UTF-8 (string inputs are text)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestError(
+            400, f"{where} is not UTF-8 text (byte 0x{data[err.start]:02X} at offset {err.start})"
+        ) from None
 
 
 def defaults_for(signature: str, specs: Mapping[str, tf.TensorSpec]) -> dict[str, Any]:
@@ -179,6 +206,8 @@ def to_array(value: Any, spec: tf.TensorSpec, name: str, row_format: bool) -> np
     convert = _converter(spec.dtype)
     values = []
     for index, leaf in leaves:
+        if isinstance(leaf, str):
+            check_unicode(leaf, _where(name, index, row_format))
         try:
             values.append(convert(leaf))
         except ValueError as err:
@@ -297,14 +326,12 @@ def check_caps(inputs: Mapping[str, np.ndarray], config: ServingConfig) -> None:
                 400, f"{array.shape[0]} rows in input {name}; this server's cap is {config.max_batch} rows per request"
             )
         if array.dtype == object:
-            for value in array.ravel():
-                try:
-                    size, unit = len(value.decode("utf-8")), "characters"
-                except UnicodeDecodeError:
-                    size, unit = len(value), "bytes"
+            for i, value in enumerate(array.ravel()):
+                check_utf8(value, f"{name}[{i}]")
+                size = len(value.decode("utf-8"))
                 if size > config.max_prompt_chars:
                     raise RequestError(
-                        400, f"{name} has {size} {unit}; this server's cap is {config.max_prompt_chars} characters"
+                        400, f"{name} has {size} characters; this server's cap is {config.max_prompt_chars} characters"
                     )
     if "max_new_chars" in inputs and inputs["max_new_chars"].size:
         lengths = inputs["max_new_chars"]
@@ -409,7 +436,17 @@ def _json_type(value: Any) -> str:
 
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False)
+    if not text.isascii():
+        text = json.dumps(value, ensure_ascii=not _encodable(text))  # a lone surrogate stays an escape
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _where(name: str, index: tuple[int, ...], row_format: bool) -> str:

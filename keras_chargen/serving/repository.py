@@ -276,6 +276,7 @@ class ModelRepository:
         self._versions: dict[int, ServableVersion] = {}
         self._status: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}  # version → fingerprint of the folder that failed to load
+        self._prints: dict[int, tuple] = {}  # version → fingerprint of the loaded folder (as last seen)
         self._warned_base = False
         self._refreshed = False  # the first refresh (start-up) logs loads at debug level: serve() prints them
         self._stop = threading.Event()
@@ -338,6 +339,7 @@ class ModelRepository:
                 del self._failed[version]
         loaded = dict(self._versions)
         status = dict(self._status)
+        self._warn_changed([v for v in loaded if v in found])
         while True:
             wanted = self.policy.choose(found, set(self._failed))
             missing = [v for v in reversed(wanted) if v not in loaded]
@@ -359,6 +361,7 @@ class ModelRepository:
                 logger.error("version %d of model %s failed to load: %s", version, self.name, err)
                 continue
             status[version] = VersionStatus(version, AVAILABLE)
+            self._prints[version] = fingerprint
             logger.log(
                 logging.INFO if self._refreshed else logging.DEBUG, "loaded version %d of model %s", version, self.name
             )
@@ -375,6 +378,20 @@ class ModelRepository:
             self._versions = dict(sorted(loaded.items()))
             self._status = status
         self._refreshed = True
+
+    def _warn_changed(self, versions: list[int]) -> None:
+        """Log once per change that a loaded version's files were rewritten (`export --overwrite`): like TF
+        Serving, the server goes on serving the copy it loaded."""
+        for version in versions:
+            now = _fingerprint(self.base / str(version))
+            if version in self._prints and now != self._prints[version]:
+                logger.warning(
+                    "the files of version %d of model %s changed on disk since it was loaded; still serving the "
+                    "loaded copy (restart the server, or export a new --version, to serve the new files)",
+                    version,
+                    self.name,
+                )
+            self._prints[version] = now
 
     def start_polling(self, seconds: float) -> None:
         """Refresh every `seconds` on a daemon thread until `stop_polling()` (0: never, as TF Serving)."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
+from keras_chargen.serving.protocol import check_unicode
 from keras_chargen.serving.repository import ServableVersion
 from keras_chargen.settings import SETTINGS
 
@@ -59,6 +60,7 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
     prompt = doc["prompt"]
     if not isinstance(prompt, str):
         raise RequestError(400, f"prompt must be a string; got {type(prompt).__name__}")
+    check_unicode(prompt, "prompt")
     if len(prompt) > config.max_prompt_chars:
         raise RequestError(
             400, f"prompt has {len(prompt)} characters; this server's cap is {config.max_prompt_chars} characters"
@@ -74,6 +76,7 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
         if spec.dtype == "string":
             params[spec.name] = params[spec.name] if several else [params[spec.name]]
             for text in params[spec.name]:
+                check_unicode(text, spec.name)
                 if len(text) > config.max_prompt_chars:
                     raise RequestError(
                         400, f"{spec.name} has {len(text)} characters; this server's cap is {config.max_prompt_chars}"
