@@ -6,7 +6,10 @@ Signatures (every input has a leading batch dimension, as TF Serving's row forma
   Serving needs every input in every request (off values as in `SERVING_DEFAULTS`);
 - `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
 - `encode`: prompt → ids (right-padded with 0), lengths;
-- `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized).
+- `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized);
+- `inspect`: text + layer → per position the token, its probability, the top alternatives and the layer's
+  activations (`keras_chargen.inspection`);
+- `explain_sampling`: prompt + sampling settings → the next-token distribution before and after each setting.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tensorflow as tf
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import staged_dirs
 from keras_chargen.generation import CharGenerator, signature
+from keras_chargen.inspection import Inspector
 from keras_chargen.io import atomic_write_text
 from keras_chargen.settings import offs
 
@@ -27,7 +31,7 @@ SERVING_SIGNATURE = signature()  # prompt + every setting of `keras_chargen.sett
 # leaves the input out (TF Serving itself requires them all).
 SERVING_DEFAULTS = offs()
 GENERATION_ASSET = "generation.json"  # beside vocab.json in assets/: `generation_info`
-SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode")
+SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode", "inspect", "explain_sampling")
 
 
 class GeneratorModule(tf.Module):
@@ -40,6 +44,8 @@ class GeneratorModule(tf.Module):
             self.vocab_asset = tf.saved_model.Asset(str(vocab_file))  # copied into assets/
         ids = IdGenerator(generator)
         self.step = tf.function(ids.step, input_signature=ids.step_signature())
+        inspector = Inspector(generator)
+        self.inspect, self.explain_sampling = inspector.signature(), inspector.explain_signature()
 
     @tf.function(input_signature=SERVING_SIGNATURE)
     def serve(self, prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop):
@@ -74,7 +80,14 @@ class GeneratorModule(tf.Module):
         return {"text": tf.strings.reduce_join(tf.where(ids > 0, pieces, ""), axis=1)}
 
     def signatures(self) -> dict:
-        return {"serving_default": self.serve, "step": self.step, "encode": self.encode, "decode": self.decode}
+        return {
+            "serving_default": self.serve,
+            "step": self.step,
+            "encode": self.encode,
+            "decode": self.decode,
+            "inspect": self.inspect,
+            "explain_sampling": self.explain_sampling,
+        }
 
 
 def write_savedmodel(generator: CharGenerator, directory: str | Path, vocab_file: str | Path | None = None) -> None:
