@@ -146,6 +146,8 @@ def ranked_cells(r: np.ndarray, kinds: Sequence[str], per_feature: int = 3) -> l
         if scores.max() < 0:
             continue
         for index in np.argsort(-scores, kind="stable")[:per_feature]:
+            if scores[index] < 0:  # a cell that never varies
+                break
             layer, kind, cell = np.unravel_index(index, r[f].shape)
             matches.append(CellMatch(feature, int(layer), kinds[kind], int(cell), float(r[f][layer, kind, cell])))
     return matches

@@ -1,4 +1,4 @@
-"""`keras-chargen train|generate|evaluate|export|serve|bench`: argument parsing over the Python API, nothing more."""
+"""`keras-chargen train|generate|evaluate|export|serve|bench|inspect`: argument parsing over the Python API."""
 
 from __future__ import annotations
 
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_serve_parser(commands)
     add_bench_parser(commands)
+    add_inspect_parser(commands)
     return parser
 
 
@@ -436,6 +437,92 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(chars_per_second(report)))
 
 
+# --- inspect ---
+def add_inspect_parser(commands) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="per-character probabilities, alternatives and cell activations of a text, as an HTML report",
+        usage="keras-chargen inspect MODEL_DIR (--text FILE | --prompt TEXT [--generate N]) [--html OUT] [--json OUT]",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    inspect.add_argument("model_dir", metavar="MODEL_DIR")
+    given = inspect.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", nargs="+", metavar="FILE", help="text files (or directories of *.txt) to inspect")
+    given.add_argument("--prompt", type=unescape, help=r"a text to inspect, typed (escapes like \n work)")
+    inspect.add_argument(
+        "--generate", type=int, default=0, metavar="N", help="with --prompt: generate N tokens after it, inspect both"
+    )
+    inspect.add_argument("--temperature", type=float, default=0.8, help="with --generate: the sampling temperature")
+    inspect.add_argument("--seed", type=int, default=None, help="with --generate: the seed (default: random)")
+    inspect.add_argument("--html", metavar="OUT", help="write the self-contained HTML report here")
+    inspect.add_argument("--json", metavar="OUT", help="write the JSON report here")
+    inspect.add_argument(
+        "--max-positions",
+        type=int,
+        default=2000,
+        help="positions whose details (alternatives, activations) the reports hold; statistics cover all",
+    )
+    inspect.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    """Inspect a text; print the summary and the best cell per feature, write the reports asked for."""
+    from keras_chargen.settings import check_api
+
+    if args.generate and args.prompt is None:
+        raise ChargenError("--generate needs --prompt (the text to continue)")
+    check_api("max_new_chars", args.generate)
+    check_api("temperature", args.temperature)
+    check_api("seed", args.seed)
+    if args.max_positions < 0:
+        raise ChargenError(f"--max-positions must be >= 0; got {args.max_positions}")
+    text: Any
+    if args.text:
+        from keras_chargen.corpus import FileSource, resolve_text_paths
+
+        text = FileSource(tuple(resolve_text_paths(args.text)), args.encoding_errors).chunks()
+    else:
+        text = args.prompt
+    from keras_chargen.inspection import inspect_text
+    from keras_chargen.saving import load_generator
+
+    generator = load_generator(args.model_dir)
+    if args.generate:
+        text += generator.generate(text, args.temperature, args.generate, args.seed, oov="skip")[0]
+    result = inspect_text(generator, text, args.max_positions)
+    print_inspection(result)
+    title = Path(args.text[0]).name if args.text else "prompt"
+    if args.json:
+        import json
+
+        from keras_chargen.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.html:
+        from keras_chargen.inspect_report import render_html
+        from keras_chargen.io import atomic_write_text
+
+        atomic_write_text(args.html, render_html(result, f"{Path(args.model_dir).name} on {title}"))
+        print(f"wrote {args.html}")
+
+
+def print_inspection(result) -> None:
+    """The summary lines of `inspect`: bits per token, what the reports hold, the best cell per feature."""
+    unit = result.level
+    print(
+        f"inspected {result.total:,} {unit}s: {result.bits_per_char:.4f} bits/{unit} "
+        f"over the {result.scored:,} with a prediction (the first has none)"
+    )
+    if result.shown < result.total:
+        print(f"details (alternatives, activations) for the first {result.shown:,} positions (--max-positions)")
+    print("cells that follow a feature (Pearson r over all positions):")
+    for match in result.cells:
+        print(f"  {match.feature:<14} layer {match.layer} {match.kind}[{match.cell}]  r = {match.correlation:+.3f}")
+    if result.constant_features:
+        print(f"  not in this text: {', '.join(result.constant_features)}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
@@ -443,6 +530,7 @@ COMMANDS = {
     "export": cmd_export,
     "serve": cmd_serve,
     "bench": cmd_bench,
+    "inspect": cmd_inspect,
 }
 
 

@@ -85,7 +85,7 @@ class Inspector:
         after reading it — and the final states and logits (a later chunk starts from them).
         """
         time = tf.shape(ids)[1]
-        shapes = {
+        shapes: dict[str, list[int | None]] = {
             "log_prob": [None],
             "top_ids": [None, self.top],
             "top_log_probs": [None, self.top],
