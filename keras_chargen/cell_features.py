@@ -94,10 +94,12 @@ class Correlations:
         n = f.shape[0]
         if n == 0:
             return
-        f, x = f.astype(np.float64), x.astype(np.float64)
-        mean_f, mean_x = f.mean(0), x.mean(0)
-        df, dx = f - mean_f, x - mean_x
-        m2_f, m2_x, co = (df * df).sum(0), (dx * dx).sum(0), df.T @ dx
+        # centred within the chunk in float32 (the bulk of the work), accumulated in float64
+        f, x = f.astype(np.float64), x.astype(np.float32)
+        mean_f, mean_x = f.mean(0), x.mean(0, dtype=np.float64)
+        df, dx = f - mean_f, x - mean_x.astype(np.float32)
+        m2_f, m2_x = (df * df).sum(0), (dx * dx).sum(0, dtype=np.float64)
+        co = (df.astype(np.float32).T @ dx).astype(np.float64)
         total = self.count + n
         delta_f, delta_x = mean_f - self.mean_f, mean_x - self.mean_x
         weight = self.count * n / total

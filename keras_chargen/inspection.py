@@ -81,47 +81,41 @@ class Inspector:
         """Feed `ids` `(batch, time)` from `states`; `logits` `(batch, vocab)` predict the first id.
 
         Returns the outputs per position — `log_prob` `(batch, time)` of the id there, `top_ids`,
-        `top_log_probs` `(batch, time, top)` and `activations` `(batch, time, layers, kinds, units)`
-        after reading it — and the final states and logits (a later chunk starts from them).
+        `top_log_probs`, `top_tokens` `(batch, time, top)` and `activations` `(batch, time, layers,
+        kinds, units)` after reading it — and the final states and logits (a later chunk starts from
+        them). The loop runs only the recurrent step; the output layer and the softmax run once over
+        all positions afterwards.
         """
         time = tf.shape(ids)[1]
-        shapes: dict[str, list[int | None]] = {
-            "log_prob": [None],
-            "top_ids": [None, self.top],
-            "top_log_probs": [None, self.top],
-            "activations": [None, self.num_layers, len(self.kinds), self.units],
-        }
-        arrays = {
-            name: tf.TensorArray(tf.int32 if name == "top_ids" else tf.float32, size=time, element_shape=shape)
-            for name, shape in shapes.items()
-        }
         per_layer = len(self.state_kinds)
+        shape = [None, self.num_layers, len(self.kinds), self.units]
+        array = tf.TensorArray(tf.float32, size=time, element_shape=shape)
 
-        def body(t, states, logits, arrays):
-            log_probs = tf.nn.log_softmax(logits)  # (batch, vocab): the prediction of ids[:, t]
-            token = ids[:, t]
-            top = tf.math.top_k(log_probs, self.top)
-            states, gates = self.step.activations(token, states, weights)
+        def body(t, states, array):
+            states, gates = self.step.activations(ids[:, t], states, weights)
             layers = [
                 tf.stack(states[i * per_layer : (i + 1) * per_layer] + gates[i], axis=1)  # (batch, kinds, units)
                 for i in range(self.num_layers)
             ]
-            values = {
-                "log_prob": tf.gather(log_probs, token, batch_dims=1),
-                "top_ids": top.indices,
-                "top_log_probs": top.values,
-                "activations": tf.stack(layers, axis=1),
-            }
-            arrays = {name: arrays[name].write(t, values[name]) for name in arrays}
-            return t + 1, states, self.step.logits(states), arrays
+            return t + 1, states, array.write(t, tf.stack(layers, axis=1))
 
-        _, states, logits, arrays = tf.while_loop(lambda t, *_: t < time, body, (0, states, logits, arrays))
-        outputs = {}
-        for name, array in arrays.items():
-            stacked = array.stack()  # (time, batch, ...)
-            outputs[name] = tf.transpose(stacked, [1, 0, *range(2, len(shapes[name]) + 1)])
-        outputs["top_tokens"] = self.codec.decoder(outputs["top_ids"])
-        return outputs, states, logits
+        _, states, array = tf.while_loop(lambda t, *_: t < time, body, (0, states, array))
+        activations = tf.transpose(array.stack(), [1, 0, 2, 3, 4])  # (batch, time, layers, kinds, units)
+        flat = tf.reshape(activations, [-1, self.num_layers, len(self.kinds), self.units])
+        after = self.step.logits([flat[:, i, k] for i in range(self.num_layers) for k in range(per_layer)])
+        after = tf.reshape(after, tf.stack([tf.shape(ids)[0], time, self.vocab_size]))  # logits after each id
+        before = tf.concat([logits[:, None], after[:, :-1]], axis=1)  # (batch, time, vocab): predicting each id
+        log_probs = tf.nn.log_softmax(before)
+        top = tf.math.top_k(log_probs, self.top)
+        outputs = {
+            "log_prob": tf.gather(log_probs, ids, batch_dims=2),
+            "top_ids": top.indices,
+            "top_log_probs": top.values,
+            "top_tokens": self.codec.decoder(top.indices),
+            "activations": activations,
+        }
+        last = tf.cond(time > 0, lambda: after[:, -1], lambda: logits)
+        return outputs, states, last
 
     def chunk_function(self) -> Any:
         """A `tf.function` for the Python API: one text chunk `(1,)`, the id before it `(1,)`, the carried states
