@@ -138,34 +138,46 @@ class Inspector:
         )
 
     def signature(self) -> Any:
-        """The SavedModel's `inspect` signature: `text` `(batch,)`, `layer` `(batch,)` → per position `(batch, time)`.
+        """The SavedModel's `inspect` signature: `text`, `layer`, `cell` `(batch,)` → per position `(batch, time)`.
 
         Outputs: `tokens` (the text of each position), `ids`, `lengths` `(batch,)`, `prob` (of the
         token there; 0 at position 0, which has no prediction, and in the padding), `top_ids`,
-        `top_probs`, `top_tokens` `(batch, time, top)`, `activations` `(batch, time, kinds, units)`
-        of the row's `layer`, `activation_names` `(batch, kinds)` and `num_layers` `(batch,)`.
+        `top_probs`, `top_tokens` `(batch, time, top)`, `activations` `(batch, time, kinds, width)`
+        of the row's `layer`: every cell (width = units) when some row's `cell` is -1, else the
+        row's `cell` alone (width 1); `activation_names` `(batch, kinds)` and `num_layers`,
+        `num_cells` `(batch,)`.
         """
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="text"),
-                tf.TensorSpec([None], tf.int32, name="layer"),
-            ]
-        )
-        def inspect(text, layer):
+        specs = [
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.int32, name="layer"),
+            tf.TensorSpec([None], tf.int32, name="cell"),
+        ]
+
+        @tf.function(input_signature=specs)
+        def inspect(text, layer, cell):
             batch = tf.shape(text)[0]
-            layer = tf.broadcast_to(layer, [batch])
+            layer, cell = tf.broadcast_to(layer, [batch]), tf.broadcast_to(cell, [batch])
+            cell_check = tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(cell >= -1, cell < self.units)),
+                [f"cell must be -1 (every cell) or an integer in 0..{self.units - 1}"],
+            )
             valid = tf.logical_and(layer >= 0, layer < self.num_layers)
             check = tf.debugging.Assert(tf.reduce_all(valid), [f"layer must be an integer in 0..{self.num_layers - 1}"])
             split = self.split(text, tf.fill([batch], self.generator.start_id))
             ids, lengths = split["ids"], split["lengths"]
-            with tf.control_dependencies([check]):
+            with tf.control_dependencies([check, cell_check]):
                 states = self.step.initial_states(batch)
             outputs, _, _ = self.trace(ids, states, tf.zeros([batch, self.vocab_size]), self.step.loop_weights())
             positions = tf.range(tf.shape(ids)[1])[None, :]
             inside = positions < lengths[:, None]  # (batch, time)
             scored = tf.logical_and(inside, positions >= 1)
             activations = tf.gather(outputs["activations"], layer, axis=2, batch_dims=1)  # (batch, time, kinds, units)
+            activations = tf.cond(
+                tf.reduce_any(cell < 0),
+                lambda: activations,
+                lambda: tf.gather(activations, cell[:, None], axis=3, batch_dims=1),  # (batch, time, kinds, 1)
+            )
             return {
                 "tokens": split["pieces"],
                 "ids": ids,
@@ -177,6 +189,7 @@ class Inspector:
                 "activations": tf.where(inside[..., None, None], activations, 0.0),
                 "activation_names": tf.tile(tf.constant([list(self.kinds)]), [batch, 1]),
                 "num_layers": tf.fill([batch], self.num_layers),
+                "num_cells": tf.fill([batch], self.units),
             }
 
         return inspect
