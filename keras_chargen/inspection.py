@@ -62,6 +62,7 @@ class Inspector:
         self.units = self.step.state_sizes[0]
         self.vocab_size = generator.vocab_size
         self.top = min(TOP, self.vocab_size)
+        self._chunk_function: Any = None  # traced on first use, reused by every later `inspect_text`
 
     # --- graph pieces ---
     def split(self, text: tf.Tensor, prev_ids: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -118,9 +119,14 @@ class Inspector:
         return outputs, states, last
 
     def chunk_function(self) -> Any:
-        """A `tf.function` for the Python API: one text chunk `(1,)`, the id before it `(1,)`, the carried states
-        and logits → `split` and `trace` outputs, the new states and logits."""
-        state_specs = [tf.TensorSpec([1, size], tf.float32) for size in self.step.state_sizes]
+        """A `tf.function` for the Python API: text chunks `(batch,)`, the id before each `(batch,)`, the carried
+        states and logits → `split` and `trace` outputs, the new states and logits (built once)."""
+        if self._chunk_function is None:
+            self._chunk_function = self._build_chunk_function()
+        return self._chunk_function
+
+    def _build_chunk_function(self) -> Any:
+        state_specs = [tf.TensorSpec([None, size], tf.float32) for size in self.step.state_sizes]
 
         def run(text, prev_ids, states, logits):
             split = self.split(text, prev_ids)
@@ -130,10 +136,10 @@ class Inspector:
         return tf.function(
             run,
             input_signature=[
-                tf.TensorSpec([1], tf.string),
-                tf.TensorSpec([1], tf.int32),
+                tf.TensorSpec([None], tf.string),
+                tf.TensorSpec([None], tf.int32),
                 state_specs,
-                tf.TensorSpec([1, self.vocab_size], tf.float32),
+                tf.TensorSpec([None, self.vocab_size], tf.float32),
             ],
         )
 
@@ -377,7 +383,7 @@ def _word_cut(buffer: str, size: int) -> int | None:
 
 
 def inspect_text(
-    model: str | Path | CharGenerator,
+    model: str | Path | CharGenerator | Inspector,
     text: str | Iterable[str],
     max_positions: int = DEFAULT_POSITIONS,
     chunk_chars: int = CHUNK_CHARS,
@@ -390,7 +396,8 @@ def inspect_text(
     position; the details (`tokens`, `prob`, alternatives, activations) the first `max_positions`.
 
     Args:
-        model: a model directory or a `CharGenerator`.
+        model: a model directory, a `CharGenerator`, or an `Inspector` (which keeps its traced graph: pass
+            the same one to inspect several texts quickly).
         text: str, or an iterable of strings read one after another (e.g. a file, piece by piece).
         max_positions: int >= 0, positions whose details are kept. Default 2000.
         chunk_chars: int >= 1, characters per call of the graph. Default 4096.
@@ -401,17 +408,18 @@ def inspect_text(
     """
     if max_positions < 0 or chunk_chars < 1:
         raise ChargenError(f"max_positions must be >= 0 and chunk_chars >= 1; got {max_positions}, {chunk_chars}")
-    if not isinstance(model, CharGenerator):
+    if isinstance(model, (str, Path)):
         from keras_chargen.saving import load_generator
 
         model = load_generator(model)
-    inspector = Inspector(model)
+    inspector = model if isinstance(model, Inspector) else Inspector(model)
+    generator = inspector.generator
     run = inspector.chunk_function()
     run_state = _Accumulator(inspector, max_positions)
     states = [tf.zeros([1, size]) for size in inspector.step.state_sizes]
     logits = tf.zeros([1, inspector.vocab_size])
-    prev_id = model.start_id
-    for chunk in text_chunks(text, model.level, chunk_chars):
+    prev_id = generator.start_id
+    for chunk in text_chunks(text, generator.level, chunk_chars):
         out = run(tf.constant([chunk]), tf.constant([prev_id], tf.int32), states, logits)
         count = int(out["lengths"][0])
         if count == 0:
@@ -419,7 +427,7 @@ def inspect_text(
         run_state.add(out, count)
         states, logits = list(out["states"]), out["logits"]
         prev_id = int(out["ids"][0, count - 1])
-    return run_state.result(model.level)
+    return run_state.result(generator.level)
 
 
 class _Accumulator:
