@@ -39,14 +39,14 @@ def validation_text() -> str:
 
 def report_pictures(result, title: str, tmp: Path) -> None:
     """Screenshots of the HTML report: surprisal view, the best `line_position` cell, gate saturation."""
-    from browser_support import start_chromium
+    from browser_support import chromium
     from selenium.webdriver.common.by import By
 
     from keras_chargen.inspect_report import render_html
 
     page = tmp / "report.html"
     page.write_text(render_html(result, title), "utf-8")
-    browser = start_chromium(tmp / "profile-report", 1100, 1000)
+    browser = chromium(tmp / "profile-report", 1100, 1000)
     try:
         browser.get(page.as_uri())
         browser.execute_script("document.getElementById('text').style.maxHeight = '30rem'")
@@ -69,7 +69,7 @@ def report_pictures(result, title: str, tmp: Path) -> None:
 
 def playground_pictures(model_dir: str, tmp: Path) -> None:
     """Export, serve and take screenshots of the playground's inspect view and sampling chart."""
-    from browser_support import start_chromium
+    from browser_support import chromium
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     from serving_support import free_port, request
@@ -93,7 +93,7 @@ def playground_pictures(model_dir: str, tmp: Path) -> None:
                     break
             except OSError:
                 time.sleep(0.5)
-        browser = start_chromium(tmp / "profile-playground", 1000, 1900)
+        browser = chromium(tmp / "profile-playground", 1000, 1900)
         try:
             browser.get(url + "/")
             wait = WebDriverWait(browser, 120)

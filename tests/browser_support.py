@@ -19,7 +19,7 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def start_chromium(profile: Path, width: int = 1100, height: int = 900):
+def chromium(profile: Path, width: int = 1100, height: int = 900):
     """A headless Chromium WebDriver with its own profile folder, its console log readable (`get_log("browser")`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser_support import coloured_pixels, console_errors, needs_chromium, start_chromium
+from browser_support import coloured_pixels, console_errors, needs_chromium, chromium
 from conftest import CORPUS
 
 from keras_chargen.cli import main
@@ -81,7 +81,7 @@ def test_html_report_opens_in_chromium_with_coloured_text(reports, tmp_path_fact
     pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
     from selenium.webdriver.common.by import By
 
-    browser = start_chromium(tmp_path_factory.mktemp("chromium-profile"), 1100, 1300)
+    browser = chromium(tmp_path_factory.mktemp("chromium-profile"), 1100, 1300)
     try:
         browser.get(reports["html"].as_uri())
         spans = browser.find_elements(By.CSS_SELECTOR, "#text span")

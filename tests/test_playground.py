@@ -7,7 +7,7 @@ Nothing is downloaded at run time: the browser and the driver are the Debian pac
 from __future__ import annotations
 
 import pytest
-from browser_support import needs_chromium, start_chromium
+from browser_support import needs_chromium, chromium
 from serving_support import MODEL, exported_base, request, shared_server
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
@@ -21,7 +21,7 @@ def server(request, trained_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 

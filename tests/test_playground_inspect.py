@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from browser_support import console_errors, needs_chromium, start_chromium
+from browser_support import console_errors, needs_chromium, chromium
 from serving_support import MODEL, exported_base, request, shared_server
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
@@ -18,7 +18,7 @@ def server(request, trained_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), 1100, 1400)
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"), 1100, 1400)
     yield driver
     driver.quit()
 
