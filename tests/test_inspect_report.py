@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser_support import coloured_pixels, console_errors, needs_chromium, chromium
+from browser_support import chromium, coloured_pixels, console_errors, needs_chromium
 from conftest import CORPUS
 
 from keras_chargen.cli import main

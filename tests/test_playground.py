@@ -7,7 +7,7 @@ Nothing is downloaded at run time: the browser and the driver are the Debian pac
 from __future__ import annotations
 
 import pytest
-from browser_support import needs_chromium, chromium
+from browser_support import chromium, needs_chromium
 from serving_support import MODEL, exported_base, request, shared_server
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from browser_support import console_errors, needs_chromium, chromium
+from browser_support import chromium, console_errors, needs_chromium
 from serving_support import MODEL, exported_base, request, shared_server
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
