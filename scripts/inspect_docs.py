@@ -62,7 +62,10 @@ def report_pictures(result, title: str, tmp: Path) -> None:
         browser.set_window_size(1100, 1250)
         time.sleep(0.3)
         browser.save_screenshot(str(DOCS / "inspect_cell.png"))
-        browser.find_element(By.ID, "plots").screenshot(str(DOCS / "inspect_saturation.png"))
+        plots = browser.find_element(By.ID, "plots")
+        browser.execute_script("arguments[0].scrollIntoView()", plots)
+        time.sleep(0.3)
+        plots.screenshot(str(DOCS / "inspect_saturation.png"))
     finally:
         browser.quit()
 

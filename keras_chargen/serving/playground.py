@@ -311,13 +311,15 @@ function drawExplained(out, context, actual) {
   $("explain-status").textContent = `after “${shown(tail)}”${next}`;
   const width = 760, rowHeight = 64, left = 190, barArea = width - left - 10;
   const columns = tokens.length + 1, step = barArea / columns, bar = Math.max(4, step * 0.7);
-  let svg = "";
+  const peak = Math.max(1e-6, ...probs.flat(), ...other);  // every row on one scale: the tallest bar is 44 px
+  let svg = `<text x="${width - 10}" y="12" font-size="11" text-anchor="end" fill="#666">` +
+            `tallest bar: p = ${peak.toFixed(3)}</text>`;
   stages.forEach((stage, r) => {
     const y0 = r * rowHeight + 50;
     svg += `<text x="4" y="${y0 - 18}" font-size="12">${STAGE_LABELS[stage] || stage}</text>`;
     svg += `<line x1="${left}" y1="${y0}" x2="${width - 10}" y2="${y0}" stroke="#bbb"/>`;
     [...probs[r], other[r]].forEach((p, i) => {
-      const h = Math.max(p > 0 ? 1 : 0, p * 44), x = left + i * step;
+      const h = Math.max(p > 0 ? 1 : 0, (p / peak) * 44), x = left + i * step;
       const colour = i === tokens.length ? "#bbb" : tokens[i] === actual ? "#d0822a" : "#4a7bd0";
       svg += `<rect class="bar" data-stage="${stage}" x="${x}" y="${y0 - h}" width="${bar}" height="${h}" ` +
              `fill="${colour}">` +
