@@ -488,7 +488,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
     generator = load_generator(args.model_dir)
     if args.generate:
-        text += generator.generate(text, args.temperature, args.generate, args.seed, oov="skip")[0]
+        lenient = generator.codec.oov_policies[-1]  # unknown prompt tokens: skipped (characters) or [UNK] (words)
+        text += generator.generate(text, args.temperature, args.generate, args.seed, oov=lenient)[0]
     result = inspect_text(generator, text, args.max_positions)
     print_inspection(result)
     title = Path(args.text[0]).name if args.text else "prompt"
