@@ -104,3 +104,24 @@ def test_html_report_opens_in_chromium_with_coloured_text(reports, tmp_path_fact
         assert console_errors(browser) == []
     finally:
         browser.quit()
+
+
+def test_cli_generates_and_inspects_with_a_word_model(tmp_path, capsys):
+    from conftest import tiny_config
+
+    from keras_chargen import Vocabulary, build_model
+    from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE
+    from keras_chargen.tokenizer import tokenize
+
+    config = tiny_config(level="word")
+    vocab = Vocabulary(list(dict.fromkeys(tokenize(TEXT, False))), level="word")
+    config.save(tmp_path / CONFIG_FILE)
+    vocab.save(tmp_path / VOCAB_FILE)
+    build_model(config, vocab.size).save(tmp_path / WEIGHTS_FILE)  # untrained: any weights do here
+    json_path = tmp_path / "r.json"
+    argv = ["inspect", str(tmp_path), "--prompt", "The zebra king", "--generate", "6", "--seed", "2"]
+    assert main([*argv, "--json", str(json_path)]) == 0  # "zebra" is unknown: fed as [UNK]
+    report = json.loads(json_path.read_text("utf-8"))
+    assert report["level"] == "word" and report["positions_total"] == 3 + 6
+    assert [p["token"] for p in report["positions"][:3]] == ["The", " zebra", " king"]
+    assert "inspected 9 words" in capsys.readouterr().out
