@@ -9,10 +9,13 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig
 from keras_chargen.errors import ChargenError
+
+if TYPE_CHECKING:  # TensorFlow loads only once a command runs
+    from keras_chargen.inspection import Inspection
 
 # Config fields whose flag is not simply --field-name.
 FLAG_NAMES = {"num_layers": "--layers"}
@@ -508,7 +511,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"wrote {args.html}")
 
 
-def print_inspection(result) -> None:
+def print_inspection(result: Inspection) -> None:
     """The summary lines of `inspect`: bits per token, what the reports hold, the best cell per feature."""
     unit = result.level
     print(
