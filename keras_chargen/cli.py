@@ -118,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--length", type=int, default=500, help="tokens (characters or words) to generate (at most 100000)"
     )
     generate.add_argument("--num-samples", type=int, default=1, help="independent samples, printed one after another")
-    add_sampling_flags(generate, ("seed",))
     generate.add_argument(
         "--novel",
         action="store_true",
@@ -131,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt tokens not in the vocabulary: error (name them), skip them (characters) "
         "or feed them as [UNK] (words)",
     )
-    add_sampling_flags(generate, ("top_k", "top_p", "repetition_penalty", "stop"))
+    add_sampling_flags(generate)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -202,12 +201,23 @@ def announce_embedded(source, doing: str) -> None:
         )
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+# Settings with a `generate` flag of their own: several temperatures (one sample each), the length.
+OWN_FLAGS = ("temperature", "max_new_chars")
+
+
+def flag_settings() -> list[str]:
+    """The settings of `keras_chargen.settings` that `generate` takes as `--name` flags (None = off)."""
+    from keras_chargen.settings import SETTINGS
+
+    return [s.name for s in SETTINGS if s.name not in OWN_FLAGS]
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     """One `--flag` per setting of `keras_chargen.settings` (None = off), its help from the description."""
     from keras_chargen.settings import BY_NAME
 
     types: dict[str, Callable[[str], Any]] = {"int32": int, "float32": float, "string": unescape}
-    for name in names:
+    for name in flag_settings():
         spec = BY_NAME[name]
         rule = spec.api_rule or spec.rule
         extra = r"; escapes like \n work" if spec.dtype == "string" else ""
@@ -216,48 +226,49 @@ def add_sampling_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
 
 def check_generate_flags(args: argparse.Namespace) -> None:
     """The sampling flags, checked by the settings' one description before TensorFlow loads (errors answer at once)."""
-    from keras_chargen.settings import check_api, check_stop
+    from keras_chargen.settings import BY_NAME, check_api, check_stop
 
     if args.num_samples < 1 or args.num_samples > 1000:
         raise ChargenError(f"num-samples must be between 1 and 1000; got {args.num_samples}")
     for temperature in args.temperature:
         check_api("temperature", temperature)
     check_api("max_new_chars", args.length)
-    check_api("seed", args.seed)
-    for name in ("top_k", "top_p", "repetition_penalty"):
-        check_api(name, getattr(args, name))
-    check_stop(args.stop)
+    for name in flag_settings():
+        if BY_NAME[name].dtype == "string":
+            check_stop(getattr(args, name))
+        else:
+            check_api(name, getattr(args, name))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     check_generate_flags(args)
+    import random
+
     from keras_chargen.saving import load_generator
+    from keras_chargen.settings import SEED_MAX
 
     generator = load_generator(args.model_dir)
     temps = args.temperature * args.num_samples  # every sample at every temperature
+    if args.seed is None:  # drawn here, so that one number reproduces every sample (sample i uses seed + i)
+        args.seed = random.SystemRandom().randint(0, SEED_MAX)
+    settings = {name: getattr(args, name) for name in flag_settings() if name != "seed"}
 
     def draw(seed: int | None) -> list[str]:
-        return generator.generate(
-            [args.prompt] * len(temps),
-            temps,
-            args.length,
-            seed,
-            args.oov,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty,
-            stop=args.stop,
-        )
+        return generator.generate([args.prompt] * len(temps), temps, args.length, seed, args.oov, **settings)
 
-    if generator.document_end is not None:  # a document model: whole documents, one per line
+    if args.novel and generator.document_end is None:
+        raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
+    if args.novel:
         from keras_chargen.documents import novel_documents
 
-        for text in novel_documents(draw, args) if args.novel else draw(args.seed):
+        texts = novel_documents(draw, args.model_dir, args.prompt, args.num_samples, len(temps), args.seed)
+    else:
+        texts = draw(args.seed)
+    print(f"seed: {args.seed} (the same --seed gives the same text)", file=sys.stderr)
+    if generator.document_end is not None:  # a document model: whole documents, one per line
+        for text in texts:
             print(args.prompt + text)
         return
-    if args.novel:
-        raise ChargenError(f"--novel needs a document model (trained with --documents); {args.model_dir} is not one")
-    texts = draw(args.seed)
     for i, (temperature, text) in enumerate(zip(temps, texts)):
         if len(args.temperature) > 1:
             sample = i // len(args.temperature) + 1

@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from keras_chargen.errors import ChargenError
-from keras_chargen.settings import check_api
+from keras_chargen.settings import check_api, offs
 
 DEFAULT_URL = "http://127.0.0.1:8501"
+FILTERS = tuple(offs())  # the settings a request may leave out (`generate` and `stream` take them by name)
 
 
 class ServingError(ChargenError):
@@ -81,6 +82,7 @@ class ChargenClient:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         stop: str | None = None,
+        **settings: Any,
     ) -> str | list[str]:
         """The continuation of `prompt` (a list of them for a list of prompts), without the prompt.
 
@@ -106,7 +108,7 @@ class ChargenClient:
             raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
         for value in temps or [temperature]:
             _check_args(prompts, value, length, seed)
-        sampling = _check_sampling(top_k, top_p, repetition_penalty, stop)
+        sampling = _check_sampling({**{k: v for k, v in locals().items() if k in FILTERS}, **settings})
         rows = len(prompts or [])
         inputs = {
             "prompt": prompts,
@@ -147,6 +149,7 @@ class ChargenClient:
         top_p: float | None = None,
         repetition_penalty: float | None = None,
         stop: str | None = None,
+        **settings: Any,
     ) -> Iterator[str]:
         """Extension of `keras-chargen serve` only: pieces of the continuation as they are generated.
 
@@ -159,7 +162,7 @@ class ChargenClient:
             "temperature": float(temperature),
             "max_new_chars": length,
             "seed": -1 if seed is None else seed,
-            **_check_sampling(top_k, top_p, repetition_penalty, stop),
+            **_check_sampling({**{k: v for k, v in locals().items() if k in FILTERS}, **settings}),
         }
         with self._open("POST", f"{self.model_url}:stream", body) as response:
             for event, data in _sse_events(response):
@@ -216,12 +219,12 @@ def _check_args(prompts: list[Any] | None, temperature: float, length: int, seed
     check_api("seed", seed)
 
 
-def _check_sampling(
-    top_k: int | None, top_p: float | None, repetition_penalty: float | None, stop: str | None
-) -> dict[str, Any]:
-    """The sampling inputs with None turned into their off values; `ChargenError` on invalid values."""
-    values = {"top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "stop": stop}
-    return {name: check_api(name, value) for name, value in values.items()}
+def _check_sampling(values: dict[str, Any]) -> dict[str, Any]:
+    """The optional settings (`FILTERS`) with None turned into their off values; `ChargenError` on invalid values."""
+    unknown = sorted(set(values) - set(FILTERS))
+    if unknown:
+        raise ChargenError(f"unknown settings {', '.join(unknown)}; the optional settings are {', '.join(FILTERS)}")
+    return {name: check_api(name, values.get(name)) for name in FILTERS}
 
 
 def _error_message(err: urllib.error.HTTPError) -> str:

@@ -52,6 +52,19 @@ class CharCodec(keras.layers.Layer):
         ids = tokens.with_flat_values(tf.cast(self.encoder(tokens.flat_values), tf.int32))
         return tf.ragged.boolean_mask(ids, ids > 0)
 
+    def stop_ids(self, stops: tf.Tensor) -> tf.Tensor:
+        """Stop strings `(batch, n)` → stop sequences `(batch, n, s)` int32, right-padded with 0.
+
+        A string is split as a prompt is; one with a token outside the vocabulary can never be the
+        end of the generated text, so it becomes all 0 (unused), as does "".
+        """
+        stops = tf.convert_to_tensor(stops, tf.string)
+        tokens = self.split(tf.reshape(stops, [-1]))
+        ids = tokens.with_flat_values(tf.cast(self.encoder(tokens.flat_values), tf.int32))  # unknown → 0
+        known = tf.reduce_all(ids > 0, axis=1)  # (batch * n,); True for ""
+        dense = tf.where(known[:, None], ids.to_tensor(default_value=0), 0)  # (batch * n, s)
+        return tf.reshape(dense, tf.concat([tf.shape(stops), tf.shape(dense)[1:]], 0))
+
     def token_text(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         """The looked-up text of `ids` (any shape; the previous tokens matter only for words)."""
         return self.decoder(ids)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -265,28 +266,36 @@ def document_resets(config: ChargenConfig, corpus: PreparedCorpus, progress) -> 
 NOVEL_ROUNDS = 20  # `--novel`: batches of samples drawn at most
 
 
-def novel_documents(sample, args) -> list[str]:
-    """`args.num_samples` generated documents (with `args.prompt`) that are not training documents.
+def novel_documents(
+    sample: Callable[[int | None], list[str]],
+    model_dir: str | Path,
+    prompt: str,
+    count: int,
+    rows: int,
+    seed: int | None,
+) -> list[str]:
+    """`count` generated documents (continuations of `prompt`) that are not training documents.
 
     Args:
-        sample: callable(seed) → a batch of generated continuations of `args.prompt`.
-        args: the `generate` arguments (model_dir, prompt, num_samples, seed).
+        sample: callable(seed) → a batch of `rows` generated continuations of `prompt` (row i draws with seed + i).
+        model_dir: the model directory (its prepared corpus holds the training documents).
+        prompt: str, the documents' beginning; count: int, documents wanted; rows: int, rows per batch.
+        seed: int | None, the first batch's seed; batch k draws with `seed + k * rows` (None: random).
 
-    Draws batches (seeds `seed`, `seed + rows`, … for reproducibility) until enough are found; prints a
-    note to stderr and returns fewer if `NOVEL_ROUNDS` batches do not hold enough.
+    Draws batches until enough are found; prints a note to stderr and returns fewer if `NOVEL_ROUNDS`
+    batches do not hold enough.
     """
     import sys
 
-    known = training_documents(args.model_dir)
+    known = training_documents(model_dir)
     found: list[str] = []
-    rows = args.num_samples * len(args.temperature)  # row i of a batch draws with seed + i: batches must not overlap
-    for round_ in range(NOVEL_ROUNDS):
-        seed = None if args.seed is None else args.seed + round_ * rows
-        found += [text for text in sample(seed) if text and args.prompt + text not in known]
-        if len(found) >= args.num_samples:
-            return found[: args.num_samples]
+    for round_ in range(NOVEL_ROUNDS):  # batches must not overlap: row i of a batch draws with seed + i
+        batch = sample(None if seed is None else seed + round_ * rows)
+        found += [text for text in batch if text and prompt + text not in known]
+        if len(found) >= count:
+            return found[:count]
     print(
-        f"note: only {len(found)} of {args.num_samples} novel documents in {NOVEL_ROUNDS} batches "
+        f"note: only {len(found)} of {count} novel documents in {NOVEL_ROUNDS} batches "
         "(the model mostly reproduces its training documents)",
         file=sys.stderr,
     )

@@ -11,9 +11,9 @@ The text is read as one stream from the zero state, so the first position has no
 the state carried, so a long text (or a stream of text) takes bounded memory: the statistics (bits
 per character, the cells that follow each feature of `keras_chargen.cell_features`, gate saturation)
 cover every position, the details (alternatives, activations) the first `max_positions`. The
-SavedModel's `inspect` signature runs it over whole texts (`Inspector.signature`), and its
-`explain_sampling` signature (`Inspector.explain_signature`) shows the next-token distribution
-before and after each sampling setting.
+SavedModel's `inspect` signature runs it over whole texts (`Inspector.inspect`), and its
+`explain_sampling` signature (`Inspector.explain_sampling`) shows the next-token distribution
+before and after each sampling setting; both are named in `keras_chargen.contract`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_chargen import decoding
+from keras_chargen import contract, decoding
 from keras_chargen.cell_features import FEATURES, CellMatch, Correlations, FeatureTracker, best_cells, ranked_cells
 from keras_chargen.errors import ChargenError
-from keras_chargen.generation import SIGNATURE_DTYPES, CharGenerator, in_graph_checks
-from keras_chargen.sampling import STAGES, sampling_settings, stage_probabilities
-from keras_chargen.settings import BY_NAME
+from keras_chargen.generation import CharGenerator, in_graph_checks
+from keras_chargen.sampling import sampling_settings, stage_probabilities
 
-TOP = 5  # alternatives reported per position
-EXPLAIN_TOP = 16  # tokens the sampling explanation shows (the most likely at any stage)
+TOP = contract.INSPECT_TOP  # alternatives reported per position
 SATURATION = (0.1, 0.9)  # a gate below / above these is left / right saturated (Karpathy et al.)
 CHUNK_CHARS = 4096  # characters of text per call of the Python API's pass
 DEFAULT_POSITIONS = 2000  # positions the Python API keeps the details of
@@ -143,99 +141,89 @@ class Inspector:
             ],
         )
 
-    def signature(self) -> Any:
-        """The SavedModel's `inspect` signature: `text`, `layer`, `cell` `(batch,)` → per position `(batch, time)`.
+    def inspect(self, text: tf.Tensor, layer: tf.Tensor, cell: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The SavedModel's `inspect` signature (`contract.SIGNATURES["inspect"]`): `text`, `layer`, `cell` `(batch,)`.
 
-        Outputs: `tokens` (the text of each position), `ids`, `lengths` `(batch,)`, `prob` (of the
-        token there; 0 at position 0, which has no prediction, and in the padding), `top_ids`,
-        `top_probs`, `top_tokens` `(batch, time, top)`, `activations` `(batch, time, kinds, width)`
-        of the row's `layer`: every cell (width = units) when some row's `cell` is -1, else the
-        row's `cell` alone (width 1); `activation_names` `(batch, kinds)` and `num_layers`,
+        Outputs per position `(batch, time)`: `tokens` (the text of each position), `ids`, `prob` (of
+        the token there; 0 at position 0, which has no prediction, and in the padding), `top_ids`,
+        `top_probs`, `top_tokens` `(batch, time, top)`, `activations` `(batch, time, kinds, width)` of
+        the row's `layer`: every cell (width = units) when some row's `cell` is -1, else the row's
+        `cell` alone (width 1); and `lengths`, `activation_names` `(batch, kinds)`, `num_layers`,
         `num_cells` `(batch,)`.
         """
-
-        specs = [
-            tf.TensorSpec([None], tf.string, name="text"),
-            tf.TensorSpec([None], tf.int32, name="layer"),
-            tf.TensorSpec([None], tf.int32, name="cell"),
-        ]
-
-        @tf.function(input_signature=specs)
-        def inspect(text, layer, cell):
-            batch = tf.shape(text)[0]
-            layer, cell = tf.broadcast_to(layer, [batch]), tf.broadcast_to(cell, [batch])
-            cell_check = tf.debugging.Assert(
+        batch = tf.shape(text)[0]
+        layer, cell = tf.broadcast_to(layer, [batch]), tf.broadcast_to(cell, [batch])
+        checks = [
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(layer >= 0, layer < self.num_layers)),
+                [f"layer must be an integer in 0..{self.num_layers - 1}"],
+            ),
+            tf.debugging.Assert(
                 tf.reduce_all(tf.logical_and(cell >= -1, cell < self.units)),
                 [f"cell must be -1 (every cell) or an integer in 0..{self.units - 1}"],
-            )
-            valid = tf.logical_and(layer >= 0, layer < self.num_layers)
-            check = tf.debugging.Assert(tf.reduce_all(valid), [f"layer must be an integer in 0..{self.num_layers - 1}"])
-            split = self.split(text, tf.fill([batch], self.generator.start_id))
-            ids, lengths = split["ids"], split["lengths"]
-            with tf.control_dependencies([check, cell_check]):
-                states = self.step.initial_states(batch)
-            outputs, _, _ = self.trace(ids, states, tf.zeros([batch, self.vocab_size]), self.step.loop_weights())
-            positions = tf.range(tf.shape(ids)[1])[None, :]
-            inside = positions < lengths[:, None]  # (batch, time)
-            scored = tf.logical_and(inside, positions >= 1)
-            activations = tf.gather(outputs["activations"], layer, axis=2, batch_dims=1)  # (batch, time, kinds, units)
-            activations = tf.cond(
-                tf.reduce_any(cell < 0),
-                lambda: activations,
-                lambda: tf.gather(activations, cell[:, None], axis=3, batch_dims=1),  # (batch, time, kinds, 1)
-            )
-            return {
-                "tokens": split["pieces"],
-                "ids": ids,
-                "lengths": lengths,
-                "prob": tf.where(scored, tf.exp(outputs["log_prob"]), 0.0),
-                "top_ids": tf.where(scored[..., None], outputs["top_ids"], 0),
-                "top_probs": tf.where(scored[..., None], tf.exp(outputs["top_log_probs"]), 0.0),
-                "top_tokens": tf.where(scored[..., None], outputs["top_tokens"], ""),
-                "activations": tf.where(inside[..., None, None], activations, 0.0),
-                "activation_names": tf.tile(tf.constant([list(self.kinds)]), [batch, 1]),
-                "num_layers": tf.fill([batch], self.num_layers),
-                "num_cells": tf.fill([batch], self.units),
-            }
-
-        return inspect
-
-    def explain_signature(self) -> Any:
-        """The SavedModel's `explain_sampling` signature: the next-token distribution after a prompt, before and
-        after each sampling setting (`keras_chargen.sampling.STAGES`).
-
-        Inputs `(batch,)`: `prompt` (primed as generation primes it), `temperature`, `top_k`, `top_p`,
-        `repetition_penalty` (off values as in `serving_default`). Outputs: `ids`, `tokens`
-        `(batch, shown)`: the tokens most likely at any stage; `probs` `(batch, stages, shown)`;
-        `other` `(batch, stages)`: the probability of all other tokens; `stages` `(batch, stages)`: names.
-        """
-        names = ("temperature", "top_k", "top_p", "repetition_penalty")
-        specs = [tf.TensorSpec([None], tf.string, name="prompt")] + [
-            tf.TensorSpec([None], SIGNATURE_DTYPES[BY_NAME[n].dtype], name=n) for n in names
+            ),
         ]
-        generator, shown = self.generator, min(EXPLAIN_TOP, self.vocab_size)
+        split = self.split(text, tf.fill([batch], self.generator.start_id))
+        ids, lengths = split["ids"], split["lengths"]
+        with tf.control_dependencies(checks):
+            states = self.step.initial_states(batch)
+        outputs, _, _ = self.trace(ids, states, tf.zeros([batch, self.vocab_size]), self.step.loop_weights())
+        positions = tf.range(tf.shape(ids)[1])[None, :]
+        inside = positions < lengths[:, None]  # (batch, time)
+        scored = tf.logical_and(inside, positions >= 1)
+        activations = tf.gather(outputs["activations"], layer, axis=2, batch_dims=1)  # (batch, time, kinds, units)
+        activations = tf.cond(
+            tf.reduce_any(cell < 0),
+            lambda: activations,
+            lambda: tf.gather(activations, cell[:, None], axis=3, batch_dims=1),  # (batch, time, kinds, 1)
+        )
+        return {
+            "tokens": split["pieces"],
+            "ids": ids,
+            "lengths": lengths,
+            "prob": tf.where(scored, tf.exp(outputs["log_prob"]), 0.0),
+            "top_ids": tf.where(scored[..., None], outputs["top_ids"], 0),
+            "top_probs": tf.where(scored[..., None], tf.exp(outputs["top_log_probs"]), 0.0),
+            "top_tokens": tf.where(scored[..., None], outputs["top_tokens"], ""),
+            "activations": tf.where(inside[..., None, None], activations, 0.0),
+            "activation_names": tf.tile(tf.constant([list(self.kinds)]), [batch, 1]),
+            "num_layers": tf.fill([batch], self.num_layers),
+            "num_cells": tf.fill([batch], self.units),
+        }
 
-        @tf.function(input_signature=specs)
-        def explain_sampling(prompt, temperature, top_k, top_p, repetition_penalty):
-            batch = tf.shape(prompt)[0]
-            settings = sampling_settings(batch, temperature, top_k, top_p, repetition_penalty)
-            with tf.control_dependencies(in_graph_checks(settings._asdict())):
-                ids, lengths = generator.encode(prompt)
-            logits, _ = generator.prime(ids, lengths)
-            seen = decoding.seen_from_ids(ids, lengths, self.vocab_size) > 0
-            never = tf.reduce_sum(tf.one_hot(list(generator.banned_ids), self.vocab_size, decoding.NEVER, 0.0), 0)
-            probs = stage_probabilities(logits + never, seen, settings)  # (batch, stages, vocab)
-            top = tf.math.top_k(tf.reduce_max(probs, axis=1), shown).indices  # (batch, shown)
-            chosen = tf.gather(probs, top, axis=2, batch_dims=1)  # (batch, stages, shown)
-            return {
-                "ids": top,
-                "tokens": self.codec.decoder(top),
-                "probs": chosen,
-                "other": tf.maximum(1.0 - tf.reduce_sum(chosen, axis=2), 0.0),
-                "stages": tf.tile(tf.constant([list(STAGES)]), [batch, 1]),
-            }
+    def explain_sampling(
+        self,
+        prompt: tf.Tensor,
+        temperature: tf.Tensor,
+        top_k: tf.Tensor,
+        top_p: tf.Tensor,
+        repetition_penalty: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        """The SavedModel's `explain_sampling` signature: the next-token distribution after each `prompt` (primed
+        as generation primes it), before and after each setting the sampler reads (`contract.SAMPLING_STAGES`).
 
-        return explain_sampling
+        Inputs `(batch,)`, with the off values of `serving_default`. Outputs: `ids`, `tokens`
+        `(batch, shown)`: the tokens most likely at any stage; `probs` `(batch, stages, shown)`;
+        `other` `(batch, stages)`: the probability of every other token; `stages` `(batch, stages)`.
+        """
+        generator, shown = self.generator, min(contract.EXPLAIN_TOP, self.vocab_size)
+        batch = tf.shape(prompt)[0]
+        settings = sampling_settings(batch, temperature, top_k, top_p, repetition_penalty)
+        with tf.control_dependencies(in_graph_checks(settings._asdict())):
+            ids, lengths = generator.encode(prompt)
+        logits, _ = generator.prime(ids, lengths)
+        seen = decoding.seen_from_ids(ids, lengths, self.vocab_size) > 0
+        never = tf.reduce_sum(tf.one_hot(list(generator.banned_ids), self.vocab_size, decoding.NEVER, 0.0), 0)
+        probs = stage_probabilities(logits + never, seen, settings)  # (batch, stages, vocab)
+        top = tf.math.top_k(tf.reduce_max(probs, axis=1), shown).indices  # (batch, shown)
+        chosen = tf.gather(probs, top, axis=2, batch_dims=1)  # (batch, stages, shown)
+        return {
+            "ids": top,
+            "tokens": self.codec.decoder(top),
+            "probs": chosen,
+            "other": tf.maximum(1.0 - tf.reduce_sum(chosen, axis=2), 0.0),
+            "stages": tf.tile(tf.constant([list(contract.SAMPLING_STAGES)]), [batch, 1]),
+        }
 
 
 @dataclass
@@ -507,4 +495,4 @@ class _Accumulator:
         )
 
 
-__all__ = ["STAGES", "TOP", "Inspection", "Inspector", "inspect_text", "text_chunks"]
+__all__ = ["TOP", "Inspection", "Inspector", "inspect_text", "text_chunks"]

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from keras_chargen.config import ChargenConfig
+from keras_chargen.contract import state_names
 
 RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
@@ -87,10 +88,7 @@ class RecurrentStep:
     @property
     def state_names(self) -> list[str]:
         """Names for the flat state list, e.g. `h_0, c_0, h_1, c_1`."""
-        names = []
-        for i, cell in enumerate(self.cells):
-            names += [f"{kind}_{i}" for kind in ("h", "c")[: len(_state_sizes(cell))]]
-        return names
+        return state_names([len(_state_sizes(cell)) for cell in self.cells])
 
     def initial_states(self, batch_size) -> list[tf.Tensor]:
         return [tf.zeros(tf.stack([batch_size, size])) for size in self.state_sizes]

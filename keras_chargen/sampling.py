@@ -26,7 +26,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from keras_chargen.settings import BY_NAME, PROCESSORS
+from keras_chargen.contract import SAMPLING_STAGES
+from keras_chargen.settings import BY_NAME
 
 TOP_K_OFF = BY_NAME["top_k"].off
 TOP_P_OFF = BY_NAME["top_p"].off
@@ -56,6 +57,17 @@ def sampling_settings(
 
     return SamplingSettings(
         row(temperature, tf.float32), row(top_k, tf.int32), row(top_p, tf.float32), row(repetition_penalty, tf.float32)
+    )
+
+
+def settings_from(values, batch) -> SamplingSettings:
+    """`SamplingSettings` from `{name: value}` (any other keys ignored), each broadcast to `(batch,)` in its dtype."""
+    dtypes = {"float32": tf.float32, "int32": tf.int32}
+    return SamplingSettings(
+        *(
+            tf.broadcast_to(tf.cast(values[name], dtypes[BY_NAME[name].dtype]), tf.reshape(batch, [1]))
+            for name in SamplingSettings._fields
+        )
     )
 
 
@@ -184,7 +196,6 @@ def next_token(
     in_use: tuple[tf.Tensor, ...] | None = None,
     filters: bool = True,
     inverse_t: tf.Tensor | None = None,
-    row_key: tf.Tensor | None = None,
     noise: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """All processors in order, then the draw: next ids `(batch,)` int32.
@@ -198,7 +209,6 @@ def next_token(
             converters get one straight graph), or None to apply every processor.
         filters: False leaves out the penalty, top-k and top-p (for a caller that knows they are off).
         inverse_t: `inverse_temperature(settings.temperature)`, computed once by a loop; None: here.
-        row_key: `row_keys(keys, step)` `(batch,)` when a loop computed them ahead; None: from `keys` and `step`.
         noise: the Gumbel noise `(batch, vocab)` of this step when a loop computed it ahead; None: here.
     """
     vocab = logits.shape[-1]
@@ -217,7 +227,7 @@ def next_token(
             x = maybe(1, lambda z: apply_top_k_top_p(z, settings.top_k, settings.top_p), x)
         gumbel = noise
         if gumbel is None:
-            gumbel = gumbel_from_row_keys(row_keys(keys, step) if row_key is None else row_key, vocab)
+            gumbel = gumbel_from_row_keys(row_keys(keys, step), vocab)
         return tf.argmax(x + gumbel, axis=-1, output_type=tf.int32)
 
     sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)
@@ -225,7 +235,7 @@ def next_token(
 
 
 # --- what each processor does (the playground's sampling chart) ---
-STAGES = ("model", *PROCESSORS)  # the distribution as the model gives it, then after each processor in order
+STAGES = SAMPLING_STAGES  # the distribution as the model gives it, then after each processor, in order
 
 
 def stage_probabilities(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings) -> tf.Tensor:

@@ -9,11 +9,17 @@ README.md (`markdown_table`). Adding a setting is one entry here plus its logit 
 
 Every setting is one value per row. The Python API and the client take `None` for "off" (and for
 `seed`: draw a random seed); the serving signature takes the off value itself.
+
+Seeds mean one thing on every runtime (SavedModel, Python API, TFLite, ONNX, `:stream`): a seed in
+0..2**31-1 gives the same text everywhere; one seed for several rows seeds row i with
+(seed + i) mod 2**31; a negative seed draws a seed in 0..2**31-1 for its row, and every runtime
+returns the seed each row used (`keras_chargen.contract`), which reproduces the text.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
         -1,
         f"an integer <= {SEED_MAX} (negative: a random seed)",
         "the same seed, prompt and settings give the same text on every runtime; one seed for several rows "
-        "seeds row i with seed + i",
+        "seeds row i with seed + i; a negative one draws a seed in 0..2147483647 per row (returned as `seed`)",
         low=-(2**31),
         high=SEED_MAX,
         api_rule=f"an integer in 0..{SEED_MAX} (None = random)",
@@ -163,8 +169,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-# What the sampler reads per row (the others size the call or end it).
-PROCESSORS = ("repetition_penalty", "temperature", "top_k", "top_p")  # applied in this order, then the draw
 
 
 def offs() -> dict[str, Any]:
@@ -196,6 +200,15 @@ def check_stop(stop: str | None) -> str:
     return checked
 
 
+def check_stops(stop: str | Sequence[str] | None) -> list[str]:
+    """One stop string or several (a row stops at whichever comes first), each as `check_stop`; `[""]` for None."""
+    if stop is None or isinstance(stop, str) or not isinstance(stop, (list, tuple)):
+        return [check_stop(stop)]  # type: ignore[arg-type]  # a wrong type gets check_stop's message
+    if not stop:
+        raise ChargenError("stop must be a string or a non-empty list of strings; got []")
+    return [check_stop(s) for s in stop]
+
+
 def markdown_table() -> str:
     """The settings as a Markdown table (README.md embeds it; a test checks that it matches)."""
     rows = ["| setting | type | off / default | valid values | meaning |", "|---|---|---|---|---|"]
@@ -203,3 +216,37 @@ def markdown_table() -> str:
         off = f"{s.off!r}" if s.default is None else f"default {s.default!r}"
         rows.append(f"| `{s.name}` | {s.dtype} | {off} | {s.rule} | {s.meaning} |")
     return "\n".join(rows)
+
+
+def _several(value: Any) -> bool:
+    """Whether `value` is a list of values (a list, tuple or NumPy array), not one value."""
+    return isinstance(value, (list, tuple)) or (type(value).__name__ == "ndarray" and getattr(value, "ndim", 0) > 0)
+
+
+def check_generation_args(
+    prompts: Sequence[str], temperature: Any, max_new_chars: int, seed: int | None
+) -> list[float]:
+    """Validate the Python API's generation arguments; return one temperature per prompt. Raises `ChargenError`."""
+    if not prompts:
+        raise ChargenError("no prompts given")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise ChargenError(f"prompt must be a string; got {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ChargenError(f"prompt has {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}")
+    temps = list(temperature) if _several(temperature) else [temperature] * len(prompts)
+    if len(temps) == 1 and len(prompts) > 1:
+        temps = temps * len(prompts)
+    if len(temps) != len(prompts):
+        raise ChargenError(f"got {len(temps)} temperatures for {len(prompts)} prompts")
+    temps = [check_api("temperature", value) for value in temps]
+    check_api("max_new_chars", max_new_chars)
+    check_api("seed", seed)
+    return temps
+
+
+def expand_temperatures(prompts: list[str], temperature: Any) -> list[str]:
+    """One prompt with several temperatures → the prompt once per temperature (one row each)."""
+    if len(prompts) == 1 and _several(temperature) and len(temperature) > 1:
+        return prompts * len(temperature)
+    return prompts

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_chargen import ChargenConfig, FileSource, RecurrentStep, load_generator, load_model, train
+from keras_chargen.contract import is_state, state_order
 from keras_chargen.corpus import prepare_corpus
 from keras_chargen.export import artifact_dir, export_model
 from keras_chargen.export.runtimes import (
@@ -27,7 +28,6 @@ from keras_chargen.export.runtimes import (
     bits_per_char,
     cross_entropy_bits,
     greedy_ids,
-    state_order,
     stream_matrix,
 )
 
@@ -62,7 +62,7 @@ class SavedModelStep:
     def __init__(self, loaded) -> None:
         self.function = loaded.signatures["step"]
         specs = self.function.structured_input_signature[1]
-        self.state_names = state_order([n for n in specs if n != "ids"])
+        self.state_names = state_order([n for n in specs if is_state(n)])
         self.state_sizes = [specs[n].shape[1] for n in self.state_names]
 
     def initial_states(self, batch: int) -> list[np.ndarray]:

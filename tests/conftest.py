@@ -73,6 +73,32 @@ def exported_all(trained_dir, tmp_path_factory) -> Path:
     return base
 
 
+@pytest.fixture(scope="session")
+def word_dir(tmp_path_factory) -> Path:
+    """A tiny word-level LSTM trained for 2 epochs on tests/data/corpus.txt."""
+    out = tmp_path_factory.mktemp("models") / "words"
+    config = tiny_config(level="word", seq_len=16, epochs=2, learning_rate=1e-2)
+    train(config, FileSource((CORPUS,)), out, verbose=0, sample_every_epoch=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def word_generator(word_dir):
+    from keras_chargen import load_generator
+
+    return load_generator(word_dir)
+
+
+@pytest.fixture(scope="session")
+def word_exported(word_dir, tmp_path_factory) -> Path:
+    """The SavedModel (`1/`), TFLite float32 and ONNX of the tiny word model, once per session."""
+    from keras_chargen.export import export_model
+
+    base = tmp_path_factory.mktemp("word_exported") / "words"
+    export_model(word_dir, base, "all")
+    return base
+
+
 @pytest.fixture(scope="module")
 def base(trained_dir, tmp_path_factory) -> Path:
     """Serving tests: the exported base path (versions 1 and 2) of the tiny trained model."""

@@ -6,34 +6,34 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.repository import ServableVersion
-from keras_chargen.serving.streaming import ENCODE, StreamScheduler, parse_stream_request
+from keras_chargen.serving.streaming import StreamScheduler, check_streamable, parse_stream_request
 
 
-def stream_texts(version_dir: Path, requests: list[dict[str, Any]]) -> list[str]:
-    """The joined text of each `:stream` request body, all open at once on one scheduler."""
+def stream_results(version_dir: Path, requests: list[dict[str, Any]]) -> list[tuple[str, int | None]]:
+    """(joined text, seed of the `done` event) of each `:stream` request body, all open at once on one scheduler."""
     servable = ServableVersion.load("model", int(version_dir.name), version_dir)
+    check_streamable(servable)
     config = ServingConfig(max_new_chars=2000, max_streams=len(requests))
     scheduler = StreamScheduler(len(requests))
     scheduler.start()
 
-    async def run() -> list[str]:
+    async def run() -> list[tuple[str, int | None]]:
         loop = asyncio.get_running_loop()
-        sessions = []
-        for body in requests:
-            params = parse_stream_request(body, config)
-            encoded = servable.run(ENCODE, {"prompt": np.array([params["prompt"].encode("utf-8")], dtype=object)})
-            ids = encoded["ids"][0][: int(encoded["lengths"][0])]
-            sessions.append(scheduler.open(servable, ids, params, loop))
-        texts = []
+        sessions = [scheduler.open(servable, parse_stream_request(body, config), loop) for body in requests]
+        results = []
         for session in sessions:
-            texts.append("".join([piece async for piece in session.pieces()]))
-        return texts
+            text = "".join([piece async for piece in session.pieces()])
+            results.append((text, session.finished.seed if session.finished else None))
+        return results
 
     try:
         return asyncio.run(run())
     finally:
         scheduler.stop()
+
+
+def stream_texts(version_dir: Path, requests: list[dict[str, Any]]) -> list[str]:
+    """The joined text of each `:stream` request body, all open at once on one scheduler."""
+    return [text for text, _ in stream_results(version_dir, requests)]

@@ -68,6 +68,14 @@ def test_generate_prints_prompt_then_text_and_separates_samples(trained_dir, cap
     assert out.count("ANNA:") >= 3
 
 
+def test_generate_prints_the_seed_it_drew_and_that_seed_reproduces_the_text(trained_dir, capsys):
+    args = ("generate", trained_dir, "--prompt", "ANNA:", "--length", "40", "--num-samples", "2")
+    code, out, err = run_cli(capsys, *args)
+    seed = int(err.split("seed: ")[1].split()[0])
+    assert code == 0 and 0 <= seed <= 2**31 - 1
+    assert run_cli(capsys, *args, "--seed", str(seed))[1] == out
+
+
 def test_generate_sampling_flags(trained_dir, capsys):
     from keras_chargen import load_generator
 

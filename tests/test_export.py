@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import keras_step_logits
 
-from keras_chargen import ChargenError, Vocabulary
+from keras_chargen import ChargenError, Vocabulary, contract
 from keras_chargen.cli import main
 from keras_chargen.export import artifact_dir, export_model, export_savedmodel, staged_dirs
 
@@ -62,7 +62,8 @@ def serve(model, prompts, temperature, lengths, seed, top_k=0, top_p=1.0, repeti
         max_new_chars=tf.constant(lengths, tf.int32), seed=tf.constant([seed], tf.int32),
         top_k=tf.fill([n], top_k), top_p=tf.fill([n], float(top_p)),
         repetition_penalty=tf.fill([n], float(repetition_penalty)), stop=tf.fill([n], stop))
-    return {k: [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}
+    return {k: [s.decode("utf-8") for s in v.numpy()] if v.dtype == tf.string else v.numpy().tolist()
+            for k, v in out.items()}
 
 step, encode, decode = (first.signatures[k] for k in ("step", "encode", "decode"))
 specs = step.structured_input_signature[1]
@@ -95,9 +96,9 @@ print(json.dumps({
     "serving_inputs": sorted(first.signatures["serving_default"].structured_input_signature[1]),
     "greedy_serving": serve(first, [args["greedy_prompt"]], 0.0, [args["greedy_chars"]], 0)["generated"][0],
     "greedy_step_loop": decode(ids=tf.constant([generated]))["text"].numpy()[0].decode("utf-8"),
-    "seeded_first": serve(first, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"])["generated"],
-    "seeded_second": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"])["generated"],
-    "seeded_other": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"] + 1)["generated"],
+    "seeded_first": serve(first, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"]),
+    "seeded_second": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"]),
+    "seeded_other": serve(second, [args["greedy_prompt"]] * 2, 1.0, [80, 80], args["seed"] + 1),
     "batch": serve(first, args["batch_prompts"], 0.0, args["batch_lengths"], 0),
     "strategies": [serve(first, [args["greedy_prompt"]] * 3, kwargs.pop("temperature"), [80] * 3, args["seed"],
                          **kwargs)["generated"] for kwargs in args["strategies"]],
@@ -142,7 +143,17 @@ def reloaded(savedmodel_dir, generator, tmp_path_factory) -> dict:
 
 def test_savedmodel_loads_without_keras_chargen_and_has_the_signatures(reloaded, savedmodel_dir, trained_dir):
     assert reloaded["imported"] == []
-    assert reloaded["signatures"] == ["decode", "encode", "explain_sampling", "inspect", "serving_default", "step"]
+    assert reloaded["signatures"] == sorted(contract.SIGNATURES)
+    assert reloaded["signatures"] == [
+        "decode",
+        "decode_chunk",
+        "decode_start",
+        "encode",
+        "explain_sampling",
+        "inspect",
+        "serving_default",
+        "step",
+    ]
     assert reloaded["step_outputs"] == ["c_0", "h_0", "logits"]
     assert reloaded["serving_inputs"] == [
         "max_new_chars",
@@ -173,8 +184,10 @@ def test_savedmodel_greedy_text_matches_keras(reloaded, generator):
 
 def test_savedmodel_seeded_sampling_reproduces_across_reloads(reloaded, generator):
     first, second, other = reloaded["seeded_first"], reloaded["seeded_second"], reloaded["seeded_other"]
-    assert first == second
-    assert first == generator.generate([GREEDY_PROMPT] * 2, 1.0, 80, seed=SEED)  # same stateless draws as Keras
+    assert first["generated"] == second["generated"]
+    assert first["seed"] == [SEED, SEED + 1]  # one seed for two rows: row i draws with seed + i
+    assert first["generated"] == generator.generate([GREEDY_PROMPT] * 2, 1.0, 80, seed=SEED)  # as in Keras
+    first, other = first["generated"], other["generated"]
     assert other != first
     assert first[0] != first[1]  # the rows of one batch are independent samples
 

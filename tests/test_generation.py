@@ -306,30 +306,35 @@ def test_stopped_rows_are_padded_and_the_loop_ends_when_all_rows_stop(generator)
     greedy = generator.generate(["ANNA:"], 0.0, 100)[0]
     stop = greedy[greedy.index(" ") - 1 : greedy.index(" ") + 1]  # ends at the first space
     ids, lengths = generator.encode(prompts)
-    logits, states = generator.prime(ids, lengths)
-    new_ids, counts = generator.sample_ids(
-        logits,
-        states,
-        sampling_settings(2, 0.0),
-        tf.constant([100, 3]),
-        tf.constant(0, tf.int64),
-        prev_ids=ids[:, -1],
-        stop=tf.constant([stop, ""]),
-    )
+    max_new = tf.constant([100, 3])
+    state, stop_ids = generator.begin(ids, lengths, max_new, generator.stop_ids(tf.constant([[stop], [""]])))
+    new_ids, final = generator.run(state, sampling_settings(2, 0.0), tf.constant([0, 1]), max_new, stop_ids, 100)
     stop_at = greedy.index(stop) + len(stop)
-    assert counts.numpy().tolist() == [stop_at, 3]
+    assert final.count.numpy().tolist() == [stop_at, 3] and final.done.numpy().all()
     assert new_ids.shape == (2, stop_at)  # no step after the last row stopped
     assert (new_ids.numpy()[1, 3:] == 0).all() and (new_ids.numpy()[0] > 0).all()
 
 
-def test_ends_with_stop_works_on_utf8_bytes():
-    from keras_chargen.decoding import ends_with_stop
+def test_stop_strings_become_token_sequences_and_match_at_the_end_of_the_generated_ids(generator):
+    from keras_chargen.decoding import prepare_stops, push_recent, stop_hit, with_end_ids
 
-    tail, matched = ends_with_stop(
-        tf.constant(["caf", "x", "ab", ""]), tf.constant(["é", "é", "c", "a"]), tf.constant(["fé", "fé", "", "a"])
-    )
-    assert [t.decode() for t in tail.numpy()] == ["fé", "xé", "", "a"]
-    assert matched.numpy().tolist() == [True, False, False, True]
+    vocab = generator.vocabulary
+    e, acute, space = (vocab.index(c) + 1 for c in ("e", "é", " "))
+    stops = generator.stop_ids(tf.constant([["é ", "§x"], ["", "e"]])).numpy()  # '§' is unknown: unusable
+    assert stops.tolist() == [[[acute, space], [0, 0]], [[0, 0], [e, 0]]]
+    prepared = prepare_stops(with_end_ids(stops, ()))
+    assert prepared.reversed.numpy()[0, 0, :2].tolist() == [space, acute]  # the last id first
+    assert prepared.usable.numpy().tolist() == [[True, False], [False, True]]
+    recent = tf.zeros([2, 3], tf.int32)
+    hits = []
+    for ids in ([acute, e], [space, space], [e, e]):
+        recent = push_recent(recent, tf.constant(ids))
+        hits.append(stop_hit(recent, prepared).numpy().tolist())
+    assert hits == [[False, True], [True, False], [False, True]]
+    inner = prepare_stops(tf.constant([[[0, e, 0]]]))  # a 0 before the last non-zero id never matches
+    assert inner.usable.numpy().tolist() == [[False]]
+    ended = with_end_ids(tf.constant([[[e]]]), (7,)).numpy()
+    assert ended.tolist() == [[[e, 0], [7, 0]]]  # a zero column, then the end marker as a sequence of its own
 
 
 def test_graph_rejects_bad_sampling_settings_too(generator):

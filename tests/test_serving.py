@@ -404,7 +404,7 @@ def test_metadata_has_the_signature_defs(server, path, version):
     assert {"serving_default", "step", "encode", "decode"} <= set(defs)
     prompt = defs["serving_default"]["inputs"]["prompt"]
     assert prompt["dtype"] == "DT_STRING" and prompt["tensor_shape"]["dim"][0]["size"] == "-1"
-    assert set(defs["serving_default"]["outputs"]) == {"text", "generated"}
+    assert set(defs["serving_default"]["outputs"]) == {"text", "generated", "seed"}
     assert defs["serving_default"]["method_name"] == "tensorflow/serving/predict"
 
 
@@ -414,7 +414,7 @@ def test_predict_row_format_matches_the_savedmodel(server, reference):
     )
     assert status == 200 and headers["content-type"] == "application/json"
     expected = reference(["ROMEO:", "ROMEO:"], 0.7, 60, 5)
-    assert body == {"predictions": [{"generated": g, "text": "ROMEO:" + g} for g in expected]}
+    assert body == {"predictions": [{"generated": g, "seed": 5, "text": "ROMEO:" + g} for g in expected]}
     assert all(len(g) == 60 for g in expected)
 
 
@@ -457,7 +457,11 @@ def test_predict_columnar_format_gives_the_same_tensors(server):
         {"inputs": {"prompt": ["ANNA:"] * 3, "temperature": [0.9] * 3, "max_new_chars": [30] * 3, "seed": [11] * 3}},
     )
     assert status == 200
-    assert body["outputs"] == {"generated": [r["generated"] for r in rows], "text": [r["text"] for r in rows]}
+    assert body["outputs"] == {
+        "generated": [r["generated"] for r in rows],
+        "seed": [11] * 3,
+        "text": [r["text"] for r in rows],
+    }
 
 
 def test_columnar_values_broadcast_over_the_prompts(server, reference):
@@ -469,7 +473,11 @@ def test_columnar_values_broadcast_over_the_prompts(server, reference):
     assert status == 200
     # the same values given once per row; one seed for several rows seeds row i with seed + i
     expected = reference(["A", "B", "C"], 0.9, 12, [4, 5, 6])
-    assert body["outputs"] == {"generated": expected, "text": [p + g for p, g in zip("ABC", expected)]}
+    assert body["outputs"] == {
+        "generated": expected,
+        "seed": [4, 5, 6],
+        "text": [p + g for p, g in zip("ABC", expected)],
+    }
 
 
 def test_predict_by_version_and_by_signature(server, reference):
@@ -599,7 +607,7 @@ BAD_REQUESTS = [
         PREDICT,
         {"inputs": {"prompt": ["a"], "temperature": [1.0], "max_new_chars": [3], "seed": []}},
         400,
-        "index",
+        "seed must have one value, or one per prompt",
     ),
     (
         "signature-name-not-string",

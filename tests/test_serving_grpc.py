@@ -102,7 +102,7 @@ def test_grpc_metadata_lists_the_signatures(server, stub):
     assert {"serving_default", "step", "encode", "decode"} <= set(signatures.signature_def)
     default = signatures.signature_def["serving_default"]
     assert default.inputs["prompt"].dtype == tf.string.as_datatype_enum
-    assert set(default.outputs) == {"generated", "text"} and answer.model_spec.version.value == 2
+    assert set(default.outputs) == {"generated", "seed", "text"} and answer.model_spec.version.value == 2
 
 
 def test_grpc_status_reports_every_version(channel):

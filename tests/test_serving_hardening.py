@@ -293,10 +293,15 @@ def test_allowed_origins_get_cors_headers(limited):
 
 def test_zero_new_characters_return_the_prompt(server):
     status, body, _ = request("POST", server.url + PREDICT, generate_body("ROMEO:", 0.8, 0, rows=2))
-    assert status == 200 and body == {"predictions": [{"generated": "", "text": "ROMEO:"}] * 2}
+    assert (
+        status == 200
+        and [{k: v for k, v in p.items() if k != "seed"} for p in body["predictions"]]
+        == [{"generated": "", "text": "ROMEO:"}] * 2
+    )
+    assert all(0 <= p["seed"] <= 2**31 - 1 for p in body["predictions"])  # seed -1: drawn, and said
     columnar = {"inputs": {"prompt": ["a", "é"], "temperature": [1.0], "max_new_chars": [0], "seed": [3]}}
     assert request("POST", server.url + PREDICT, columnar)[1] == {
-        "outputs": {"generated": ["", ""], "text": ["a", "é"]}
+        "outputs": {"generated": ["", ""], "seed": [3, 4], "text": ["a", "é"]}
     }
 
 

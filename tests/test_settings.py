@@ -18,16 +18,15 @@ def test_readme_table_is_the_generated_one():
 
 
 def test_every_consumer_derives_from_the_description():
-    from keras_chargen.export.savedmodel import SERVING_DEFAULTS, SERVING_SIGNATURE
+    from keras_chargen.generation import signature
     from keras_chargen.serving.streaming import parse_stream_request
 
-    assert [s.name for s in SERVING_SIGNATURE] == ["prompt"] + [s.name for s in SETTINGS]
-    assert SERVING_DEFAULTS == {"top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "stop": ""}
-    assert offs() == SERVING_DEFAULTS
+    assert [s.name for s in signature()] == ["prompt"] + [s.name for s in SETTINGS]
+    assert offs() == {"top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "stop": ""}
     from keras_chargen.serving.config import ServingConfig
 
     params = parse_stream_request({"prompt": "a"}, ServingConfig())
-    assert params == {"prompt": "a", "temperature": 0.8, "max_new_chars": 500, "seed": -1, **offs()}
+    assert params == {"prompt": "a", "temperature": 0.8, "max_new_chars": 500, "seed": -1, **offs(), "stop": [""]}
 
 
 @pytest.mark.parametrize(

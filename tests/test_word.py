@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import CORPUS, SHAKESPEARE, keras_step_logits, needs_shakespeare, tiny_config
 
-from keras_chargen import ChargenError, FileSource, Vocabulary, load_generator, train
+from keras_chargen import ChargenError, FileSource, Vocabulary, train
 from keras_chargen.corpus import prepare_corpus, word_chunks
 from keras_chargen.evaluation import evaluate, ngram_baseline
 from keras_chargen.tokenizer import detokenize, tokenize
@@ -104,24 +104,6 @@ def test_word_vocabulary_encode_decode_and_errors():
         Vocabulary(["ok", " "], level="word")
     with pytest.raises(ChargenError, match="level must be one of"):
         Vocabulary(["a"], level="bpe")
-
-
-@pytest.fixture(scope="module")
-def word_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "words"
-    train(
-        tiny_config(level="word", seq_len=16, epochs=2, learning_rate=1e-2),
-        FileSource((CORPUS,)),
-        out,
-        verbose=0,
-        sample_every_epoch=False,
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def word_generator(word_dir):
-    return load_generator(word_dir)
 
 
 def test_word_model_knows_its_level_and_generates_readable_text(word_dir, word_generator):

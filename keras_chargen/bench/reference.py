@@ -121,10 +121,10 @@ def xla_generator(generator: CharGenerator, chars: int):
     @tf.function(jit_compile=True)
     def run(ids, lengths, temperature, seed):
         batch = tf.shape(ids)[0]
-        seeds = decoding.row_seeds(seed, batch)
-        ids_out, _ = generator.sample_ids(
-            *generator.prime(ids, lengths), sampling_settings(batch, temperature), tf.fill([batch], chars), seeds
-        )
+        max_new = tf.fill([batch], chars)
+        state, _ = generator.begin(ids, lengths, max_new, tf.zeros(tf.stack([batch, 0, 0]), tf.int32))
+        settings = sampling_settings(batch, temperature)
+        ids_out, _ = generator.run(state, settings, decoding.row_seeds(seed, batch), max_new, None, chars)
         return ids_out
 
     return run

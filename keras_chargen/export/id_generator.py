@@ -12,99 +12,92 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_chargen import decoding
-from keras_chargen.generation import CharGenerator
-from keras_chargen.sampling import SamplingSettings
+from keras_chargen import contract, decoding
+from keras_chargen.generation import CharGenerator, tensor_specs, with_parameters
+from keras_chargen.sampling import settings_from
 
 
 class IdGenerator:
-    """Id-level graphs of a `CharGenerator`: `step` (one character) and `generate` (the whole loop).
+    """Id-level graphs of a `CharGenerator`: `step` (one token) and `generate` (the whole loop).
+
+    Their inputs and outputs are `keras_chargen.contract.STEP` and `contract.GENERATE`:
 
     `step(ids, *states)`: ids int32 `(batch,)` and one float32 `(batch, units)` tensor per state
-    (`h_0, c_0, h_1, …`) → `{"logits": (batch, vocab), <prefix>h_0: …, …}`.
+    (`h_0, c_0, h_1, …`) → `{"logits": (batch, vocab), h_0: …, …}`.
 
-    `generate(prompt_ids, max_new_chars, temperature, seed, top_k, top_p, repetition_penalty,
-    stop_ids)`: prompt ids int32 `(batch, time)`, right-padded with 0 (a row of zeros is an empty
-    prompt, primed on a newline as in `CharGenerator`; a 0 before the row's last non-zero id is the
-    `[UNK]` token, which word-level models were trained on), max_new_chars int32 `()`, then one value
-    per row: temperature float32 (0 = greedy), seed int32, top_k int32 (0 = off), top_p float32 (1 =
-    off), repetition_penalty float32 (1 = off), and stop_ids int32 `(batch, s)` right-padded with 0
-    (a row stops after generating one of them, which is its last id; all 0 = off) →
-    `{"ids": (batch, max_new_chars)}`, 0 after a row stops. A document model's end marker stops a
-    row the same way (it is the row's last id); its start marker is put before every prompt.
+    `generate(prompt_ids, <settings>)`: prompt ids int32 `(batch, time)`, right-padded with 0 (a
+    row of zeros is an empty prompt, primed on a newline as in `CharGenerator`; a 0 before the row's
+    last non-zero id, or any negative id, is the `[UNK]` token, which word-level models were trained
+    on), then every setting of `keras_chargen.settings` in its id form, one value per row
+    (`max_new_chars` one int32 for the batch; `stop_ids` int32 `(batch, n, s)`, n stop sequences
+    right-padded with 0; `seed` negative = draw one) → `{"ids": (batch, max_new_chars), "seed":
+    (batch,)}`: 0 after a row stops, and the seed each row used. A document model's end marker stops
+    a row the same way (it is the row's last id); its start marker is put before every prompt.
 
     Args:
         generator: CharGenerator whose model and vocabulary are exported.
-        state_output_prefix: str, prefix of the new-state output names. Default "" (outputs are
-            named like the inputs, convenient for signature runners); ONNX needs distinct names.
+        onnx_names: bool, name the outputs that share an input's name as ONNX needs
+            (`contract.onnx_output_name`: `new_h_0`, `new_seed`). Default False (the names of the
+            contract, convenient for signature runners).
         conditional: bool, skip unused processors inside the general loop with `tf.cond`. Default
             False: one straight loop body (cheaper than a conditional per step in LiteRT and onnxruntime).
-        lean: bool, run the lean loop when no row uses a filter or a stop id (a `tf.cond` around
+        lean: bool, run the lean loop when no row uses a filter or a stop sequence (a `tf.cond` around
             the two loops: TFLite `IF`, ONNX `If`). Default True.
 
     Example:
     >>> ids = IdGenerator(load_generator("models/tiny"))  # doctest: +SKIP
-    >>> rows = dict(temperature=[0.8], seed=[1], top_k=[40], top_p=[0.9], repetition_penalty=[1.0])
-    >>> ids.generate([[5, 9, 2]], 20, stop_ids=[[0]], **rows)["ids"].shape  # doctest: +SKIP
+    >>> inputs = generate_inputs([[5, 9, 2]], 20, 0.8, seed=1, top_k=40)  # keras_chargen.export.runtimes
+    >>> ids.generate(**{k: tf.constant(v) for k, v in inputs.items()})["ids"].shape  # doctest: +SKIP
     TensorShape([1, 20])
     """
 
     def __init__(
-        self, generator: CharGenerator, state_output_prefix: str = "", conditional: bool = False, lean: bool = True
+        self, generator: CharGenerator, onnx_names: bool = False, conditional: bool = False, lean: bool = True
     ) -> None:
         self.generator = generator
         self.conditional, self.lean = conditional, lean
-        self.state_output_prefix = state_output_prefix
+        self.onnx_names = onnx_names
         self.recurrent_step = generator.step
-        self.vocab_size = len(generator.vocabulary) + 1
+        self.vocab_size = generator.vocab_size
 
     @property
     def state_names(self) -> list[str]:
         """Input names of the states, e.g. `h_0, c_0, h_1, c_1`."""
         return self.recurrent_step.state_names
 
-    @property
-    def output_state_names(self) -> list[str]:
-        """Output names of the new states (the input names with `state_output_prefix`)."""
-        return [self.state_output_prefix + name for name in self.state_names]
+    def output_name(self, signature: contract.Signature, name: str) -> str:
+        """An output's name in the exported file (`contract.onnx_output_name` for ONNX)."""
+        return contract.onnx_output_name(signature, name) if self.onnx_names else name
 
     def step_signature(self) -> list[tf.TensorSpec]:
         """`ids (batch,)` int32, then one `(batch, units)` float32 spec per state."""
-        return [tf.TensorSpec([None], tf.int32, name="ids")] + [
-            tf.TensorSpec([None, size], tf.float32, name=name)
-            for name, size in zip(self.state_names, self.recurrent_step.state_sizes)
-        ]
+        return tensor_specs(contract.STEP.inputs, self.generator.state_specs)
 
     @staticmethod
     def generate_signature() -> list[tf.TensorSpec]:
-        """The `generate` inputs: ids and every id-level setting, one value per row (`max_new_chars` a scalar)."""
-        return [
-            tf.TensorSpec([None, None], tf.int32, name="prompt_ids"),
-            tf.TensorSpec([], tf.int32, name="max_new_chars"),
-            tf.TensorSpec([None], tf.float32, name="temperature"),
-            tf.TensorSpec([None], tf.int32, name="seed"),
-            tf.TensorSpec([None], tf.int32, name="top_k"),
-            tf.TensorSpec([None], tf.float32, name="top_p"),
-            tf.TensorSpec([None], tf.float32, name="repetition_penalty"),
-            tf.TensorSpec([None, None], tf.int32, name="stop_ids"),
-        ]
+        """The `generate` inputs: `prompt_ids` and every setting in its id form (`contract.GENERATE`)."""
+        return tensor_specs(contract.GENERATE.inputs)
 
     def step(self, ids: tf.Tensor, *states: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One character for every row: logits `(batch, vocab)` and the new states, by name."""
+        """One token for every row: logits `(batch, vocab)` and the new states, by name."""
         logits, new_states = self.recurrent_step(ids, list(states))
-        return {"logits": logits, **dict(zip(self.output_state_names, new_states))}
+        outputs = {"logits": logits, **dict(zip(self.state_names, new_states))}
+        return {self.output_name(contract.STEP, k): v for k, v in outputs.items()}
 
     def prompt_lengths(self, prompt_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The ids each row is primed on `(batch, time')` and their lengths `(batch,)` (>= 1).
 
-        A row's length runs to its last non-zero id (trailing zeros pad; inner zeros are `[UNK]`
-        words). A document model puts its start marker first; otherwise an empty row is the start id.
+        A row's length runs to its last non-zero id (trailing zeros pad; inner zeros and negative ids are
+        `[UNK]` words, id 0). A document model puts its start marker first; otherwise an empty row is the
+        start id.
         """
+        prompt_ids = tf.cast(prompt_ids, tf.int32)
         start = self.generator.document_start
         if start is not None:
             prompt_ids = tf.concat([tf.fill(tf.stack([tf.shape(prompt_ids)[0], 1]), start), prompt_ids], axis=1)
-        positions = tf.range(1, tf.shape(prompt_ids)[1] + 1)[None, :] * tf.cast(prompt_ids > 0, tf.int32)
+        positions = tf.range(1, tf.shape(prompt_ids)[1] + 1)[None, :] * tf.cast(prompt_ids != 0, tf.int32)
         lengths = tf.reduce_max(tf.concat([positions, tf.zeros_like(positions[:, :1])], 1), axis=1)  # (batch,)
+        prompt_ids = tf.maximum(prompt_ids, 0)  # a negative id is [UNK]
         if start is not None:
             return prompt_ids, lengths
         # an empty row: the start id in a first column of its own (tf.range == 0, not a boolean OneHot: ONNX)
@@ -113,44 +106,34 @@ class IdGenerator:
         empty_start = tf.logical_and((lengths == 0)[:, None], first[None, :])
         return tf.where(empty_start, self.generator.start_id, prompt_ids), tf.maximum(lengths, 1)
 
-    def generate(
-        self,
-        prompt_ids: tf.Tensor,
-        max_new_chars: tf.Tensor,
-        temperature: tf.Tensor,
-        seed: tf.Tensor,
-        top_k: tf.Tensor,
-        top_p: tf.Tensor,
-        repetition_penalty: tf.Tensor,
-        stop_ids: tf.Tensor,
-    ) -> dict[str, tf.Tensor]:
-        """Prime on the prompts, then the decode loop: `{"ids": (batch, max_new_chars)}`, 0 after a row stops."""
+    def generate(self, prompt_ids: tf.Tensor, *values: tf.Tensor, **named: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Prime on the prompts, then the decode loop: `{"ids": (batch, max_new_chars), "seed": (batch,)}`.
+
+        The settings follow `prompt_ids` in the order of `contract.GENERATE` (or by name).
+        """
+        given = {**dict(zip(contract.GENERATE.input_names[1:], values)), **named}
         ids, lengths = self.prompt_lengths(prompt_ids)
-        logits, states = self.generator.prime(ids, lengths, per_gate=False)  # whole-layer products run faster there
         batch = tf.shape(ids)[0]
-        settings = SamplingSettings(temperature, top_k, top_p, repetition_penalty)
-        if self.generator.end_ids:  # the document-end marker stops every row
-            stop_ids = tf.concat([stop_ids, tf.fill(tf.stack([batch, 1]), self.generator.end_ids[0])], axis=1)
-        prev_ids = tf.gather(ids, lengths - 1, batch_dims=1)
-        seen = decoding.seen_from_ids(ids, lengths, self.vocab_size)
-        max_new = tf.fill([batch], max_new_chars)
-        state = decoding.start_state(logits, states, prev_ids, seen, max_new)
-        out, _ = decoding.decode(
-            self.recurrent_step,
+        length = tf.cast(given["max_new_chars"], tf.int32)
+        max_new = tf.fill([batch], length)
+        seeds = decoding.resolve_seeds(given["seed"], batch)
+        state, stop_ids = self.generator.begin(ids, lengths, max_new, given["stop_ids"], per_gate=False)
+        out, _ = self.generator.run(
             state,
-            settings,
-            decoding.row_seeds(seed, batch),
+            settings_from(given, batch),
+            seeds,
             max_new,
-            max_new_chars,
-            banned=self.generator.banned_ids,
-            stop_ids=stop_ids,
+            stop_ids,
+            length,
+            per_gate=False,  # whole-layer products run faster in LiteRT and onnxruntime
             conditional=self.conditional,
             lean=self.lean,
             growing_output=True,
         )
         # the loop ends early once every row has stopped: pad to the promised width
-        width = tf.maximum(max_new_chars, 0)
-        return {"ids": tf.pad(out, tf.stack([[0, 0], [0, width - tf.shape(out)[1]]]))}  # (batch, max_new_chars)
+        width = tf.maximum(length, 0)
+        ids_out = tf.pad(out, tf.stack([[0, 0], [0, width - tf.shape(out)[1]]]))  # (batch, max_new_chars)
+        return {self.output_name(contract.GENERATE, k): v for k, v in {"ids": ids_out, "seed": seeds}.items()}
 
     def archive(self) -> keras.export.ExportArchive:
         """An `ExportArchive` with the `step` and `generate` endpoints.
@@ -160,6 +143,9 @@ class IdGenerator:
         """
         archive = keras.export.ExportArchive()
         archive.track(self.generator.model)
-        archive.add_endpoint("step", self.step, input_signature=self.step_signature())
-        archive.add_endpoint("generate", self.generate, input_signature=self.generate_signature())
+        for name, fn, specs in (
+            ("step", self.step, self.step_signature()),
+            ("generate", self.generate, self.generate_signature()),
+        ):
+            archive.add_endpoint(name, with_parameters(fn, specs), input_signature=specs)
         return archive

@@ -2,7 +2,8 @@
 
 ONNX has no string ops, so the graphs work on ids; the vocabulary is `vocab.json` beside the
 files and the `vocabulary` entry of each model's `metadata_props`. ONNX tensor names are global,
-so the step's new states are named `new_h_0, new_c_0, …` (inputs `h_0, c_0, …`).
+so an output named like an input gets the prefix `new_` (`contract.onnx_output_name`): the step's new
+states are `new_h_0, new_c_0, …` (inputs `h_0, c_0, …`), the generator's seeds `new_seed`.
 
 Both files come from one Keras `ExportArchive` SavedModel, converted signature by signature (as
 `python -m tf2onnx.convert --saved-model DIR --signature_def NAME` does): converting the traced
@@ -22,13 +23,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_chargen import contract
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.generation import CharGenerator
 
-ONNX_FILES = {"step": "step.onnx", "generate": "generate.onnx"}
-VOCAB_NAME = "vocab.json"
 OPSET = 18  # BitwiseXor
-STATE_OUTPUT_PREFIX = "new_"
 
 
 def convert_signature(saved_model_dir: str | Path, signature: str, metadata: dict[str, str]):
@@ -48,6 +47,7 @@ def convert_signature(saved_model_dir: str | Path, signature: str, metadata: dic
                 graph_def, input_names=inputs, output_names=outputs, opset=OPSET, tensors_to_rename=tensors_to_rename
             )
     fix_loop_inputs(model.graph)
+    unseed_random_ops(model.graph)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     return model
@@ -72,6 +72,21 @@ def fix_loop_inputs(graph) -> int:
     return fixed
 
 
+def unseed_random_ops(graph) -> int:
+    """Drop the fixed `seed` tf2onnx writes on random ops (every session would draw the same "random" seeds);
+    returns how many. Unseeded, onnxruntime seeds them once per process (`onnxruntime.set_seed` sets it)."""
+    dropped = 0
+    for node in graph.node:
+        if node.op_type in ("RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial"):
+            for attribute in [a for a in node.attribute if a.name == "seed"]:
+                node.attribute.remove(attribute)
+                dropped += 1
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                dropped += unseed_random_ops(subgraph)
+    return dropped
+
+
 @contextlib.contextmanager
 def _quiet_tf_warnings():
     """Hide TF's harmless 'Issue encountered when serializing table_initializer' warnings of tf2onnx's freezing."""
@@ -87,16 +102,16 @@ def _quiet_tf_warnings():
 def write_onnx(generator: CharGenerator, directory: str | Path, vocab_file: str | Path) -> list[Path]:
     """Write `step.onnx`, `generate.onnx` and `vocab.json` into the (existing) `directory`."""
     directory = Path(directory)
-    ids = IdGenerator(generator, state_output_prefix=STATE_OUTPUT_PREFIX)
+    ids = IdGenerator(generator, onnx_names=True)
     metadata = {
-        "vocabulary": Path(vocab_file).read_text(encoding="utf-8"),
-        "state_names": json.dumps(ids.state_names),
-        "start_id": str(generator.start_id),
+        contract.ONNX_VOCABULARY: Path(vocab_file).read_text(encoding="utf-8"),
+        contract.ONNX_STATE_NAMES: json.dumps(ids.state_names),
+        contract.ONNX_START_ID: str(generator.start_id),
     }
     with tempfile.TemporaryDirectory() as tmp:
         ids.archive().write_out(tmp, verbose=False)
-        for endpoint, name in ONNX_FILES.items():
+        for endpoint, name in contract.ONNX_FILES.items():
             model = convert_signature(tmp, endpoint, metadata)
             (directory / name).write_bytes(model.SerializeToString())
-    shutil.copyfile(vocab_file, directory / VOCAB_NAME)
-    return [directory / name for name in (*ONNX_FILES.values(), VOCAB_NAME)]
+    shutil.copyfile(vocab_file, directory / contract.VOCAB_FILE)
+    return [directory / name for name in (*contract.ONNX_FILES.values(), contract.VOCAB_FILE)]

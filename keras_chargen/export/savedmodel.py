@@ -1,15 +1,18 @@
 """SavedModel export of the in-graph generator and its pieces: loads without keras_chargen (or Keras).
 
-Signatures (every input has a leading batch dimension, as TF Serving's row format needs):
-- `serving_default`: prompt, then the settings of `keras_chargen.settings` (temperature,
-  max_new_chars, seed, top_k, top_p, repetition_penalty, stop) → text, generated (strings); TF
-  Serving needs every input in every request (off values as in `SERVING_DEFAULTS`);
+Its signatures are `keras_chargen.contract.SIGNATURES` (every input has a leading batch dimension, as
+TF Serving's row format needs):
+- `serving_default`: prompt, then the settings of `keras_chargen.settings` → text, generated
+  (strings), seed (each row's); TF Serving needs every input in every request (off values:
+  `settings.offs()`);
 - `step`: ids + states (`h_0, c_0, …`) → logits + new states under the same names;
 - `encode`: prompt → ids (right-padded with 0), lengths;
 - `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized);
-- `inspect`: text + layer → per position the token, its probability, the top alternatives and the layer's
-  activations (`keras_chargen.inspection`);
-- `explain_sampling`: prompt + sampling settings → the next-token distribution before and after each setting.
+- `decode_start` / `decode_chunk`: a stream, a chunk of tokens at a time (what `keras-chargen serve`'s
+  `:stream` runs): the decode state after priming, then up to `steps` more tokens per row;
+- `inspect`: text + layer + cell → per position the token, its probability, the top alternatives and the
+  layer's activations; `explain_sampling`: prompt + the sampler's settings → the next-token distribution
+  before and after each setting (`keras_chargen.inspection`).
 """
 
 from __future__ import annotations
@@ -19,23 +22,16 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_chargen import contract
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import staged_dirs
-from keras_chargen.generation import CharGenerator, signature
+from keras_chargen.generation import CharGenerator, compiled, signature, tensor_specs
 from keras_chargen.inspection import Inspector
 from keras_chargen.io import atomic_write_text
-from keras_chargen.settings import offs
-
-SERVING_SIGNATURE = signature()  # prompt + every setting of `keras_chargen.settings`, each (batch,)
-# The "off" value of each optional input: what `keras-chargen serve` fills in for a request that
-# leaves the input out (TF Serving itself requires them all).
-SERVING_DEFAULTS = offs()
-GENERATION_ASSET = "generation.json"  # beside vocab.json in assets/: `generation_info`
-SIGNATURE_NAMES = ("serving_default", "step", "encode", "decode", "inspect", "explain_sampling")
 
 
 class GeneratorModule(tf.Module):
-    """The tf.Module that is saved: the generator layer and one function per signature."""
+    """The tf.Module that is saved: the generator layer and one function per signature of `contract.SIGNATURES`."""
 
     def __init__(self, generator: CharGenerator, vocab_file: str | Path | None = None) -> None:
         super().__init__(name="chargen")
@@ -43,18 +39,27 @@ class GeneratorModule(tf.Module):
         if vocab_file is not None:
             self.vocab_asset = tf.saved_model.Asset(str(vocab_file))  # copied into assets/
         ids = IdGenerator(generator)
-        self.step = tf.function(ids.step, input_signature=ids.step_signature())
+        states = generator.state_specs
+        self.serve = compiled(self._serve, signature())
+        self.step = compiled(ids.step, ids.step_signature())
+        self.decode_start = compiled(generator.decode_start, signature(several_stops=True))
+        self.decode_chunk = compiled(
+            generator.decode_chunk, tensor_specs(contract.SIGNATURES["decode_chunk"].inputs, states)
+        )
         inspector = Inspector(generator)
-        self.inspect, self.explain_sampling = inspector.signature(), inspector.explain_signature()
+        self.inspect = compiled(inspector.inspect, tensor_specs(contract.SIGNATURES[contract.INSPECT].inputs))
+        self.explain_sampling = compiled(
+            inspector.explain_sampling, tensor_specs(contract.SIGNATURES[contract.EXPLAIN_SAMPLING].inputs)
+        )
 
-    @tf.function(input_signature=SERVING_SIGNATURE)
-    def serve(self, prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop):
+    def _serve(self, prompt, *settings):
         """All inputs have a leading batch dimension (TF Serving's row format needs it); `[1]` broadcasts.
 
         `seed`: each row's int32 seed; a single seed for several rows seeds row i with seed + i; a
-        negative value draws a random seed. `top_k` 0, `top_p` 1, `repetition_penalty` 1 and `stop` "" are off.
+        negative value draws a random seed (the `seed` output says which). `top_k` 0, `top_p` 1,
+        `repetition_penalty` 1 and `stop` "" are off.
         """
-        return self.generator(prompt, temperature, max_new_chars, seed, top_k, top_p, repetition_penalty, stop)
+        return self.generator(prompt, *settings)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompt")])
     def encode(self, prompt):
@@ -80,35 +85,33 @@ class GeneratorModule(tf.Module):
         return {"text": tf.strings.reduce_join(tf.where(ids > 0, pieces, ""), axis=1)}
 
     def signatures(self) -> dict:
-        return {
-            "serving_default": self.serve,
+        """The functions by the names of `contract.SIGNATURES`."""
+        functions = {
+            contract.DEFAULT_SIGNATURE: self.serve,
             "step": self.step,
             "encode": self.encode,
             "decode": self.decode,
-            "inspect": self.inspect,
-            "explain_sampling": self.explain_sampling,
+            "decode_start": self.decode_start,
+            "decode_chunk": self.decode_chunk,
+            contract.INSPECT: self.inspect,
+            contract.EXPLAIN_SAMPLING: self.explain_sampling,
         }
+        assert list(functions) == list(contract.SIGNATURES), "one function per contract signature"
+        return functions
 
 
 def write_savedmodel(generator: CharGenerator, directory: str | Path, vocab_file: str | Path | None = None) -> None:
     """Save `generator` with all signatures into the (existing, empty) `directory`, and `assets/generation.json`."""
     module = GeneratorModule(generator, vocab_file)
     tf.saved_model.save(module, str(directory), signatures=module.signatures())
-    assets = Path(directory) / "assets"
+    assets = Path(directory) / contract.ASSETS_DIR
     assets.mkdir(exist_ok=True)
-    atomic_write_text(assets / GENERATION_ASSET, json.dumps(generation_info(generator)) + "\n")
+    atomic_write_text(assets / contract.GENERATION_FILE, json.dumps(generation_info(generator)) + "\n")
 
 
 def generation_info(generator: CharGenerator) -> dict:
-    """What a client of the `step` signature needs besides the vocabulary to decode exactly as `serving_default`
-    (the `:stream` runs the same decode loop over `step`)."""
-    return {
-        "level": generator.level,
-        "lowercase": generator.lowercase,
-        "document_start": generator.document_start,
-        "document_end": generator.document_end,
-        "start_id": generator.start_id,
-    }
+    """What a client of the `step` signature needs besides the vocabulary to decode exactly as `serving_default`."""
+    return {key: getattr(generator, key) for key in contract.GENERATION_KEYS}
 
 
 def export_savedmodel(

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_chargen.contract import TFLITE_FILES, TFLITE_VOCAB_METADATA, VOCAB_FILE
 from keras_chargen.errors import ChargenError
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import QUANTIZATIONS
 from keras_chargen.generation import CharGenerator
-
-TFLITE_FILES = {"step": "step.tflite", "generate": "generate.tflite"}
-VOCAB_NAME = "vocab.json"
 
 
 def convert_endpoint(saved_model_dir: str | Path, endpoint: str, quantize: str = "none") -> bytes:
@@ -89,18 +87,18 @@ def embed_vocabulary(model: bytes, vocab_json: bytes) -> bytes:
     buffer.data = list(vocab_json)
     obj.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name, entry.buffer = VOCAB_NAME, len(obj.buffers) - 1
+    entry.name, entry.buffer = TFLITE_VOCAB_METADATA, len(obj.buffers) - 1
     obj.metadata = [*(obj.metadata or []), entry]
     flat = flatbuffer_utils.convert_object_to_bytearray(obj)
     with tempfile.SpooledTemporaryFile() as tmp:
         tmp.write(flat)
         with zipfile.ZipFile(tmp, "a") as archive:  # not a zip yet: Python appends one after the flatbuffer
-            archive.writestr(VOCAB_NAME, vocab_json)
+            archive.writestr(TFLITE_VOCAB_METADATA, vocab_json)
         tmp.seek(0)
         return tmp.read()
 
 
-def read_metadata(model: bytes, name: str = VOCAB_NAME) -> bytes:
+def read_metadata(model: bytes, name: str = TFLITE_VOCAB_METADATA) -> bytes:
     """The bytes of a named metadata entry of a TFLite flatbuffer."""
     obj = _read_model(model)
     for entry in obj.metadata or []:
@@ -121,5 +119,5 @@ def write_tflite(
         for endpoint, name in TFLITE_FILES.items():
             model = convert_endpoint(tmp, endpoint, quantize)
             (directory / name).write_bytes(embed_vocabulary(model, vocab_json))
-    shutil.copyfile(vocab_file, directory / VOCAB_NAME)
-    return [directory / name for name in (*TFLITE_FILES.values(), VOCAB_NAME)]
+    shutil.copyfile(vocab_file, directory / VOCAB_FILE)
+    return [directory / name for name in (*TFLITE_FILES.values(), VOCAB_FILE)]

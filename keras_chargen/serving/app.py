@@ -36,7 +36,7 @@ from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.origins import CrossSiteGuard, normalize_origin
 from keras_chargen.serving.playground import playground_html
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ModelRepository, ServableVersion, VersionPolicy
+from keras_chargen.serving.repository import ModelRepository, ServableVersion, VersionPolicy
 
 if TYPE_CHECKING:
     from keras_chargen.serving.grpc_api import GrpcServer
@@ -283,26 +283,19 @@ class ServingApp:
     ) -> dict[str, np.ndarray]:
         """Check the caps and run a decoded predict request (REST and gRPC)."""
         protocol.check_caps(inputs, self.config)
-        if signature == DEFAULT_SIGNATURE and _nothing_to_generate(inputs):
-            prompts = inputs["prompt"]
-            return {"generated": np.full(prompts.shape, b"", dtype=object), "text": prompts.copy()}
         if self.dispatcher is None:
             raise RequestError(503, "server is starting up; retry in a moment")
         return await self.dispatcher.run(servable, signature, inputs)
 
     async def stream(self, request: Request, servable: ServableVersion) -> Response:
-        """Extension: generate over `step` and send the text as server-sent events while it is produced."""
+        """Extension: run the version's `decode_start` / `decode_chunk` signatures and send the text as
+        server-sent events while it is produced."""
         streaming.check_streamable(servable)
-        if self.dispatcher is None or self.scheduler is None:
+        if self.scheduler is None:
             raise RequestError(503, "server is starting up; retry in a moment")
         doc = protocol.parse_body(await read_body(request, self.config.max_body_bytes))
         params = streaming.parse_stream_request(doc, self.config)
-        encode_input = next(iter(servable.input_specs(streaming.ENCODE)))
-        encoded = await self.dispatcher.run(
-            servable, streaming.ENCODE, {encode_input: np.array([params["prompt"].encode("utf-8")], dtype=object)}
-        )
-        prompt_ids = encoded["ids"][0][: int(encoded["lengths"][0])]
-        session = self.scheduler.open(servable, prompt_ids, params, asyncio.get_running_loop())
+        session = self.scheduler.open(servable, params, asyncio.get_running_loop())
         events = _sse_events(session, servable, params["prompt"], request)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -322,20 +315,6 @@ class ServingApp:
 
 def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-def _nothing_to_generate(inputs: dict[str, np.ndarray]) -> bool:
-    """True when every row asks for 0 new characters: the answer is the prompts, without a model call."""
-    lengths, prompts = inputs.get("max_new_chars"), inputs.get("prompt")
-    return (
-        lengths is not None
-        and prompts is not None
-        and prompts.ndim == 1
-        and lengths.size > 0
-        and lengths.ndim == 1
-        and lengths.shape[0] in (1, prompts.shape[0])
-        and not lengths.any()
-    )
 
 
 async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
@@ -361,7 +340,8 @@ async def until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
 async def _sse_events(
     session: streaming.StreamSession, servable: ServableVersion, prompt: str, request: Request
 ) -> AsyncIterator[str]:
-    """`start`, then `text` events with new characters, then `done` with the whole text (or `error`)."""
+    """`start`, then `text` events with new characters, then `done` with the whole text and the seed the
+    stream used (or `error`)."""
     parts: list[str] = []
     finished = False
     try:
@@ -371,7 +351,9 @@ async def _sse_events(
             yield _sse("text", {"text": piece})
         generated = "".join(parts)
         finished = True
-        yield _sse("done", {"generated": generated, "text": prompt + generated, "chars": len(generated)})
+        seed = session.finished.seed if session.finished is not None else None
+        done = {"generated": generated, "text": prompt + generated, "chars": len(generated), "seed": seed}
+        yield _sse("done", done)
     except RequestError as err:
         finished = True
         yield _sse("error", {"error": err.message, "status": err.status})

@@ -6,9 +6,10 @@ together with every queued request it can merge with. Light load costs no added 
 load turns into larger batches, which a recurrent generator runs for almost the price of one row.
 
 Only `serving_default` requests that draw random seeds (`seed < 0` in every row) are merged (every
-other input is per row: temperature, length, top-k, top-p, penalty and stop string may differ): with
-a fixed seed the first row seeds the whole batch, so merging would change a seeded request's
-output. Merged requests are also grouped by length bucket (the next power of two of their longest
+other input is per row: temperature, length, top-k, top-p, penalty and stop string may differ): one
+seed for several rows seeds row i with seed + i, so merging would change a seeded request's
+output (each merged row draws its own seed and returns it). Merged requests are also grouped by
+length bucket (the next power of two of their longest
 `max_new_chars`), so a short request never waits for a much longer one.
 
 A request whose client goes away (its future is cancelled) is dropped from the queue; if it is
@@ -27,13 +28,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.serving.cancellation import Canceller
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
+from keras_chargen.serving.repository import ServableVersion
+from keras_chargen.settings import SETTINGS
 
-# serving_default's inputs with one value per prompt row (or one for all rows); `seed` seeds the batch
-ROW_INPUTS = ("max_new_chars", "repetition_penalty", "stop", "temperature", "top_k", "top_p")
+# serving_default's inputs with one value per prompt row (or one for all rows): every setting but `seed`
+ROW_INPUTS = tuple(sorted(s.name for s in SETTINGS if s.name != "seed"))
 
 
 @dataclass

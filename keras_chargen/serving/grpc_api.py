@@ -4,8 +4,8 @@ The services are the stubs of `tensorflow-serving-api` (the package TF Serving's
 use) served by `grpcio`. Predict goes through the same versions, validation, caps and batching as
 REST (`ServingApp.run_predict`, on the server's event loop); errors are gRPC status codes with the
 REST error's message (`RequestError.grpc_code`: INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, ...).
-Inputs must have the signature's dtype, as on TF Serving (`seed` is int64:
-`tf.make_tensor_proto([1], tf.int64)`); inputs with a default may be left out, as over REST.
+Inputs must have the signature's dtype, as on TF Serving (`seed` is int32:
+`tf.make_tensor_proto([1], tf.int32)`); inputs with a default may be left out, as over REST.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.errors import ChargenError
 from keras_chargen.serving import protocol
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion
+from keras_chargen.serving.repository import ServableVersion
 
 if TYPE_CHECKING:
     from keras_chargen.serving.app import ServingApp

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 
+from keras_chargen import contract
 from keras_chargen.inspect_view import LEGEND_HTML, VIEW_CSS, VIEW_JS
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.settings import BY_NAME
@@ -133,7 +134,7 @@ async function errorOf(response) {
   try { return (await response.json()).error; } catch (e) { return `HTTP ${response.status}`; }
 }
 
-async function predictOnce(body) {  // fallback for versions without the step signature
+async function predictOnce(body) {  // fallback for versions exported without decode_start / decode_chunk
   const response = await fetch(`${base}:predict`, { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ instances: [body] }), signal: controller.signal });
   if (!response.ok) throw new Error(await errorOf(response));
@@ -232,7 +233,7 @@ async function inspect() {
   $("inspect-status").className = "note";
   $("inspect-status").textContent = "inspecting…";
   try {
-    const out = await callSignature("inspect", { text: [text], layer: [choice.layer], cell: [choice.cell] });
+    const out = await callSignature(config.inspect, { text: [text], layer: [choice.layer], cell: [choice.cell] });
     const n = out.lengths[0];
     inspectedText = text;
     inspected = {
@@ -292,7 +293,7 @@ async function explain(context, actual) {
   const body = request();
   const ticket = ++explainRequest;
   try {
-    const out = await callSignature("explain_sampling", { prompt: [context], temperature: [body.temperature],
+    const out = await callSignature(config.explain, { prompt: [context], temperature: [body.temperature],
       top_k: [body.top_k], top_p: [body.top_p], repetition_penalty: [body.repetition_penalty] });
     if (ticket !== explainRequest) return;  // a newer request is on its way
     drawExplained(out, context, actual);
@@ -345,9 +346,9 @@ for (const event of ["input", "click", "keyup"]) $("prompt").addEventListener(ev
 for (const id of ["temperature", ...config.sampling.map((s) => `setting-${s.name}`)]) {
   $(id).addEventListener("input", explainAtCursor);
 }
-if (config.signatures.includes("explain_sampling")) explainAtCursor();
+if (config.signatures.includes(config.explain)) explainAtCursor();
 else $("explain-panel").hidden = true;
-if (!config.signatures.includes("inspect")) $("inspect-panel").hidden = true;
+if (!config.signatures.includes(config.inspect)) $("inspect-panel").hidden = true;
 </script>
 </body>
 </html>
@@ -358,7 +359,7 @@ def playground_html(
     model: str,
     versions: list[int],
     config: ServingConfig,
-    signatures: tuple[str, ...] = ("inspect", "explain_sampling"),
+    signatures: tuple[str, ...] = tuple(contract.SIGNATURES),
 ) -> str:
     """The page for `model`, with the server's caps baked in (the length box's maximum); `signatures` are those of
     the newest version (the inspect view and the sampling chart need theirs)."""
@@ -370,6 +371,8 @@ def playground_html(
         "max_prompt_chars": config.max_prompt_chars,
         "sampling": sampling_controls(),
         "signatures": list(signatures),
+        "inspect": contract.INSPECT,  # the signatures the inspect view and the sampling chart call
+        "explain": contract.EXPLAIN_SAMPLING,
     }
     data = json.dumps(settings).replace("</", "<\\/")  # cannot close the <script> element early
     page = _PAGE.replace("__VIEW_CSS__", VIEW_CSS).replace("__VIEW_JS__", VIEW_JS).replace("__LEGEND__", LEGEND_HTML)

@@ -18,11 +18,11 @@ from typing import Any, NoReturn
 import numpy as np
 import tensorflow as tf
 
-from keras_chargen.export.savedmodel import SERVING_DEFAULTS
+from keras_chargen.contract import DEFAULT_SIGNATURE
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
-from keras_chargen.serving.repository import DEFAULT_SIGNATURE, ServableVersion, VersionStatus
-from keras_chargen.settings import SETTINGS
+from keras_chargen.serving.repository import ServableVersion, VersionStatus
+from keras_chargen.settings import SETTINGS, offs
 
 ROW, COLUMNAR = "row", "columnar"
 _JSON_TYPES = {
@@ -83,7 +83,7 @@ def defaults_for(signature: str, specs: Mapping[str, tf.TensorSpec]) -> dict[str
     `serving_default` at their off values (an extension: TF Serving requires every input)."""
     if signature != DEFAULT_SIGNATURE:
         return {}
-    return {name: value for name, value in SERVING_DEFAULTS.items() if name in specs}
+    return {name: value for name, value in offs().items() if name in specs}
 
 
 def decode_inputs(

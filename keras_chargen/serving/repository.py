@@ -23,14 +23,14 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from keras_chargen.contract import VOCAB_FILE, asset
 from keras_chargen.errors import ChargenError
 from keras_chargen.serving.cancellation import Canceller, cancellable
 from keras_chargen.serving.errors import RequestError, from_tf_error
 
 logger = logging.getLogger("keras_chargen.serving")
 
-DEFAULT_SIGNATURE = "serving_default"
-VOCAB_ASSET = Path("assets") / "vocab.json"
+VOCAB_ASSET = Path(asset(VOCAB_FILE))
 # TF Serving's ModelVersionStatus.State names (get_model_status.proto)
 AVAILABLE, END = "AVAILABLE", "END"
 

@@ -1,14 +1,16 @@
-"""Streaming generation: `:predict`'s decode loop, delivered a chunk of tokens per tick.
+"""Streaming generation: the exported `decode_start` / `decode_chunk` signatures, a chunk of tokens per tick.
 
 The SavedModel's `serving_default` generates a whole continuation in one call, so it cannot show
-text as it is produced. The stream runs the same decode loop (`keras_chargen.decoding`, the same
-sampler, seeded draws and stop rules) over the version's `step` signature, in this process: a
-stream is primed on its prompt ids (from the `encode` signature) when it joins, then one scheduler
-thread advances *all* open streams of a version together, `CHUNK` tokens per tick, carrying each
-stream's `DecodeState` between ticks. A row's draws depend only on its seed and its token index,
-so a stream produces exactly the tokens `:predict` produces for the same prompt, seed and settings,
-and its text comes from the same codec (word pieces detokenized as `:predict` does). Streams join
-and leave between ticks, so ten concurrent streams cost about what one does.
+text as it is produced. A stream runs what the version itself exported for that
+(`keras_chargen.contract`): `decode_start` primes a batch of prompts and returns each row's decode
+state and its settings in the form `decode_chunk` takes (the seed as used, the stop strings as
+stop sequences); `decode_chunk` advances a batch of states by up to `steps` tokens and returns the
+text each row added. One scheduler thread advances *all* open streams of a version together,
+`CHUNK` tokens per tick, keeping each stream's state as numpy rows between ticks. The server holds
+no decode loop, codec or sampler of its own: a version exported by an older or newer keras-chargen
+streams exactly what its own `serving_default` would return (same prompt, seed and settings),
+and a version exported before these signatures existed answers 400, naming the re-export. Streams
+join and leave between ticks, so ten concurrent streams cost about what one does.
 """
 
 from __future__ import annotations
@@ -16,31 +18,36 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from keras_chargen import decoding
-from keras_chargen.codecs import make_codec
-from keras_chargen.sampling import SamplingSettings
 from keras_chargen.serving.config import ServingConfig
 from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.repository import ServableVersion
-from keras_chargen.settings import SEED_MAX, SETTINGS
+from keras_chargen.settings import SETTINGS
 
-STEP, ENCODE = "step", "encode"
-GENERATION_ASSET = "assets/generation.json"  # written by `keras_chargen.export.savedmodel.write_savedmodel`
+START, CHUNK_SIGNATURE = "decode_start", "decode_chunk"
+STEPS = "steps"  # `decode_chunk`'s scalar input: tokens per row at most
 CHUNK = 8  # tokens per stream per tick: small enough for smooth text, large enough to amortize a call
-_DONE = object()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The end of a stream: the seed its row used (what reproduces it)."""
+
+    seed: int | None
 
 
 def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[str, Any]:
-    """Validate a `:stream` body: `prompt` and any setting `:predict` takes (`keras_chargen.settings`); 400s."""
+    """Validate a `:stream` body: `prompt` and any setting `:predict` takes (`keras_chargen.settings`); 400s.
+
+    A string setting (`stop`) may also be a list of strings (several stop strings). Returns the
+    prompt and every setting (defaults filled in; string settings as lists).
+    """
     names = [s.name for s in SETTINGS]
     unknown = [key for key in doc if key not in ("prompt", *names)]
     if unknown:
@@ -59,167 +66,76 @@ def parse_stream_request(doc: Mapping[str, Any], config: ServingConfig) -> dict[
     params: dict[str, Any] = {"prompt": prompt}
     for spec in SETTINGS:
         value = doc.get(spec.name, spec.default if spec.default is not None else spec.off)
+        several = spec.dtype == "string" and isinstance(value, list) and value
         try:
-            params[spec.name] = spec.check(value)
+            params[spec.name] = [spec.check(v) for v in value] if several else spec.check(value)
         except Exception as err:  # ChargenError: the rule in words
-            raise RequestError(400, str(err)) from None
+            raise RequestError(400, str(err) + (" (or a list of them)" if spec.dtype == "string" else "")) from None
+        if spec.dtype == "string":
+            params[spec.name] = params[spec.name] if several else [params[spec.name]]
+            for text in params[spec.name]:
+                if len(text) > config.max_prompt_chars:
+                    raise RequestError(
+                        400, f"{spec.name} has {len(text)} characters; this server's cap is {config.max_prompt_chars}"
+                    )
     if params["max_new_chars"] > config.max_new_chars:
         raise RequestError(
             400, f"max_new_chars {params['max_new_chars']} is above this server's cap of {config.max_new_chars}"
-        )
-    if len(params["stop"]) > config.max_prompt_chars:
-        raise RequestError(
-            400, f"stop has {len(params['stop'])} characters; this server's cap is {config.max_prompt_chars}"
         )
     return params
 
 
 def check_streamable(servable: ServableVersion) -> None:
-    """400 unless the version has the `step` and `encode` signatures and the vocabulary asset."""
-    missing = [name for name in (STEP, ENCODE) if name not in servable.signature_names]
-    if missing or servable.vocabulary is None:
-        what = ", ".join(
-            [f"the '{m}' signature" for m in missing] + (["assets/vocab.json"] if servable.vocabulary is None else [])
-        )
+    """400 unless the version has the `decode_start` and `decode_chunk` signatures (exports since they exist)."""
+    missing = [name for name in (START, CHUNK_SIGNATURE) if name not in servable.signature_names]
+    if missing:
         raise RequestError(
             400,
-            f"version {servable.version} of model {servable.name} cannot stream: it lacks "
-            f"{what}; re-export it with this keras-chargen (or use :predict)",
+            f"version {servable.version} of model {servable.name} cannot stream: it was exported without the "
+            f"{' and '.join(repr(m) for m in missing)} signature{'s' if len(missing) > 1 else ''}; re-export it "
+            f"with this keras-chargen (keras-chargen export MODEL_DIR --out BASE_PATH --version "
+            f"{servable.version + 1}), or use :predict",
         )
 
 
-def state_names(servable: ServableVersion) -> list[str]:
-    """The recurrent state inputs of `step` in the step's order (`h_0, c_0, h_1, ...`): every input but `ids`."""
-    names = [name for name in servable.input_specs(STEP) if name != "ids"]
-    return sorted(names, key=lambda n: (int(n.split("_")[1]), n[0] != "h"))
+def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """One batch from per-row arrays of one rank, each padded at the end of every axis to the widest (zeros, or
+    b"" for strings): how stop sequences, recent ids and stop strings of different streams share a call."""
+    rows = [np.asarray(r) for r in rows]
+    shape = np.max([r.shape for r in rows], axis=0) if rows[0].ndim else ()
+    padded = []
+    for row in rows:
+        widths = [(0, int(full) - size) for full, size in zip(shape, row.shape)]
+        fill = b"" if row.dtype == object else 0
+        padded.append(np.pad(row, widths, constant_values=fill) if any(w for _, w in widths) else row)
+    return np.stack(padded)
 
 
-class StreamDecoder:
-    """The decode loop of one version over its `step` signature: `prime` a batch of prompts, `advance` a chunk.
-
-    Args:
-        servable: ServableVersion with the `step` signature and `assets/vocab.json`.
-    """
-
-    def __init__(self, servable: ServableVersion) -> None:
-        vocab = json.loads((servable.path / "assets" / "vocab.json").read_text("utf-8"))
-        info_file = servable.path / GENERATION_ASSET
-        info = json.loads(info_file.read_text("utf-8")) if info_file.is_file() else {}
-        self.tokens = list(vocab["tokens"])
-        self.vocab_size = len(self.tokens) + 1
-        markers = [info[k] for k in ("document_start", "document_end") if info.get(k) is not None]
-        self.codec = make_codec(self.tokens, vocab.get("level", "char"), vocab.get("lowercase", False), markers)
-        start = info.get("document_start")
-        self.banned = (0,) if start is None else (0, start)
-        self.end_id = info.get("document_end")
-        self.names = state_names(servable)
-        specs = servable.input_specs(STEP)
-        self.state_specs = [tf.TensorSpec([None, specs[n].shape[-1]], tf.float32) for n in self.names]
-        self._step_fn = servable.function(STEP)
-        self.prime = tf.function(
-            self._prime, input_signature=[tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-        )
-        rows = tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)
-        self.advance = tf.function(
-            self._advance,
-            input_signature=[
-                tf.TensorSpec([None, self.vocab_size], tf.float32),  # logits
-                self.state_specs,
-                tf.TensorSpec([None], tf.int32),  # prev_ids
-                tf.TensorSpec([None, self.vocab_size], tf.float32),  # seen
-                tf.TensorSpec([None], tf.int32),  # count
-                tf.TensorSpec([None], tf.string),  # tail
-                tf.TensorSpec([None], tf.string),  # prompt
-                rows[0],  # temperature
-                rows[1],  # top_k
-                rows[0],  # top_p
-                rows[0],  # repetition_penalty
-                rows[1],  # seed
-                rows[1],  # max_new_chars
-                tf.TensorSpec([None], tf.string),  # stop
-                tf.TensorSpec([], tf.int32),  # steps
-            ],
-        )
-
-    def _step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        outputs = self._step_fn(ids=ids, **dict(zip(self.names, states)))
-        return outputs["logits"], [outputs[name] for name in self.names]
-
-    def _prime(self, ids: tf.Tensor, lengths: tf.Tensor) -> dict[str, Any]:
-        """Prompt ids `(batch, time)` as `encode` returns them → the state the decode loop starts from."""
-        batch = tf.shape(ids)[0]
-        states = [tf.zeros(tf.stack([batch, spec.shape[-1]])) for spec in self.state_specs]
-        logits, states = decoding.prime(self._step, ids, lengths, states)
-        prev_ids = tf.gather(ids, lengths - 1, batch_dims=1)
-        return {
-            "logits": logits,
-            "states": states,
-            "prev_ids": prev_ids,
-            "seen": decoding.seen_from_ids(ids, lengths, self.vocab_size),
-        }
-
-    def _advance(
-        self,
-        logits,
-        states,
-        prev_ids,
-        seen,
-        count,
-        tail,
-        prompt,
-        temperature,
-        top_k,
-        top_p,
-        penalty,
-        seed,
-        max_new,
-        stop,
-        steps,
-    ) -> dict[str, Any]:
-        """Up to `steps` tokens for every row, from and to a carried `DecodeState`; the text each row added."""
-        batch = tf.shape(logits)[0]
-        state = decoding.DecodeState(logits, list(states), prev_ids, seen, count >= max_new, count, tail)
-        stop_ids = None if self.end_id is None else tf.fill(tf.stack([batch, 1]), self.end_id)
-        ids, state = decoding.decode(
-            self._step,
-            state,
-            SamplingSettings(temperature, top_k, top_p, penalty),
-            seed,
-            max_new,
-            steps,
-            banned=self.banned,
-            stop_ids=stop_ids,
-            stop_text=decoding.StopText(self.codec.pieces, stop),
-        )
-        previous = tf.concat([prev_ids[:, None], ids[:, :-1]], axis=1)
-        added = state.count - count
-        text = tf.where(tf.sequence_mask(added, tf.shape(ids)[1]), self.codec.pieces(previous, ids), "")
-        text = tf.strings.reduce_join(text, axis=1)
-        text = tf.where(count == 0, self.codec.finish(prompt, text), text)  # as `:predict` joins it to the prompt
-        return {
-            "text": text,
-            "logits": state.logits,
-            "states": state.states,
-            "prev_ids": state.prev_ids,
-            "seen": state.seen,
-            "count": state.count,
-            "tail": state.tail,
-            "done": state.done,
-        }
+def start_inputs(params: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """`decode_start`'s inputs for a batch of checked stream requests (`parse_stream_request`)."""
+    columns: dict[str, np.ndarray] = {"prompt": np.array([p["prompt"].encode("utf-8") for p in params], object)}
+    for spec in SETTINGS:
+        if spec.dtype == "string":
+            columns[spec.name] = stack_rows(
+                [np.array([v.encode("utf-8") for v in p[spec.name]], object) for p in params]
+            )
+        else:
+            columns[spec.name] = np.array([p[spec.name] for p in params])
+    return columns
 
 
 @dataclass
 class Stream:
-    """One open stream: its settings and its carried decode state (`None` until primed).
+    """One open stream: its settings and its carried `decode_chunk` inputs (`None` until started).
 
     Touched only by the scheduler thread, except `cancelled`, which the client side sets.
     """
 
     servable: ServableVersion
-    prompt_ids: list[int]
     params: dict[str, Any]
     session: StreamSession
-    state: dict[str, Any] | None = None
+    state: dict[str, np.ndarray] | None = None
+    seed: int | None = None
     cancelled: bool = False
 
 
@@ -228,11 +144,12 @@ class StreamSession:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.stream: Stream | None = None
+        self.finished: Finished | None = None
 
     def push(self, item: Any) -> None:
-        """Thread-safe: queue a piece of text, `_DONE`, or a `RequestError`."""
+        """Thread-safe: queue a piece of text, a `Finished`, or a `RequestError`."""
         with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody is listening any more
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
@@ -242,7 +159,8 @@ class StreamSession:
             self.stream.cancelled = True
 
     async def pieces(self) -> AsyncIterator[str]:
-        """Text as it is generated, several characters at once when they queued up meanwhile."""
+        """Text as it is generated, several characters at once when they queued up meanwhile; then
+        `finished` says how it ended."""
         while True:
             items = [await self._queue.get()]
             while not self._queue.empty():
@@ -253,12 +171,13 @@ class StreamSession:
             for item in items:
                 if isinstance(item, RequestError):
                     raise item
-                if item is _DONE:
+                if isinstance(item, Finished):
+                    self.finished = item
                     return
 
 
 class StreamScheduler:
-    """The thread that advances every open stream, one batched decode chunk per version per tick.
+    """The thread that advances every open stream, one batched `decode_chunk` call per version per tick.
 
     Args:
         max_streams: int, open streams allowed at once; `open` answers 503 beyond.
@@ -272,7 +191,6 @@ class StreamScheduler:
         self._stopping = False
         self._error = RequestError(503, "server is shutting down")
         self._thread = threading.Thread(target=self._loop, name="stream-scheduler", daemon=True)
-        self._decoders: dict[tuple, StreamDecoder] = {}
         self.ticks = 0
 
     def start(self) -> None:
@@ -292,27 +210,14 @@ class StreamScheduler:
             self._cond.notify()
 
     def open(
-        self,
-        servable: ServableVersion,
-        prompt_ids: np.ndarray,
-        params: Mapping[str, Any],
-        loop: asyncio.AbstractEventLoop,
+        self, servable: ServableVersion, params: Mapping[str, Any], loop: asyncio.AbstractEventLoop
     ) -> StreamSession:
-        """Start a stream from encoded prompt ids (at least one) and checked settings (`parse_stream_request`).
+        """Start a stream of a checked request (`parse_stream_request`) on a streamable version (`check_streamable`).
 
-        Its text arrives through the session. A negative seed gets a random one here.
+        Its text arrives through the session; a negative seed is drawn by `decode_start`.
         """
         session = StreamSession(loop)
-        if params["max_new_chars"] == 0:
-            session.push(_DONE)
-            return session
-        ids = [int(i) for i in prompt_ids]
-        if not ids:  # `encode` primes an empty prompt on a newline, so this is a broken export
-            raise RequestError(500, f"the encode signature of version {servable.version} returned no ids")
-        params = dict(params)
-        if params["seed"] < 0:
-            params["seed"] = int(np.random.default_rng().integers(0, SEED_MAX))
-        stream = Stream(servable, ids, params, session)
+        stream = Stream(servable, dict(params), session)
         session.stream = stream
         with self._cond:
             if self._stopping:
@@ -339,7 +244,7 @@ class StreamScheduler:
             live = [s for s in active if not s.cancelled]
             by_version: dict[int, list[Stream]] = collections.defaultdict(list)
             for stream in live:
-                by_version[stream.servable.version].append(stream)
+                by_version[id(stream.servable)].append(stream)
             finished = set(id(s) for s in active if s.cancelled)
             for streams in by_version.values():
                 finished.update(id(s) for s in self._tick(streams))
@@ -349,71 +254,52 @@ class StreamScheduler:
                 with self._cond:
                     self._open -= len(finished)
 
-    def _decoder(self, servable: ServableVersion) -> StreamDecoder:
-        """The version's `StreamDecoder`, built (and traced) once."""
-        key = (servable.name, servable.version, id(servable))
-        if key not in self._decoders:
-            self._decoders[key] = StreamDecoder(servable)
-        return self._decoders[key]
-
     def _tick(self, streams: list[Stream]) -> list[Stream]:
-        """Prime the new streams, then one chunk for `streams` (one version); returns those that finished or failed."""
+        """Start the new streams, then one chunk for `streams` (one version); returns those that ended."""
+        ended: list[Stream] = []
         try:
-            decoder = self._decoder(streams[0].servable)
             new = [s for s in streams if s.state is None]
             if new:
-                width = max(len(s.prompt_ids) for s in new)
-                ids = np.array([s.prompt_ids + [0] * (width - len(s.prompt_ids)) for s in new], np.int32)
-                primed = decoder.prime(ids, np.array([len(s.prompt_ids) for s in new], np.int32))
-                for i, stream in enumerate(new):
-                    stream.state = {
-                        "logits": primed["logits"][i],
-                        "states": [state[i] for state in primed["states"]],
-                        "prev_ids": primed["prev_ids"][i],
-                        "seen": primed["seen"][i],
-                        "count": np.int32(0),
-                        "tail": b"",
-                    }
-            rows = [s.state for s in streams if s.state is not None]  # all, once primed
-            column = {name: np.stack([np.asarray(r[name]) for r in rows]) for name in ("logits", "prev_ids", "seen")}
-            settings = {spec.name: [s.params[spec.name] for s in streams] for spec in SETTINGS}
-            out = decoder.advance(
-                column["logits"],
-                [np.stack([r["states"][j] for r in rows]) for j in range(len(decoder.names))],
-                column["prev_ids"],
-                column["seen"],
-                np.array([r["count"] for r in rows], np.int32),
-                np.array([r["tail"] for r in rows], dtype=np.object_),
-                np.array([s.params["prompt"].encode("utf-8") for s in streams], object),
-                np.array(settings["temperature"], np.float32),
-                np.array(settings["top_k"], np.int32),
-                np.array(settings["top_p"], np.float32),
-                np.array(settings["repetition_penalty"], np.float32),
-                np.array(settings["seed"], np.int32),
-                np.array(settings["max_new_chars"], np.int32),
-                np.array([v.encode("utf-8") for v in settings["stop"]], object),
-                np.int32(CHUNK),
-            )
+                self._start(new)
+            running = [s for s in streams if not self._end_if_done(s, ended)]
+            if running:
+                self._chunk(running)
+                for stream in running:
+                    self._end_if_done(stream, ended)
         except Exception as err:  # report to every stream of this call, then drop them
             error = err if isinstance(err, RequestError) else RequestError(500, f"stream step failed: {err}")
             for stream in streams:
-                stream.session.push(error)
+                if stream not in ended:
+                    stream.session.push(error)
             return streams
-        out = {k: v.numpy() if hasattr(v, "numpy") else [x.numpy() for x in v] for k, v in out.items()}
-        done = []
+        return ended
+
+    @staticmethod
+    def _start(streams: list[Stream]) -> None:
+        """`decode_start` for streams that just joined: their first state and their settings."""
+        outputs = streams[0].servable.run(START, start_inputs([s.params for s in streams]))
         for i, stream in enumerate(streams):
-            stream.state = {
-                "logits": out["logits"][i],
-                "states": [state[i] for state in out["states"]],
-                "prev_ids": out["prev_ids"][i],
-                "seen": out["seen"][i],
-                "count": out["count"][i],
-                "tail": out["tail"][i],
-            }
-            text = out["text"][i].decode("utf-8", "replace")
+            stream.state = {name: value[i] for name, value in outputs.items()}
+            stream.seed = int(outputs["seed"][i]) if "seed" in outputs else None
+
+    @staticmethod
+    def _chunk(streams: list[Stream]) -> None:
+        """One `decode_chunk` call for `streams` (started, not done): each row's text, then its new state."""
+        names = [n for n in streams[0].servable.input_specs(CHUNK_SIGNATURE) if n != STEPS]
+        inputs = {name: stack_rows([s.state[name] for s in streams if s.state is not None]) for name in names}
+        outputs = streams[0].servable.run(CHUNK_SIGNATURE, {**inputs, STEPS: np.array(CHUNK, np.int32)})
+        for i, stream in enumerate(streams):
+            assert stream.state is not None
+            text = outputs["text"][i].decode("utf-8", "replace")
             if text:
                 stream.session.push(text)
-            if out["done"][i]:
-                stream.session.push(_DONE)
-                done.append(stream)
-        return done
+            stream.state.update({name: value[i] for name, value in outputs.items() if name != "text"})
+
+    @staticmethod
+    def _end_if_done(stream: Stream, ended: list[Stream]) -> bool:
+        """If the stream's row is done, finish its session (with its seed) and note it in `ended`."""
+        if stream.state is None or not bool(stream.state["done"]):
+            return False
+        stream.session.push(Finished(stream.seed))
+        ended.append(stream)
+        return True
