@@ -110,3 +110,18 @@ def test_sampling_chart_shows_the_distribution_after_each_setting(server, browse
     assert bars["model"] == bars["repetition_penalty"]  # the penalty is off
     assert browser.find_element(By.ID, "explain-status").text.startswith("after “ROMEO:⏎The ki”")
     assert console_errors(browser) == []
+
+
+def test_a_version_without_the_signatures_hides_both_panels(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from keras_chargen.serving.config import ServingConfig
+    from keras_chargen.serving.playground import playground_html
+
+    page = tmp_path / "old.html"  # an export made before `inspect` and `explain_sampling` existed
+    page.write_text(playground_html(MODEL, [1], ServingConfig(), ("decode", "encode", "serving_default", "step")))
+    browser.get(page.as_uri())
+    assert not browser.find_element(By.ID, "inspect-panel").is_displayed()
+    assert not browser.find_element(By.ID, "explain-panel").is_displayed()
+    assert browser.find_element(By.ID, "setting-top_k").is_displayed()  # the settings stay
+    assert console_errors(browser) == []
