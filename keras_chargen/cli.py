@@ -1,4 +1,4 @@
-"""`keras-chargen train|generate|evaluate|export|serve|bench`: argument parsing over the Python API, nothing more."""
+"""`keras-chargen train|generate|evaluate|export|serve|bench|inspect`: argument parsing over the Python API."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import re
 import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keras_chargen.config import CHOICES, ENCODING_ERRORS, ChargenConfig, flag_name
 from keras_chargen.errors import ChargenError, describe_os_error
 from keras_chargen.quiet import VERBOSE_ENV, quiet_tensorflow_start
+
+if TYPE_CHECKING:  # TensorFlow loads only once a command runs
+    from keras_chargen.inspection import Inspection
 
 # Sampling settings whose `generate` flag is not simply --setting-name.
 GENERATE_FLAGS = {"max_new_chars": "--length"}
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_serve_parser(commands)
     add_bench_parser(commands)
+    add_inspect_parser(commands)
     return parser
 
 
@@ -556,6 +560,108 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(chars_per_second(report)))
 
 
+# --- inspect ---
+def add_inspect_parser(commands) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="per-character probabilities, alternatives and cell activations of a text, as an HTML report",
+        usage="keras-chargen inspect MODEL_DIR (--text FILE | --prompt TEXT [--generate N]) [--html OUT] [--json OUT]",
+        formatter_class=HelpFormatter,
+    )
+    inspect.add_argument("model_dir", metavar="MODEL_DIR")
+    given = inspect.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", nargs="+", metavar="FILE", help="text files (or directories of *.txt) to inspect")
+    given.add_argument("--prompt", type=unescape, help=r"a text to inspect, typed (escapes like \n work)")
+    inspect.add_argument(
+        "--generate", type=int, default=0, metavar="N", help="with --prompt: generate N tokens after it, inspect both"
+    )
+    inspect.add_argument("--temperature", type=float, default=0.8, help="with --generate: the sampling temperature")
+    inspect.add_argument(
+        "--seed", type=int, default=None, help="with --generate: the seed (omit --seed for a random seed)"
+    )
+    inspect.add_argument("--html", metavar="OUT", help="write the self-contained HTML report here")
+    inspect.add_argument("--json", metavar="OUT", help="write the JSON report here")
+    inspect.add_argument(
+        "--max-positions",
+        type=int,
+        default=2000,
+        help="positions whose details (alternatives, activations) the reports hold; statistics cover all",
+    )
+    inspect.add_argument("--encoding-errors", choices=ENCODING_ERRORS, default="strict")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    """Inspect a text; print the summary and the best cell per feature, write the reports asked for."""
+    import random
+
+    from keras_chargen.settings import SEED_MAX, check_api
+
+    if args.generate and args.prompt is None:
+        raise UsageError("--generate needs --prompt (the text to continue)")
+    for flag, name, value in [
+        ("--generate", "max_new_chars", args.generate),
+        ("--temperature", "temperature", args.temperature),
+        ("--seed", "seed", args.seed),
+    ]:
+        try:
+            check_api(name, value)
+        except ChargenError:
+            raise UsageError(
+                f"{flag} must be {cli_rule(name).replace(generate_flag(name), flag)}; got {value!r}"
+            ) from None
+    if args.max_positions < 0:
+        raise UsageError(f"--max-positions must be an integer >= 0; got {args.max_positions}")
+    text: Any
+    if args.text:
+        from keras_chargen.corpus import FileSource, resolve_text_paths
+
+        text = FileSource(tuple(resolve_text_paths(args.text)), args.encoding_errors).chunks()
+    else:
+        text = args.prompt
+    from keras_chargen.inspection import inspect_text
+    from keras_chargen.saving import load_generator
+
+    generator = load_generator(args.model_dir)
+    if args.generate:
+        if args.seed is None:
+            args.seed = random.SystemRandom().randint(0, SEED_MAX)
+        print(f"seed: {args.seed} (the same --seed gives the same text)", file=sys.stderr)
+        lenient = generator.codec.oov_policies[-1]  # unknown prompt tokens: skipped (characters) or [UNK] (words)
+        text += generator.generate(text, args.temperature, args.generate, args.seed, oov=lenient)[0]
+    result = inspect_text(generator, text, args.max_positions)
+    print_inspection(result)
+    title = Path(args.text[0]).name if args.text else "prompt"
+    if args.json:
+        import json
+
+        from keras_chargen.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.html:
+        from keras_chargen.inspect_report import render_html
+        from keras_chargen.io import atomic_write_text
+
+        atomic_write_text(args.html, render_html(result, f"{Path(args.model_dir).name} on {title}"))
+        print(f"wrote {args.html}")
+
+
+def print_inspection(result: Inspection) -> None:
+    """The summary lines of `inspect`: bits per token, what the reports hold, the best cell per feature."""
+    unit = result.level
+    print(
+        f"inspected {result.total:,} {unit}s: {result.bits_per_char:.4f} bits/{unit} "
+        f"over the {result.scored:,} with a prediction (the first has none)"
+    )
+    if result.shown < result.total:
+        print(f"details (alternatives, activations) for the first {result.shown:,} positions (--max-positions)")
+    print("cells that follow a feature (Pearson r over all positions):")
+    for match in result.cells:
+        print(f"  {match.feature:<14} layer {match.layer} {match.kind}[{match.cell}]  r = {match.correlation:+.3f}")
+    if result.constant_features:
+        print(f"  not in this text: {', '.join(result.constant_features)}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
@@ -563,6 +669,7 @@ COMMANDS = {
     "export": cmd_export,
     "serve": cmd_serve,
     "bench": cmd_bench,
+    "inspect": cmd_inspect,
 }
 
 

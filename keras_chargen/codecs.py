@@ -80,6 +80,11 @@ class CharCodec(keras.layers.Layer):
         """The continuation as it follows the prompt (characters need nothing)."""
         return generated
 
+    def text_pieces(self, tokens: tf.Tensor, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """The text each token of a split text adds, as written (unknown ones too), for showing a text token by
+        token: `tokens` from `split`, `ids` their ids, `prev_ids` the ids before them (same shape)."""
+        return tokens
+
     def tokens(self, text: str) -> list[str]:
         """The tokens of one Python string (to name unknown ones before generating)."""
         return list(text)
@@ -120,6 +125,9 @@ class WordCodec(CharCodec):
 
     def token_text(self, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         return self.word_pieces(self.decoder(ids), prev_ids, ids)
+
+    def text_pieces(self, tokens: tf.Tensor, prev_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        return self.word_pieces(tokens, prev_ids, ids)
 
     def finish(self, prompt: tf.Tensor, generated: tf.Tensor) -> tf.Tensor:
         """ "to be " + " or" would double the space: drop the continuation's leading space after one."""

@@ -164,6 +164,57 @@ def decode_settings() -> tuple[Tensor, ...]:
     return tuple(id_setting(s) for s in SETTINGS)
 
 
+# --- seeing inside the network (`keras_chargen.inspection`) ---
+INSPECT, EXPLAIN_SAMPLING = "inspect", "explain_sampling"  # the signatures' names
+INSPECT_TOP = 5  # alternatives `inspect` returns per position
+EXPLAIN_TOP = 16  # tokens `explain_sampling` shows: the most likely at any stage
+# `explain_sampling`'s stages: the distribution as the model gives it, then after each setting's logit processor
+# in the order `keras_chargen.sampling.next_token` applies them (each named after its setting)
+SAMPLING_STAGES = ("model", "repetition_penalty", "temperature", "top_k", "top_p")
+
+
+def inspect_signatures() -> tuple[Signature, Signature]:
+    """`inspect` (per position: the token, its probability, the alternatives, a layer's activations) and
+    `explain_sampling` (the next-token distribution before and after each setting the sampler reads)."""
+    batch_time = (None, None)
+    inspect = Signature(
+        INSPECT,
+        (
+            Tensor("text", "string", BATCH, "the text to inspect, read from the zero state"),
+            Tensor("layer", "int32", BATCH, "the recurrent layer whose activations come back (0 = the first)"),
+            Tensor("cell", "int32", BATCH, "-1: every cell of the layer; otherwise that cell alone"),
+        ),
+        (
+            Tensor("tokens", "string", batch_time, "the text of each position"),
+            Tensor("ids", "int32", batch_time, "the id of each position (0: unknown, and the padding)"),
+            Tensor("lengths", "int32", BATCH, "positions per row"),
+            Tensor("prob", "float32", batch_time, "the probability of each position's token (0 at position 0)"),
+            Tensor("top_ids", "int32", (None, None, None), f"the {INSPECT_TOP} most likely ids at each position"),
+            Tensor("top_probs", "float32", (None, None, None), "their probabilities"),
+            Tensor("top_tokens", "string", (None, None, None), "their text"),
+            Tensor("activations", "float32", (None, None, None, None), "`[batch, time, kinds, cells]` of `layer`"),
+            Tensor("activation_names", "string", (None, None), "the kinds: `h, c, i, f, o` for an LSTM"),
+            Tensor("num_layers", "int32", BATCH, "the recurrent layers"),
+            Tensor("num_cells", "int32", BATCH, "the cells of each layer"),
+        ),
+        "per position: the token's probability, the alternatives and one layer's activations",
+    )
+    processors = [s for s in SETTINGS if s.name in SAMPLING_STAGES]
+    explain = Signature(
+        EXPLAIN_SAMPLING,
+        (Tensor("prompt", "string", BATCH, "the text before the next token"), *map(setting_tensor, processors)),
+        (
+            Tensor("ids", "int32", (None, None), f"the {EXPLAIN_TOP} tokens most likely at any stage"),
+            Tensor("tokens", "string", (None, None), "their text"),
+            Tensor("probs", "float32", (None, len(SAMPLING_STAGES), None), "per stage"),
+            Tensor("other", "float32", (None, len(SAMPLING_STAGES)), "the probability of every other token"),
+            Tensor("stages", "string", (None, len(SAMPLING_STAGES)), "the stages: " + ", ".join(SAMPLING_STAGES)),
+        ),
+        "the next-token distribution as the model gives it and after each sampling setting",
+    )
+    return inspect, explain
+
+
 def _signatures() -> dict[str, Signature]:
     text_out = (
         Tensor("text", "string", BATCH, "prompt + continuation"),
@@ -212,6 +263,7 @@ def _signatures() -> dict[str, Signature]:
                 (*DECODE_STATE, Tensor("text", "string", BATCH, "the text this chunk added")),
                 "a stream's next chunk: up to `steps` tokens per row, the state carried",
             ),
+            *inspect_signatures(),
         )
     }
 

@@ -135,8 +135,24 @@ class RecurrentStep:
         h = states[len(states) - len(_state_sizes(self.cells[-1]))]
         return tf.matmul(h, self.dense.kernel.value) + self.dense.bias.value
 
-    def recurrent(self, ids: tf.Tensor, states: list[tf.Tensor], weights: dict | None = None) -> list[tf.Tensor]:
-        """The new states after feeding `ids` `(batch,)`, without the output layer (arguments as `__call__`)."""
+    @property
+    def gate_names(self) -> list[tuple[str, ...]]:
+        """Per layer, the gates `activations` reports: LSTM `(i, f, o)`, GRU `(z, r)`, SimpleRNN none."""
+        return [_GATE_NAMES.get(type(cell), ()) for cell in self.cells]
+
+    def activations(
+        self, ids: tf.Tensor, states: list[tf.Tensor], weights: dict | None = None
+    ) -> tuple[list[tf.Tensor], list[list[tf.Tensor]]]:
+        """The new states and, per layer, its gate activations `(batch, units)` in `gate_names` order (after
+        the sigmoid), after feeding `ids` `(batch,)` (arguments as `__call__`): what inspection reads."""
+        record: list[list[tf.Tensor]] = []
+        return self.recurrent(ids, states, weights, record), record
+
+    def recurrent(
+        self, ids: tf.Tensor, states: list[tf.Tensor], weights: dict | None = None, record: list | None = None
+    ) -> list[tf.Tensor]:
+        """The new states after feeding `ids` `(batch,)`, without the output layer (arguments as `__call__`);
+        each layer's gate activations are appended to `record` when it is a list."""
         ids = tf.cast(ids, tf.int32)
         new_states, offset, x = [], 0, None
         for i, cell in enumerate(self.cells):
@@ -159,7 +175,7 @@ class RecurrentStep:
                     x_gates = [_affine(x, k, b) for k, b in zip(layer["kernel"], layer["bias"])]
                 biases = layer["recurrent_bias"] or [None] * gates
                 h_gates = [_affine(h, u, b) for u, b in zip(layer["recurrent"], biases)]
-            x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset : offset + count])
+            x, cell_states = _cell_step(cell, x_gates, h_gates, states[offset : offset + count], record)
             new_states += cell_states
             offset += count
         return new_states
@@ -173,6 +189,9 @@ def _state_sizes(cell) -> list[int]:
 def _num_gates(cell) -> int:
     """Gate blocks in the cell's kernels: LSTM 4 (i, f, c, o), GRU 3 (z, r, h), SimpleRNN 1."""
     return {keras.layers.LSTMCell: 4, keras.layers.GRUCell: 3}.get(type(cell), 1)
+
+
+_GATE_NAMES = {keras.layers.LSTMCell: ("i", "f", "o"), keras.layers.GRUCell: ("z", "r")}
 
 
 def _check_cell(cell) -> None:
@@ -206,12 +225,16 @@ def _recurrent_bias(cell) -> tf.Tensor | None:
 
 
 def _cell_step(
-    cell, x_gates: list[tf.Tensor], h_gates: list[tf.Tensor] | None, states: list[tf.Tensor]
+    cell,
+    x_gates: list[tf.Tensor],
+    h_gates: list[tf.Tensor] | None,
+    states: list[tf.Tensor],
+    record: list | None = None,
 ) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """One cell step from per-gate pre-activations `(batch, units)`: `x_gates[g] = x @ kernel_g +
     input bias_g`, `h_gates[g] = h @ recurrent_kernel_g (+ recurrent bias_g)`, or `h_gates` None when
     `x_gates` already hold the sums (never for a GRU, whose reset gate scales the recurrent part):
-    output, new states."""
+    output, new states. The gate activations (`_GATE_NAMES` order) are appended to `record` if given."""
     h = states[0]
     if isinstance(cell, keras.layers.GRUCell):
         assert h_gates is not None  # a GRU's reset gate scales the recurrent part alone
@@ -220,12 +243,18 @@ def _cell_step(
         r = tf.sigmoid(x_r + r_r)
         candidate = tf.tanh(x_h + r * r_h)
         h = z * h + (1 - z) * candidate
+        if record is not None:
+            record.append([z, r])
         return h, [h]
     gates = x_gates if h_gates is None else [a + b for a, b in zip(x_gates, h_gates)]
     if isinstance(cell, keras.layers.LSTMCell):
         i, f, c, o = gates
         c = tf.sigmoid(f) * states[1] + tf.sigmoid(i) * tf.tanh(c)
         h = tf.sigmoid(o) * tf.tanh(c)
+        if record is not None:  # the same sigmoids (a graph computes them once)
+            record.append([tf.sigmoid(i), tf.sigmoid(f), tf.sigmoid(o)])
         return h, [h, c]
     h = tf.tanh(gates[0])  # SimpleRNN
+    if record is not None:
+        record.append([])
     return h, [h]

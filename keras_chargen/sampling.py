@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_chargen.contract import SAMPLING_STAGES
 from keras_chargen.settings import BY_NAME
 
 TOP_K_OFF = BY_NAME["top_k"].off
@@ -231,3 +232,29 @@ def next_token(
 
     sampled = draw(logits) if in_use is None else tf.cond(in_use[2], lambda: draw(logits), lambda: greedy)
     return tf.where(settings.temperature > 0, sampled, greedy)
+
+
+# --- what each processor does (the playground's sampling chart) ---
+STAGES = SAMPLING_STAGES  # the distribution as the model gives it, then after each processor, in order
+
+
+def stage_probabilities(logits: tf.Tensor, seen: tf.Tensor, settings: SamplingSettings) -> tf.Tensor:
+    """The next-token distribution before and after each processor, as `next_token` applies them: float32
+    `(batch, len(STAGES), vocab)`. The last stage is the distribution the draw samples from; at temperature 0
+    the stages from `temperature` on are the greedy choice (probability 1 on the argmax).
+
+    Args:
+        logits: float32 `(batch, vocab)` (tokens never to generate already at a very low value).
+        seen: bool `(batch, vocab)`, the tokens already in each row's text.
+        settings: SamplingSettings, one value per row.
+    """
+    penalized = apply_repetition_penalty(logits, seen, settings.repetition_penalty)
+    scaled = apply_temperature(penalized, settings.temperature)
+    top_k = apply_top_k(scaled, settings.top_k)
+    both = apply_top_k_top_p(scaled, settings.top_k, settings.top_p)
+    vocab = tf.shape(logits)[-1]
+    greedy = tf.one_hot(tf.argmax(penalized, axis=-1, output_type=tf.int32), vocab)  # (batch, vocab)
+    sampled = (settings.temperature > 0)[:, None]
+    stages = [tf.nn.softmax(logits), tf.nn.softmax(penalized)]
+    stages += [tf.where(sampled, tf.nn.softmax(x), greedy) for x in (scaled, top_k, both)]
+    return tf.stack(stages, axis=1)

@@ -53,6 +53,7 @@ def test_state_names_order_and_onnx_names():
         ("docs/export.md", "signatures table", contract.SIGNATURES.values()),
         ("docs/export.md", "id signatures table", contract.ID_SIGNATURES.values()),
         ("docs/serving.md", "signatures table", contract.SIGNATURES.values()),
+        ("docs/inspect.md", "inspect signatures table", contract.inspect_signatures()),
     ],
 )
 def test_the_docs_tables_are_the_generated_ones(doc, marker, signatures):

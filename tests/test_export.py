@@ -144,7 +144,16 @@ def reloaded(savedmodel_dir, generator, tmp_path_factory) -> dict:
 def test_savedmodel_loads_without_keras_chargen_and_has_the_signatures(reloaded, savedmodel_dir, trained_dir):
     assert reloaded["imported"] == []
     assert reloaded["signatures"] == sorted(contract.SIGNATURES)
-    assert reloaded["signatures"] == ["decode", "decode_chunk", "decode_start", "encode", "serving_default", "step"]
+    assert reloaded["signatures"] == [
+        "decode",
+        "decode_chunk",
+        "decode_start",
+        "encode",
+        "explain_sampling",
+        "inspect",
+        "serving_default",
+        "step",
+    ]
     assert reloaded["step_outputs"] == ["c_0", "h_0", "logits"]
     assert reloaded["serving_inputs"] == [
         "max_new_chars",

@@ -209,3 +209,42 @@ def test_top_k_then_top_p_from_one_sort():
     kept = [np.flatnonzero(np.isfinite(row)).tolist() for row in out]
     # top-2 = {1, 3}, renormalized 0.625 / 0.375: p 0.9 keeps both; top-3 {1, 3, 0}: 0.526 < 0.7 keeps 1, 3
     assert kept == [[1, 3], [1, 3], [1, 3]]
+
+
+def test_stage_probabilities_show_each_processor_in_order():
+    from keras_chargen.sampling import STAGES, stage_probabilities
+
+    logits = tf.constant([[2.0, 1.0, 0.0, -1.0], [2.0, 1.0, 0.0, -1.0], [0.5, 3.0, 0.0, -1.0]])
+    seen = tf.constant([[True, False, False, True], [False] * 4, [False, True, False, False]])
+    settings = sampling_settings(3, [0.5, 2.0, 0.0], [0, 3, 2], [0.9, 1.0, 0.5], [2.0, 1.0, 1.5])
+    probs = stage_probabilities(logits, seen, settings).numpy()  # (rows, stages, vocab)
+    assert STAGES == ("model", "repetition_penalty", "temperature", "top_k", "top_p") and probs.shape == (3, 5, 4)
+
+    def softmax(x):
+        e = np.exp(np.array(x) - np.max(x))
+        return e / e.sum()
+
+    np.testing.assert_allclose(probs[:, 0], tf.nn.softmax(logits).numpy(), rtol=1e-6)
+    penalized = [1.0, 1.0, 0.0, -2.0]  # row 0: 2 / 2 and -1 * 2 on the seen tokens
+    np.testing.assert_allclose(probs[0, 1], softmax(penalized), rtol=1e-6)
+    tempered = softmax(np.array(penalized) / 0.5)
+    np.testing.assert_allclose(probs[0, 2], tempered, rtol=1e-6)
+    np.testing.assert_allclose(probs[0, 3], tempered, rtol=1e-6)  # top-k off
+    nucleus = np.where(np.arange(4) < 2, tempered, 0) / tempered[:2].sum()  # the first alone is below 0.9
+    np.testing.assert_allclose(probs[0, 4], nucleus, rtol=1e-6)
+    np.testing.assert_allclose(probs[1, 2], softmax([1.0, 0.5, 0.0, -0.5]), rtol=1e-6)  # T = 2
+    top3 = softmax([1.0, 0.5, 0.0])
+    np.testing.assert_allclose(probs[1, 3], [*top3, 0], rtol=1e-6)
+    np.testing.assert_allclose(probs[1, 4], probs[1, 3], rtol=1e-6)  # top-p off
+    # temperature 0: greedy on the penalized logits (3 / 1.5 = 2 still leads), one-hot from the temperature on
+    np.testing.assert_allclose(probs[2, 1], softmax([0.5, 2.0, 0.0, -1.0]), rtol=1e-6)
+    for stage in (2, 3, 4):
+        np.testing.assert_array_equal(probs[2, stage], [0, 1, 0, 0])
+    # the last stage is what the draw samples: 2,000 seeded draws per row follow it
+    n = 2000
+    tiled = sampling_settings(3 * n, *(tf.tile(v, [n]) for v in settings))
+    ids = next_token(
+        tf.tile(logits, [n, 1]), tf.tile(seen, [n, 1]), tiled, tf.range(3 * n), tf.zeros([3 * n], tf.int32)
+    )
+    frequencies = np.stack([np.bincount(ids.numpy()[r::3], minlength=4) / n for r in range(3)])
+    np.testing.assert_allclose(frequencies, probs[:, 4], atol=0.035)

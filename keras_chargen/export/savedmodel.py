@@ -9,7 +9,10 @@ TF Serving's row format needs):
 - `encode`: prompt → ids (right-padded with 0), lengths;
 - `decode`: ids → text (ids outside 1..vocab-1, such as the padding 0, are dropped; words are detokenized);
 - `decode_start` / `decode_chunk`: a stream, a chunk of tokens at a time (what `keras-chargen serve`'s
-  `:stream` runs): the decode state after priming, then up to `steps` more tokens per row.
+  `:stream` runs): the decode state after priming, then up to `steps` more tokens per row;
+- `inspect`: text + layer + cell → per position the token, its probability, the top alternatives and the
+  layer's activations; `explain_sampling`: prompt + the sampler's settings → the next-token distribution
+  before and after each setting (`keras_chargen.inspection`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from keras_chargen import contract
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import staged_dirs
 from keras_chargen.generation import CharGenerator, compiled, signature, tensor_specs
+from keras_chargen.inspection import Inspector
 from keras_chargen.io import atomic_write_text
 
 
@@ -41,6 +45,11 @@ class GeneratorModule(tf.Module):
         self.decode_start = compiled(generator.decode_start, signature(several_stops=True))
         self.decode_chunk = compiled(
             generator.decode_chunk, tensor_specs(contract.SIGNATURES["decode_chunk"].inputs, states)
+        )
+        inspector = Inspector(generator)
+        self.inspect = compiled(inspector.inspect, tensor_specs(contract.SIGNATURES[contract.INSPECT].inputs))
+        self.explain_sampling = compiled(
+            inspector.explain_sampling, tensor_specs(contract.SIGNATURES[contract.EXPLAIN_SAMPLING].inputs)
         )
 
     def _serve(self, prompt, *settings):
@@ -84,6 +93,8 @@ class GeneratorModule(tf.Module):
             "decode": self.decode,
             "decode_start": self.decode_start,
             "decode_chunk": self.decode_chunk,
+            contract.INSPECT: self.inspect,
+            contract.EXPLAIN_SAMPLING: self.explain_sampling,
         }
         assert list(functions) == list(contract.SIGNATURES), "one function per contract signature"
         return functions

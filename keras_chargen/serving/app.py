@@ -161,7 +161,8 @@ class ServingApp:
             await self.core.stop()
 
     async def playground(self, request: Request) -> HTMLResponse:
-        return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config))
+        signatures = tuple(self.repo.get(self.repo.name, None).signature_names)  # the newest version's
+        return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config, signatures))
 
     async def models(self, request: Request) -> Response:
         """Dispatch every `/v1/models...` path the way TF Serving parses it."""
