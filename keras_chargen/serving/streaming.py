@@ -175,21 +175,17 @@ class StreamSession:
             self.stream.cancelled = True
 
     async def pieces(self) -> AsyncIterator[str]:
-        """Text as it is generated, several characters at once when they queued up meanwhile; then
+        """Text as it is generated, one piece per `decode_chunk` call (up to `CHUNK` tokens); then
         `finished` says how it ended."""
         while True:
-            items = [await self._queue.get()]
-            while not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            text = "".join(item for item in items if isinstance(item, str))
-            if text:
-                yield text
-            for item in items:
-                if isinstance(item, RequestError):
-                    raise item
-                if isinstance(item, Finished):
-                    self.finished = item
-                    return
+            item = await self._queue.get()
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, RequestError):
+                raise item
+            elif isinstance(item, Finished):
+                self.finished = item
+                return
 
 
 class StreamScheduler:
