@@ -13,7 +13,17 @@ from conftest import REPO
 from serving_support import SERVER_FLAGS, request, shared_server
 
 OLD_EXPORT = REPO / "tests" / "data" / "export_4edd89f.tar.gz"  # exported by main at 4edd89f (make_old_export.py)
-FORBIDDEN = ("generation", "decoding", "export", "model", "codecs", "sampling", "tokenizer")
+FORBIDDEN = (
+    "generation",
+    "decoding",
+    "export",
+    "model",
+    "codecs",
+    "sampling",
+    "tokenizer",
+    "inspection",
+    "cell_features",
+)
 
 IMPORT_ALL = r"""
 import importlib, json, pkgutil, sys
@@ -74,3 +84,9 @@ def test_an_older_export_serves_predict_and_its_stream_names_the_re_export(old_s
     assert status == 400
     assert "exported without the 'decode_start' and 'decode_chunk' signatures; re-export it" in answer["error"]
     assert "or use :predict" in answer["error"]
+
+
+def test_an_older_export_answers_inspect_with_a_clear_400(old_server):
+    body = {"signature_name": "inspect", "inputs": {"text": ["abc"], "layer": [0], "cell": [-1]}}
+    status, answer, _ = request("POST", f"{old_server.url}/v1/models/tiny:predict", body)
+    assert status == 400 and "inspect" in answer["error"], answer

@@ -389,7 +389,7 @@ def live(base, tmp_path_factory):
     _install(base / "1", root, 1)
     _install(base / "1", root, 3)
     (root / "3" / "assets" / "vocab.json").write_text('{"tokens": ["a", ', "utf-8")
-    flags = ("--poll-seconds", "0.2", "--shutdown-timeout", "1", "--max-new-chars", "20000", "--log-level", "info")
+    flags = ("--poll-seconds", "0.2", "--shutdown-timeout", "1", "--max-new-chars", "20000", "--log-level", "debug")
     server = ServerProcess(root, flags, tmp_path_factory.mktemp("live-log") / "server.log")
     server.root = root
     yield server
@@ -439,6 +439,9 @@ def test_versions_added_corrupted_and_removed_while_serving(live, base):
     assert "Traceback" not in live.log(200_000)
 
 
+QUEUED = "request queued: serving_default"  # the server's debug line when a request reaches its queue
+
+
 def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_event(live):
     connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=60)
     connection.request("POST", STREAM, body=json.dumps({"prompt": "A", "max_new_chars": 20000}))
@@ -446,10 +449,12 @@ def test_shutdown_past_its_timeout_answers_503_and_ends_streams_with_an_error_ev
     assert response.readline().startswith(b"event: start")
     channel = grpc.insecure_channel(f"127.0.0.1:{live.grpc_port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    queued = live.log_count(QUEUED)
     with ThreadPoolExecutor(1) as pool:
         predict = pool.submit(request, "POST", live.url + PREDICT, generate_body("B", 1.0, 20000, seed=2, rows=16))
         grpc_predict = stub.Predict.future(_grpc_request(rows=16, length=20000), timeout=60)
-        time.sleep(1.0)  # 16 rows of 20000 characters: far longer than the 1 s shutdown timeout
+        # both are in the server (16 rows of 20000 characters: far longer than the 1 s shutdown timeout)
+        live.wait_for_log(QUEUED, queued + 2)
         live.process.send_signal(signal.SIGTERM)
         events = sse_events(response)
         status, body, headers = predict.result(timeout=60)

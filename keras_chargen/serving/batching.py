@@ -147,6 +147,7 @@ class Dispatcher:
         self._queue.append(job)
         self._queued_rows += rows
         self._wakeup.set()
+        logger.debug("request queued: %s of version %d, %d rows", signature, servable.version, rows)
         return await job.future
 
     async def _dispatch_loop(self) -> None:
