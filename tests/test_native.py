@@ -170,3 +170,52 @@ def test_a_missing_model_file_is_one_line_naming_it(program, exported_all, tmp_p
     result = subprocess.run([str(program), str(directory), "--length", "3"], capture_output=True, timeout=60)
     err = result.stderr.decode()
     assert result.returncode == 1 and err.count("\n") == 1 and "generate_fixed.tflite" in err, err
+
+
+LOWER_WORDS = ["\n", ".", ",", "the", "café", "ünïcödé", "σας", "σ", "straße", "i̇stanbul", "naïve", "«", "»", "—", "王"]
+
+
+@pytest.fixture(scope="module")
+def lowercase_words(tmp_path_factory) -> Path:
+    """An untrained word model that lowercases, over Unicode words, as a SavedModel (`1/`) and TFLite (`tflite/`)."""
+    from keras_chargen import CharGenerator, ChargenConfig, Vocabulary
+    from keras_chargen.export.savedmodel import write_savedmodel
+    from keras_chargen.export.tflite import write_tflite
+    from keras_chargen.model import build_model
+
+    vocab = Vocabulary(LOWER_WORDS, level="word", lowercase=True)
+    model = build_model(ChargenConfig(units=16, num_layers=1, embedding_dim=8, level="word"), vocab.size)
+    for weight in model.weights:  # large weights: the state, and so the text, depends on every prompt token
+        weight.assign(weight * 4.0)
+    generator = CharGenerator(model, vocab.tokens, level="word", lowercase=True)
+    out = tmp_path_factory.mktemp("lowercase_words")
+    vocab.save(out / "vocab.json")
+    for name, write in (("1", write_savedmodel), ("tflite", write_tflite)):
+        (out / name).mkdir()
+        write(generator, out / name, out / "vocab.json")
+    return out
+
+
+def test_a_lowercasing_word_model_reads_unicode_prompts_as_the_savedmodel(program, lowercase_words):
+    """Prompt words lowercased and split by Unicode class as the SavedModel does (a word read differently would
+    change the state the text grows from)."""
+    table = [
+        {"prompt": p, "seed": 11 + i, "max_new_chars": 25, "temperature": 1.0, "repetition_penalty": 50.0}
+        for i, p in enumerate(
+            [
+                "THE CAFÉ, «ÜNÏCÖDÉ» — NAÏVE.",
+                "ΣΑΣ Σ ΣΑΣ.",
+                "STRASSE STRAẞE straße\tİSTANBUL",
+                "王王 The\u00a0café\u2028the",
+                "unknown words, THE end ",
+            ]
+        )
+    ]
+    expected = served(lowercase_words / "1", table)
+    got = []
+    for row in table:
+        result = native(program, lowercase_words / "tflite", row["prompt"], 25, seed=row["seed"], temperature=1.0,
+                        repetition_penalty=50.0)
+        assert result.returncode == 0, result.stderr.decode()
+        got.append(result.stdout.decode("utf-8"))
+    assert got == expected
