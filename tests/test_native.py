@@ -156,8 +156,9 @@ def test_bad_input_is_one_line_on_stderr(program, exported_all, tmp_path, args, 
         "EMPTY": str(tmp_path / "empty"),
         "BROKEN": str(tmp_path / "broken"),
     }
-    result = subprocess.run([str(program), *(places.get(a, a) if isinstance(a, str) else a for a in args)],
-                            capture_output=True, timeout=60)
+    result = subprocess.run(
+        [str(program), *(places.get(a, a) if isinstance(a, str) else a for a in args)], capture_output=True, timeout=60
+    )
     err = result.stderr.decode("utf-8", "replace")
     assert result.returncode != 0 and result.stdout == b""
     assert err.count("\n") == 1 and err.startswith("chargen: error: ") and message in err, err
@@ -178,7 +179,7 @@ LOWER_WORDS = ["\n", ".", ",", "the", "café", "ünïcödé", "σας", "σ", "s
 @pytest.fixture(scope="module")
 def lowercase_words(tmp_path_factory) -> Path:
     """An untrained word model that lowercases, over Unicode words, as a SavedModel (`1/`) and TFLite (`tflite/`)."""
-    from keras_chargen import CharGenerator, ChargenConfig, Vocabulary
+    from keras_chargen import ChargenConfig, CharGenerator, Vocabulary
     from keras_chargen.export.savedmodel import write_savedmodel
     from keras_chargen.export.tflite import write_tflite
     from keras_chargen.model import build_model
@@ -214,8 +215,15 @@ def test_a_lowercasing_word_model_reads_unicode_prompts_as_the_savedmodel(progra
     expected = served(lowercase_words / "1", table)
     got = []
     for row in table:
-        result = native(program, lowercase_words / "tflite", row["prompt"], 25, seed=row["seed"], temperature=1.0,
-                        repetition_penalty=50.0)
+        result = native(
+            program,
+            lowercase_words / "tflite",
+            row["prompt"],
+            25,
+            seed=row["seed"],
+            temperature=1.0,
+            repetition_penalty=50.0,
+        )
         assert result.returncode == 0, result.stderr.decode()
         got.append(result.stdout.decode("utf-8"))
     assert got == expected

@@ -18,7 +18,7 @@ escaped: `\\`, `\n`, `\r` and `\xHH` for the other control bytes. examples/c/cha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import keras
@@ -47,7 +47,7 @@ def fixed_specs() -> list[tf.TensorSpec]:
     return specs
 
 
-def fixed_generate(ids: IdGenerator):
+def fixed_generate(ids: IdGenerator) -> Callable[..., dict[str, tf.Tensor]]:
     """`generate` on the fixed shapes: `{"ids": [1, N] int32, "seed": [1] int32}`."""
     new = contract.FIXED_SHAPES["new"]
 
