@@ -137,7 +137,7 @@ def test_a_negative_seed_draws_one_and_reports_it(program, exported_all):
         (["DIR", "--stop", "a\\"], "--stop ends in a lone backslash"),
         (["DIR", "--prompt"], "--prompt needs a value"),
         (["DIR", "--colour", "red"], "unknown flag --colour"),
-        (["DIR", "--prompt", b"\xff\xfe"], "not valid UTF-8"),
+        (["DIR", "--prompt", b"\xff\xfe"], "--prompt is not valid UTF-8"),
         (["DIR", "--prompt", "a" * 5000], "--prompt has 5000 tokens; this model takes at most 4096"),
         (["DIR", "--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e"], "at most 4 --stop"),
         (["MISSING"], "no such directory"),

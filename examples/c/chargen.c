@@ -413,11 +413,11 @@ static long lowercase(const Manifest* m, const uint32_t* cps, long n, uint32_t* 
 
 /* The ids of `text`: characters (unknown ones get 0) or words (tokenizer.split_words; unknown ones 0).
  * Returns the count; `ids` must hold 3 ids per byte of `text` (lowercasing may lengthen a text). */
-static long text_ids(const Manifest* m, const char* text, int* ids) {
+static long text_ids(const Manifest* m, const char* flag, const char* text, int* ids) {
   size_t length = strlen(text);
   uint32_t* cps = checked_malloc(sizeof(uint32_t) * (length + 1));
   long n = utf8_decode(text, length, cps);
-  if (n < 0) fail(USAGE_ERROR, "the text is not valid UTF-8");
+  if (n < 0) fail(USAGE_ERROR, "%s is not valid UTF-8", flag);
   long count = 0;
   if (strcmp(m->level, "char") == 0) {
     for (long i = 0; i < n; i++) ids[count++] = char_id(m, cps[i]);
@@ -697,13 +697,14 @@ int main(int argc, char** argv) {
   Manifest m;
   read_manifest(path, &m);
   if (args.length > m.new_ids) fail(USAGE_ERROR, "--length must be at most %ld for this model; got %ld", m.new_ids, args.length);
-  if (strlen(args.prompt) > 4 * (size_t)MAX_PROMPT_CHARS)
-    fail(USAGE_ERROR, "--prompt is longer than %d characters", MAX_PROMPT_CHARS);
+  long prompt_chars = 0;
+  for (const char* p = args.prompt; *p; p++) prompt_chars += ((unsigned char)*p & 0xC0) != 0x80;
+  if (prompt_chars > MAX_PROMPT_CHARS)
+    fail(USAGE_ERROR, "--prompt has %ld characters; the maximum is %d", prompt_chars, MAX_PROMPT_CHARS);
 
   /* the prompt's ids: characters unknown to the model are skipped, unknown words are [UNK] (fed as -1) */
   int* prompt_ids = checked_malloc(sizeof(int) * (3 * strlen(args.prompt) + 1));
-  long n = text_ids(&m, args.prompt, prompt_ids);
-  if (n > MAX_PROMPT_CHARS) fail(USAGE_ERROR, "--prompt has %ld characters; the maximum is %d", n, MAX_PROMPT_CHARS);
+  long n = text_ids(&m, "--prompt", args.prompt, prompt_ids);
   long kept = 0;
   int word = strcmp(m.level, "word") == 0;
   for (long i = 0; i < n; i++) {
@@ -722,7 +723,7 @@ int main(int argc, char** argv) {
   for (int s = 0; s < args.num_stops; s++) {
     size_t chars = strlen(args.stops[s]);
     int* ids = checked_malloc(sizeof(int) * (3 * chars + 1));
-    long k = text_ids(&m, args.stops[s], ids);
+    long k = text_ids(&m, "--stop", args.stops[s], ids);
     long cps = 0;
     for (const char* p = args.stops[s]; *p; p++) cps += ((unsigned char)*p & 0xC0) != 0x80;
     if (cps > MAX_STOP_CHARS) fail(USAGE_ERROR, "--stop has %ld characters; the maximum is %d", cps, MAX_STOP_CHARS);
