@@ -19,6 +19,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ TEXT = REPO / "keras_chargen" / "corpora" / "tinyshakespeare.txt"
 DOC = REPO / "docs" / "export.md"
 BEGIN, END = "<!-- bench_native: written by scripts/bench_native.py -->", "<!-- end of bench_native -->"
 PROMPT = "ROMEO:\nWhat light through yonder window breaks?\n"
+THREADS = 2  # both sides: Python's `TFLiteGenerator` default (the native program's own default is LiteRT's, 1)
 
 
 def make_model(out: Path) -> Path:
@@ -47,6 +49,7 @@ def make_model(out: Path) -> Path:
 def run_native(directory: Path, chars: int, seed: int) -> tuple[float, str]:
     """One process: (wall seconds, its text)."""
     args = [str(PROGRAM), str(directory), "--prompt", PROMPT, "--length", str(chars), "--seed", str(seed)]
+    args += ["--threads", str(THREADS)]
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True)
     elapsed = time.perf_counter() - start
@@ -55,19 +58,34 @@ def run_native(directory: Path, chars: int, seed: int) -> tuple[float, str]:
     return elapsed, result.stdout.decode()
 
 
+# A fresh, small Python (no site packages: a few MB) forks and execs the program and reads its peak RSS: a child
+# forked straight from this process would count this process's memory (TensorFlow's) as its own, since the kernel
+# keeps the larger of the RSS before and after exec.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss if status == 0 else -1)
+"""
+
+
+def peak_rss(args: list[str]) -> int:
+    """Peak RSS (KiB) of one run of `args`, from the kernel's accounting of the child."""
+    result = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *args], capture_output=True, text=True)
+    kib = int(result.stdout.strip() or -1)
+    if kib < 0:
+        raise SystemExit(f"{args[0]} failed while measuring its memory")
+    return kib
+
+
 def native_peak_rss(directory: Path, chars: int) -> int:
-    """Peak RSS (KiB) of one native run, from the kernel's accounting of the child."""
+    """Peak RSS (KiB) of one native run."""
     args = [str(PROGRAM), str(directory), "--prompt", PROMPT, "--length", str(chars), "--seed", "1"]
-    pid = os.fork()
-    if pid == 0:  # the child: exec the program with its output thrown away
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.execv(args[0], args)
-    _, status, usage = os.wait4(pid, 0)
-    if status != 0:
-        raise SystemExit("chargen failed while measuring its memory")
-    return usage.ru_maxrss
+    return peak_rss([*args, "--threads", str(THREADS)])
 
 
 def cpu_name() -> str:
@@ -81,7 +99,7 @@ def bench(directory: Path, chars: int, rounds: int) -> dict:
     """Alternating rounds of the native program and Python LiteRT on one export folder."""
     from keras_chargen.export.runtimes import TFLiteGenerator
 
-    python = TFLiteGenerator(directory / "generate.tflite")
+    python = TFLiteGenerator(directory / "generate.tflite", num_threads=THREADS)
     python.generate_text([PROMPT], 5, seed=0)  # warm: the interpreter is allocated
     native_full, native_start, python_times = [], [], []
     for r in range(rounds):
@@ -108,7 +126,7 @@ def bench(directory: Path, chars: int, rounds: int) -> dict:
     }
 
 
-def table(results: dict, chars: int, cpu: str) -> str:
+def table(results: dict, chars: int, cpu: str, floor_kib: int) -> str:
     rows = [
         "| TFLite file | size | native: chars/s (generating) | native: chars/s (whole process) | native start-up "
         "| native peak RSS | Python LiteRT `TFLiteGenerator`: chars/s | same text |",
@@ -122,13 +140,18 @@ def table(results: dict, chars: int, cpu: str) -> str:
             f"| {'yes' if r['same_text'] else 'NO'} |"
         )
     note = (
-        f"\nMeasured by `scripts/bench_native.py` ({chars} characters after a {len(PROMPT)}-character prompt, batch 1, "
-        f"medians of alternating runs) on {cpu}, {os.cpu_count()} cores, while other engineers' tests ran on the "
-        "same host (busy: read the ratios, not the absolute figures). Untrained default 2×512 LSTM (the speed does "
-        "not depend on the weights). Native: `examples/c/chargen` on `generate_fixed.tflite` (LiteRT's compiled "
-        "model, CPU, XNNPACK, its default threads); 'generating' subtracts the start-up of a 1-character run "
-        "(loading and compiling the model); peak RSS is the whole process's `ru_maxrss`. Python: "
-        "`TFLiteGenerator` on `generate.tflite` (the classic interpreter, 2 threads), warm."
+        (
+            f"\nMeasured by `scripts/bench_native.py` ({chars} characters after a {len(PROMPT)}-character prompt, batch 1, "
+            f"medians of alternating runs) on {cpu}, {os.cpu_count()} cores, while other engineers' tests ran on the "
+            "same host (busy: read the ratios, not the absolute figures). Untrained default 2×512 LSTM (the speed does "
+            "not depend on the weights). Native: `examples/c/chargen` on `generate_fixed.tflite` (LiteRT's compiled "
+            "model, CPU, XNNPACK, `--threads {threads}`); 'generating' subtracts the start-up of a 1-character run "
+            "(loading and compiling the model); peak RSS is the whole process's `ru_maxrss` (read by a small "
+            "launcher; /bin/true reads {floor} MiB there). Python: "
+            "`TFLiteGenerator` on `generate.tflite` (the classic interpreter, {threads} threads), warm."
+        )
+        .replace("{floor}", f"{floor_kib / 1024:.0f}")
+        .replace("{threads}", str(THREADS))
     )
     return "\n".join(rows) + "\n" + note
 
@@ -164,12 +187,20 @@ def main() -> None:
             results[name] = bench(Path(tmp) / "exported" / folder / "1", args.chars, args.rounds)
             print(name, json.dumps(results[name]), flush=True)
     cpu = cpu_name()
-    text = table(results, args.chars, cpu)
+    floor = peak_rss(["/bin/true"])
+    text = table(results, args.chars, cpu, floor)
     print(text)
     if not args.no_doc:
         from keras_chargen.io import atomic_write_text
 
-        record = {"cpu": cpu, "cores": os.cpu_count(), "busy_host": True, "chars": args.chars, "results": results}
+        record = {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "busy_host": True,
+            "chars": args.chars,
+            "rss_floor_kib": floor,
+            "results": results,
+        }
         atomic_write_text(REPO / "docs" / "native_bench.json", json.dumps(record, indent=1) + "\n")
         write_doc(text)
 

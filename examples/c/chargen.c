@@ -1,7 +1,7 @@
 /* chargen: continue a prompt with an exported keras-chargen model, on LiteRT's C API.
  *
  *   chargen DIR --prompt TEXT --length N --seed S [--temperature T] [--top-k K] [--top-p P]
- *               [--repetition-penalty R] [--stop TEXT]...
+ *               [--repetition-penalty R] [--stop TEXT]... [--threads N]
  *
  * DIR is an exported TFLite version folder (`keras-chargen export MODEL --format tflite`). The program
  * reads its manifest (generate_fixed.txt: vocabulary, level, shapes) and runs generate_fixed.tflite,
@@ -499,7 +499,7 @@ static void print_text(const Manifest* m, const char* prompt, int prev, const in
 typedef struct {
   const char* dir;
   const char* prompt;
-  long length, seed, top_k;
+  long length, seed, top_k, threads;
   double temperature, top_p, repetition_penalty;
   char* stops[MAX_STOPS_CLI];
   int num_stops;
@@ -507,7 +507,7 @@ typedef struct {
 
 static const char* USAGE =
     "usage: chargen DIR [--prompt TEXT] [--length N] [--seed S] [--temperature T] [--top-k K] [--top-p P]\n"
-    "               [--repetition-penalty R] [--stop TEXT]...\n"
+    "               [--repetition-penalty R] [--stop TEXT]... [--threads N]\n"
     "Continue TEXT with the keras-chargen model exported in DIR (a TFLite version folder: generate_fixed.tflite\n"
     "and generate_fixed.txt) and print the continuation, as the SavedModel's serving_default 'generated'.\n"
     "  --prompt TEXT            the text to continue (default: none, start at a line start)\n"
@@ -519,6 +519,7 @@ static const char* USAGE =
     "  --top-p P                a number in (0, 1] (1 = off)\n"
     "  --repetition-penalty R   a finite number > 0 (1 = off)\n"
     "  --stop TEXT              stop once the text ends with TEXT (included); escapes like \\n work; repeatable\n"
+    "  --threads N              CPU threads, 1..64 (default: LiteRT's, 1 in ai-edge-litert 2.3)\n"
     "CHARGEN_VERBOSE=1 shows LiteRT's own log lines.\n";
 
 static long parse_long(const char* flag, const char* value, long low, long high, const char* rule) {
@@ -603,7 +604,7 @@ static void parse_args(int argc, char** argv, Args* a) {
       value = NULL;
     }
     static const char* known[] = {"--prompt", "--length", "--seed", "--temperature", "--top-k", "--top-p",
-                                  "--repetition-penalty", "--stop", NULL};
+                                  "--repetition-penalty", "--stop", "--threads", NULL};
     int found = 0;
     for (int k = 0; known[k]; k++) found |= strcmp(flag, known[k]) == 0;
     if (!found) fail(USAGE_ERROR, "unknown flag %s (see chargen --help)", flag);
@@ -615,6 +616,7 @@ static void parse_args(int argc, char** argv, Args* a) {
     else if (strcmp(flag, "--length") == 0) a->length = parse_long(flag, value, 0, 100000, "an integer in 0..100000");
     else if (strcmp(flag, "--seed") == 0)
       a->seed = parse_long(flag, value, -SEED_MAX - 1, SEED_MAX, "an integer <= 2147483647 (negative: random)");
+    else if (strcmp(flag, "--threads") == 0) a->threads = parse_long(flag, value, 1, 64, "an integer in 1..64");
     else if (strcmp(flag, "--top-k") == 0)
       a->top_k = parse_long(flag, value, 1, SEED_MAX, "an integer >= 1 (omit --top-k to turn it off)");
     else if (strcmp(flag, "--temperature") == 0) {
@@ -758,6 +760,13 @@ int main(int argc, char** argv) {
   if (sig == NULL) fail(RUN_ERROR, "%s has no signature '%s'", model_path, m.signature);
   CHECK(LiteRtCreateOptions(&options), "the compilation options");
   CHECK(LiteRtSetOptionsHardwareAccelerators(options, LR_ACCELERATOR_CPU), "the CPU accelerator");
+  if (args.threads > 0) {
+    char* toml = checked_malloc(64);
+    snprintf(toml, 64, "num_threads = %ld\n", args.threads);
+    LrOpaqueOptions cpu;
+    CHECK(LiteRtCreateOpaqueOptions("xnnpack", toml, free, &cpu), "the CPU options");
+    CHECK(LiteRtAddOpaqueOptions(options, cpu), "the CPU options");
+  }
   CHECK(LiteRtCreateCompiledModel(env, model, options, &compiled), "compiling the model");
 
   LrIndex num_inputs, num_outputs;

@@ -26,6 +26,7 @@ typedef struct LrModel_* LrModel;
 typedef struct LrSignature_* LrSignature;
 typedef struct LrTensor_* LrTensor;
 typedef struct LrOptions_* LrOptions;
+typedef struct LrOpaqueOptions_* LrOpaqueOptions;
 typedef struct LrCompiledModel_* LrCompiledModel;
 typedef struct LrTensorBuffer_* LrTensorBuffer;
 typedef struct LrBufferRequirements_* LrBufferRequirements;
@@ -73,6 +74,11 @@ LrStatus LiteRtGetRankedTensorType(LrTensor tensor, LrTensorType* type);
 LrStatus LiteRtCreateOptions(LrOptions* options);
 LrStatus LiteRtSetOptionsHardwareAccelerators(LrOptions options, int accelerators);
 void LiteRtDestroyOptions(LrOptions options);
+/* Accelerator options travel as opaque options: an identifier and a payload. The CPU accelerator's are
+ * "xnnpack" and a TOML text such as "num_threads = 2\n" (a C string the library frees with `destroy`). */
+LrStatus LiteRtCreateOpaqueOptions(const char* identifier, void* payload, void (*destroy)(void* payload),
+                                   LrOpaqueOptions* options);
+LrStatus LiteRtAddOpaqueOptions(LrOptions options, LrOpaqueOptions opaque);
 
 LrStatus LiteRtCreateCompiledModel(LrEnvironment environment, LrModel model, LrOptions options,
                                    LrCompiledModel* compiled);
