@@ -30,7 +30,7 @@ TEXT = REPO / "keras_chargen" / "corpora" / "tinyshakespeare.txt"
 DOC = REPO / "docs" / "export.md"
 BEGIN, END = "<!-- bench_native: written by scripts/bench_native.py -->", "<!-- end of bench_native -->"
 PROMPT = "ROMEO:\nWhat light through yonder window breaks?\n"
-THREADS = 2  # both sides: Python's `TFLiteGenerator` default (the native program's own default is LiteRT's, 1)
+THREADS = (1, 2)  # both sides alike; 2 is Python's `TFLiteGenerator` default, 1 the native program's (LiteRT's)
 
 
 def make_model(out: Path) -> Path:
@@ -46,12 +46,11 @@ def make_model(out: Path) -> Path:
     return out
 
 
-def run_native(directory: Path, chars: int, seed: int) -> tuple[float, str]:
+def run_native(directory: Path, chars: int, seed: int, threads: int) -> tuple[float, str]:
     """One process: (wall seconds, its text)."""
     args = [str(PROGRAM), str(directory), "--prompt", PROMPT, "--length", str(chars), "--seed", str(seed)]
-    args += ["--threads", str(THREADS)]
     start = time.perf_counter()
-    result = subprocess.run(args, capture_output=True)
+    result = subprocess.run([*args, "--threads", str(threads)], capture_output=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"chargen failed: {result.stderr.decode().strip()}")
@@ -85,7 +84,7 @@ def peak_rss(args: list[str]) -> int:
 def native_peak_rss(directory: Path, chars: int) -> int:
     """Peak RSS (KiB) of one native run."""
     args = [str(PROGRAM), str(directory), "--prompt", PROMPT, "--length", str(chars), "--seed", "1"]
-    return peak_rss([*args, "--threads", str(THREADS)])
+    return peak_rss([*args, "--threads", str(max(THREADS))])
 
 
 def cpu_name() -> str:
@@ -95,25 +94,27 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def bench(directory: Path, chars: int, rounds: int) -> dict:
-    """Alternating rounds of the native program and Python LiteRT on one export folder."""
+def bench(directory: Path, chars: int, rounds: int, threads: int) -> dict:
+    """Alternating rounds of the native program and Python LiteRT on one export folder, `threads` each."""
     from keras_chargen.export.runtimes import TFLiteGenerator
 
-    python = TFLiteGenerator(directory / "generate.tflite", num_threads=THREADS)
+    python = TFLiteGenerator(directory / "generate.tflite", num_threads=threads)
     python.generate_text([PROMPT], 5, seed=0)  # warm: the interpreter is allocated
-    native_full, native_start, python_times = [], [], []
+    native_full, native_start, python_times, ratios = [], [], [], []
     for r in range(rounds):
         for order in (0, 1) if r % 2 == 0 else (1, 0):
             if order == 0:
-                native_full.append(run_native(directory, chars, r)[0])
-                native_start.append(run_native(directory, 1, r)[0])
+                native_full.append(run_native(directory, chars, r, threads)[0])
+                native_start.append(run_native(directory, 1, r, threads)[0])
             else:
                 start = time.perf_counter()
                 python.generate_text([PROMPT], chars, seed=r)
                 python_times.append(time.perf_counter() - start)
-    same = run_native(directory, chars, 7)[1] == python.generate_text([PROMPT], chars, seed=7)[0]
+        ratios.append(python_times[-1] / max(native_full[-1] - native_start[-1], 1e-9))
+    same = run_native(directory, chars, 7, threads)[1] == python.generate_text([PROMPT], chars, seed=7)[0]
     full, startup, py = (statistics.median(v) for v in (native_full, native_start, python_times))
     return {
+        "threads": threads,
         "model_bytes": (directory / "generate_fixed.tflite").stat().st_size,
         "dynamic_model_bytes": (directory / "generate.tflite").stat().st_size,
         "native_process_s": full,
@@ -121,6 +122,7 @@ def bench(directory: Path, chars: int, rounds: int) -> dict:
         "native_chars_per_s_end_to_end": chars / full,
         "native_chars_per_s_generating": chars / max(full - startup, 1e-9),
         "python_litert_chars_per_s": chars / py,
+        "native_over_python_median_ratio": statistics.median(ratios),
         "native_peak_rss_kib": native_peak_rss(directory, chars),
         "same_text": same,
     }
@@ -128,31 +130,29 @@ def bench(directory: Path, chars: int, rounds: int) -> dict:
 
 def table(results: dict, chars: int, cpu: str, floor_kib: int) -> str:
     rows = [
-        "| TFLite file | size | native: chars/s (generating) | native: chars/s (whole process) | native start-up "
-        "| native peak RSS | Python LiteRT `TFLiteGenerator`: chars/s | same text |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| TFLite file | threads | size | native: chars/s (generating) | native: chars/s (whole process) "
+        "| native start-up | native peak RSS | Python LiteRT `TFLiteGenerator`: chars/s | native / Python "
+        "(median of rounds) | same text |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
         rows.append(
-            f"| {name} | {r['model_bytes'] / 1e6:.1f} MB | {r['native_chars_per_s_generating']:,.0f} "
-            f"| {r['native_chars_per_s_end_to_end']:,.0f} | {r['native_startup_s'] * 1000:.0f} ms "
-            f"| {r['native_peak_rss_kib'] / 1024:.0f} MiB | {r['python_litert_chars_per_s']:,.0f} "
+            f"| {name.split(' @ ')[0]} | {r['threads']} | {r['model_bytes'] / 1e6:.1f} MB "
+            f"| {r['native_chars_per_s_generating']:,.0f} | {r['native_chars_per_s_end_to_end']:,.0f} "
+            f"| {r['native_startup_s'] * 1000:.0f} ms | {r['native_peak_rss_kib'] / 1024:.0f} MiB "
+            f"| {r['python_litert_chars_per_s']:,.0f} | {r['native_over_python_median_ratio']:.2f}× "
             f"| {'yes' if r['same_text'] else 'NO'} |"
         )
     note = (
-        (
-            f"\nMeasured by `scripts/bench_native.py` ({chars} characters after a {len(PROMPT)}-character prompt, batch 1, "
-            f"medians of alternating runs) on {cpu}, {os.cpu_count()} cores, while other engineers' tests ran on the "
-            "same host (busy: read the ratios, not the absolute figures). Untrained default 2×512 LSTM (the speed does "
-            "not depend on the weights). Native: `examples/c/chargen` on `generate_fixed.tflite` (LiteRT's compiled "
-            "model, CPU, XNNPACK, `--threads {threads}`); 'generating' subtracts the start-up of a 1-character run "
-            "(loading and compiling the model); peak RSS is the whole process's `ru_maxrss` (read by a small "
-            "launcher; /bin/true reads {floor} MiB there). Python: "
-            "`TFLiteGenerator` on `generate.tflite` (the classic interpreter, {threads} threads), warm."
-        )
-        .replace("{floor}", f"{floor_kib / 1024:.0f}")
-        .replace("{threads}", str(THREADS))
-    )
+        f"\nMeasured by `scripts/bench_native.py` in one run ({chars} characters after a {len(PROMPT)}-character "
+        f"prompt, batch 1, medians of alternating runs) on {cpu}, {os.cpu_count()} cores, while other engineers' "
+        "tests ran on the same host (busy: the figures move by 2× from run to run; read the per-round ratio). "
+        "Untrained default 2×512 LSTM (the speed does not depend on the weights). Native: `examples/c/chargen` on "
+        "`generate_fixed.tflite` (LiteRT's compiled model, CPU, XNNPACK, `--threads`); 'generating' subtracts the "
+        "start-up of a 1-character run (loading and compiling the model); peak RSS is the whole process's "
+        "`ru_maxrss` at the larger thread count (read by a small launcher; /bin/true reads {floor} MiB there). "
+        "Python: `TFLiteGenerator` on `generate.tflite` (the classic interpreter, the same threads), warm."
+    ).replace("{floor}", f"{floor_kib / 1024:.0f}")
     return "\n".join(rows) + "\n" + note
 
 
@@ -184,8 +184,10 @@ def main() -> None:
         model = make_model(Path(tmp) / "model")
         for name, quantize, folder in (("float32", "none", "tflite"), ("int8 (dynamic)", "dynamic", "tflite-dynamic")):
             export_model(model, Path(tmp) / "exported", "tflite", quantize=quantize)
-            results[name] = bench(Path(tmp) / "exported" / folder / "1", args.chars, args.rounds)
-            print(name, json.dumps(results[name]), flush=True)
+            for threads in THREADS:
+                key = f"{name} @ {threads}"
+                results[key] = bench(Path(tmp) / "exported" / folder / "1", args.chars, args.rounds, threads)
+                print(key, json.dumps(results[key]), flush=True)
     cpu = cpu_name()
     floor = peak_rss(["/bin/true"])
     text = table(results, args.chars, cpu, floor)

@@ -119,6 +119,12 @@ def test_a_negative_seed_draws_one_and_reports_it(program, exported_all):
     assert again.stdout == drawn.stdout and again.stderr == b""
 
 
+def test_threads_change_the_speed_not_the_text(program, exported_all):
+    directory = exported_all / "tflite" / "1"
+    one, two = (native(program, directory, "The", 60, seed=3, threads=n) for n in (1, 2))
+    assert one.returncode == two.returncode == 0 and one.stdout == two.stdout and one.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -134,6 +140,7 @@ def test_a_negative_seed_draws_one_and_reports_it(program, exported_all):
         (["DIR", "--top-p", "1.5"], "--top-p must be a number in (0, 1]"),
         (["DIR", "--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
         (["DIR", "--stop", ""], "--stop must be a non-empty string"),
+        (["DIR", "--threads", "0"], "--threads must be an integer in 1..64; got '0'"),
         (["DIR", "--stop", "a\\"], "--stop ends in a lone backslash"),
         (["DIR", "--prompt"], "--prompt needs a value"),
         (["DIR", "--colour", "red"], "unknown flag --colour"),
