@@ -236,8 +236,9 @@ static void build_lookups(Manifest* m) {
     uint32_t* pairs = checked_malloc(sizeof(uint32_t) * 2 * (size_t)m->num_tokens);
     int n = 0;
     for (int i = 0; i < m->num_tokens; i++) {
-      uint32_t cps[8];
-      long count = utf8_decode(m->tokens[i], strlen(m->tokens[i]), cps);
+      uint32_t cps[4];
+      size_t bytes = strlen(m->tokens[i]);
+      long count = bytes <= 4 ? utf8_decode(m->tokens[i], bytes, cps) : 0; /* a character is 1 to 4 bytes */
       if (count == 1 && i + 1 != m->document_start && i + 1 != m->document_end) {
         pairs[2 * n] = cps[0];
         pairs[2 * n + 1] = (uint32_t)(i + 1);
@@ -339,7 +340,7 @@ static void read_manifest(const char* path, Manifest* m) {
         if (*end != ' ' || unescape_value(end + 1) < 0) fail(RUN_ERROR, "%s: line %d: bad lowering", path, r.line);
         m->lower[i].to = checked_malloc(sizeof(uint32_t) * (strlen(end + 1) + 1));
         long count = utf8_decode(end + 1, strlen(end + 1), m->lower[i].to);
-        if (count < 0) fail(RUN_ERROR, "%s: line %d: bad UTF-8", path, r.line);
+        if (count < 0 || count > 3) fail(RUN_ERROR, "%s: line %d: bad lowering", path, r.line);
         m->lower[i].count = (int)count;
       }
     }
@@ -458,13 +459,14 @@ static int is_marker(const Manifest* m, int id) {
 
 /* Whether `token` is one of the characters of `set` (the detokenizer's no-space rules). */
 static int one_of(const char* set, const char* token) {
-  uint32_t cps[8];
-  long n = utf8_decode(token, strlen(token), cps);
-  if (n != 1) return 0;
-  uint32_t set_cps[64];
-  long k = utf8_decode(set, strlen(set), set_cps);
-  for (long i = 0; i < k; i++)
-    if (set_cps[i] == cps[0]) return 1;
+  size_t n = strlen(token);
+  if (n == 0 || n > 4) return 0; /* one character is 1 to 4 bytes */
+  for (const char* p = set; *p;) {
+    size_t k = 1;
+    while (k < 4 && ((unsigned char)p[k] & 0xC0) == 0x80) k++; /* this character's bytes */
+    if (k == n && memcmp(p, token, n) == 0) return 1;
+    p += k;
+  }
   return 0;
 }
 
@@ -785,12 +787,13 @@ int main(int argc, char** argv) {
     int* ints = inputs[i].data;
     float* floats = inputs[i].data;
     int is_float = type.element_type == LR_FLOAT32;
-    size_t count = inputs[i].bytes / 4;
     if (strcmp(name, "prompt_ids") == 0) {
-      if (count < (size_t)m.prompt) fail(RUN_ERROR, "%s: prompt_ids is smaller than the manifest says", model_path);
+      if (type.layout.rank != 2 || type.layout.dimensions[1] != m.prompt)
+        fail(RUN_ERROR, "%s: prompt_ids is not [1, %ld] as the manifest says", model_path, m.prompt);
       memcpy(ints, prompt_ids, sizeof(int) * (size_t)kept);
     } else if (strcmp(name, "stop_ids") == 0) {
-      if (count < (size_t)(m.stops * m.stop)) fail(RUN_ERROR, "%s: stop_ids is smaller than the manifest says", model_path);
+      if (type.layout.rank != 3 || type.layout.dimensions[1] != m.stops || type.layout.dimensions[2] != m.stop)
+        fail(RUN_ERROR, "%s: stop_ids is not [1, %ld, %ld] as the manifest says", model_path, m.stops, m.stop);
       memcpy(ints, stop_ids, sizeof(int) * (size_t)(m.stops * m.stop));
     } else if (strcmp(name, "max_new_chars") == 0) ints[0] = (int)length;
     else if (strcmp(name, "seed") == 0) ints[0] = (int)args.seed;
