@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from keras_chargen.settings import SETTINGS, Setting
+from keras_chargen.settings import MAX_NEW_CHARS, SETTINGS, Setting
 
 DEFAULT_SIGNATURE = "serving_default"  # what TF Serving runs when a request names no signature
 
@@ -37,6 +37,18 @@ GENERATION_FILE = "generation.json"  # SavedModel assets/: level, lowercase, doc
 ASSETS_DIR = "assets"  # the SavedModel's asset folder
 TFLITE_FILES = {"step": "step.tflite", "generate": "generate.tflite"}
 ONNX_FILES = {"step": "step.onnx", "generate": "generate.onnx"}
+# The fixed-shape generator for devices and the native example (examples/c), beside the TFLite files: the C API's
+# compiled model cannot return an output whose size depends on an input value, so `generate_fixed` has static
+# shapes (`FIXED_SHAPES`), and a line-based manifest (vocabulary, level, shapes, inputs) that C reads easily.
+NATIVE_FILES = {"generate_fixed": "generate_fixed.tflite", "manifest": "generate_fixed.txt"}
+FIXED_SIGNATURE = "generate_fixed"  # the signature key inside generate_fixed.tflite
+NATIVE_FORMAT = "chargen-native 1"  # the manifest's first line
+FIXED_SHAPES = {  # batch 1; the prompt right-padded to `prompt` ids, `stops` stop sequences of `stop` ids each
+    "prompt": 4096,
+    "new": MAX_NEW_CHARS,  # `ids` is [1, new]: 0 after max_new_chars ids or a stop
+    "stops": 4,
+    "stop": 64,
+}
 TFLITE_VOCAB_METADATA = VOCAB_FILE  # the flatbuffer metadata entry and the associated file holding vocab.json
 # ONNX `metadata_props` keys: vocab.json's text, the state names (JSON list), the start id
 ONNX_VOCABULARY, ONNX_STATE_NAMES, ONNX_START_ID = "vocabulary", "state_names", "start_id"

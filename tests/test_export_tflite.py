@@ -52,9 +52,16 @@ def run_generate(path: Path, prompt_ids, temperature, num_chars: int, **settings
 
 def test_files_are_builtins_only_with_while_and_the_integer_generator(tflite_dirs):
     for directory in tflite_dirs.values():
-        assert sorted(p.name for p in directory.iterdir()) == ["generate.tflite", "step.tflite", "vocab.json"]
+        assert sorted(p.name for p in directory.iterdir()) == [
+            "generate.tflite",
+            "generate_fixed.tflite",
+            "generate_fixed.txt",
+            "step.tflite",
+            "vocab.json",
+        ]
         step, generate = (directory / "step.tflite").read_bytes(), (directory / "generate.tflite").read_bytes()
         assert custom_ops(step) == [] and custom_ops(generate) == []
+        assert custom_ops((directory / "generate_fixed.tflite").read_bytes()) == []
         assert {"FULLY_CONNECTED", "LOGISTIC", "TANH"} <= op_names(step)
         assert {"WHILE", "TOPK_V2", "CUMSUM", "BITWISE_XOR", "RIGHT_SHIFT"} <= op_names(generate)
         assert "MULTINOMIAL" not in op_names(generate)  # unseedable: replaced by the counter-based draw

@@ -1,4 +1,5 @@
-"""TFLite export: `step.tflite` and `generate.tflite`, builtin ops only, vocabulary beside and inside.
+"""TFLite export: `step.tflite` and `generate.tflite`, builtin ops only, vocabulary beside and inside; and
+`generate_fixed.tflite` with its manifest for devices and native programs (`keras_chargen.export.native`).
 
 Both files come from one Keras `ExportArchive` SavedModel (see `IdGenerator.archive` for why not
 `tf.saved_model.save`). Strings stay out of the files (string ops are not TFLite builtins): the
@@ -21,6 +22,7 @@ from keras_chargen.contract import TFLITE_FILES, TFLITE_VOCAB_METADATA, VOCAB_FI
 from keras_chargen.errors import ChargenError
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import QUANTIZATIONS
+from keras_chargen.export.native import add_fixed_endpoint, write_native
 from keras_chargen.generation import CharGenerator
 
 
@@ -115,9 +117,12 @@ def write_tflite(
     directory = Path(directory)
     vocab_json = Path(vocab_file).read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        IdGenerator(generator).archive().write_out(tmp, verbose=False)
+        archive = IdGenerator(generator).archive()
+        add_fixed_endpoint(archive, generator)
+        archive.write_out(tmp, verbose=False)
         for endpoint, name in TFLITE_FILES.items():
             model = convert_endpoint(tmp, endpoint, quantize)
             (directory / name).write_bytes(embed_vocabulary(model, vocab_json))
+        native = write_native(tmp, directory, generator, quantize)
     shutil.copyfile(vocab_file, directory / VOCAB_FILE)
-    return [directory / name for name in (*TFLITE_FILES.values(), VOCAB_FILE)]
+    return [*(directory / name for name in (*TFLITE_FILES.values(), VOCAB_FILE)), *native]
