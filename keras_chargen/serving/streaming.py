@@ -6,8 +6,9 @@ text as it is produced. A stream runs what the version itself exported for that
 state and its settings in the form `decode_chunk` takes (the seed as used, the stop strings as
 stop sequences); `decode_chunk` advances a batch of states by up to `steps` tokens and returns the
 text each row added. One scheduler thread advances *all* open streams of a version together,
-`FIRST_CHUNK` tokens on a stream's first tick (its first text comes soon), then `CHUNK` per tick, keeping each stream's state as numpy rows between ticks. The server holds
-no decode loop, codec or sampler of its own: a version exported by an older or newer keras-chargen
+`FIRST_CHUNK` tokens on a stream's first tick (its first text comes soon), then `CHUNK` per tick,
+keeping each stream's state as numpy rows between ticks. The server holds no decode loop, codec
+or sampler of its own: a version exported by an older or newer keras-chargen
 streams exactly what its own `serving_default` would return (same prompt, seed and settings),
 and a version exported before these signatures existed answers 400, naming the re-export. Streams
 join and leave between ticks, so ten concurrent streams cost about what one does.
