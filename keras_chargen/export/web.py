@@ -31,6 +31,7 @@ from keras_chargen import contract
 from keras_chargen.errors import ChargenError
 from keras_chargen.generation import CharGenerator
 from keras_chargen.settings import MAX_NEW_CHARS, SETTINGS
+from keras_chargen.tokenizer import NO_SPACE_AFTER, NO_SPACE_BEFORE
 
 ORT_PACKAGE = "onnxruntime-web"
 RUNTIME_ENV = "KERAS_CHARGEN_ORT_DIR"  # a folder holding `contract.WEB_RUNTIME_FILES` (offline installs)
@@ -87,6 +88,8 @@ def manifest(generator: CharGenerator, ort_version: str, model_file: str = contr
         "start_id": generator.start_id,
         "document_start": generator.document_start,
         "document_end": generator.document_end,
+        "no_space_before": sorted(NO_SPACE_BEFORE),
+        "no_space_after": sorted(NO_SPACE_AFTER),
         "states": [{"name": name, "size": size} for name, size in generator.state_specs],
         "inputs": contract.DECODE.input_names,
         "outputs": {name: contract.onnx_output_name(contract.DECODE, name) for name in contract.DECODE.output_names},
