@@ -123,6 +123,7 @@ export class Generator {
     this.codec = codec;
     this.settings = Object.fromEntries(manifest.settings.map((s) => [s.name, s]));
     this.lastSeed = null;
+    this.chunks = manifest.chunks;  // tokens per decode call, in turn (the last repeats); any gives the same text
     this.queue = Promise.resolve();  // one session.run at a time
   }
 
@@ -156,7 +157,7 @@ export class Generator {
     let prev = codec.primedLast(promptIds);
     let feeds = this.startFeeds(request, promptIds);
     const outputs = this.manifest.outputs;
-    const chunks = this.manifest.chunks;
+    const chunks = this.chunks;
     let written = false;  // word level: no second space after a prompt that ends in one
     for (let call = 0; ; call++) {
       if (options.signal?.aborted) throw new DOMException("stopped", "AbortError");
