@@ -385,7 +385,9 @@ def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export",
         help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
-        usage="keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|web|all] [--version N] [options]",
+        usage=(
+            "keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|web|all] [--version N] [options]"
+        ),
         formatter_class=HelpFormatter,
     )
     export.add_argument("model_dir", metavar="MODEL_DIR")

@@ -58,7 +58,9 @@ def _run(browser, server, where: str, temperature: str, seed: str, length: str) 
     browser.find_element(By.CSS_SELECTOR, f"input[name=where][value={where}]").click()
     browser.find_element(By.ID, "prompt").send_keys("ROMEO:")
     browser.execute_script(
-        f"const t = document.getElementById('temperature'); t.value = {temperature}; t.dispatchEvent(new Event('input'));"
+        "const t = document.getElementById('temperature'); t.value = arguments[0]; "
+        "t.dispatchEvent(new Event('input'));",
+        temperature,
     )
     for element, value in (("length", length), ("seed", seed)):
         browser.find_element(By.ID, element).clear()

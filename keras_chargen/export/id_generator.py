@@ -9,6 +9,9 @@ prompt ids, seed and settings give the same ids as the SavedModel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -189,7 +192,7 @@ class IdGenerator:
         """
         archive = keras.export.ExportArchive()
         archive.track(self.generator.model)
-        functions = {
+        functions: dict[str, tuple[Callable[..., Any], list[tf.TensorSpec]]] = {
             "step": (self.step, self.step_signature()),
             "generate": (self.generate, self.generate_signature()),
             "decode": (self.decode, self.decode_signature()),
