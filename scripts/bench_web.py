@@ -110,6 +110,7 @@ def quantized_variant(decode: Path, out: Path) -> dict:
     """Dynamic int8 weights (onnxruntime.quantization): size, and whether its text equals the float32 file's."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(str(decode), str(out), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
     (out.parent / contract.VOCAB_FILE).write_bytes((decode.parent / contract.VOCAB_FILE).read_bytes())
     fp32, int8 = PythonDecode(decode, 1), PythonDecode(out, 1)
@@ -211,6 +212,7 @@ def main() -> None:
             python[f"decode.onnx one call, {threads} thread(s)"] = args.length / seconds
         reference = OnnxGenerator(generate, num_threads=1).generate_text(["ROMEO:"], args.length, seed=1)[0]
         page = page_figures(web, args.length, args.repeats)
+        print(json.dumps({"python": python, "page": page}, ensure_ascii=False)[:3000], flush=True)
         int8 = quantized_variant(decode, Path(tmp) / "int8" / "decode.onnx")
         sizes = folder_bytes(web)
     results = {

@@ -176,6 +176,16 @@ def test_page_controls_and_bad_options(trained_dir, browser, tmp_path_factory):
         browser.find_element(By.ID, "generate").click()
         WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
         assert browser.find_element(By.ID, "status").text.startswith("error: topP must be a number in (0, 1]")
+        browser.find_element(By.ID, "top-p").clear()
+        for element, value in (("length", "100000"), ("stop", "")):
+            browser.find_element(By.ID, element).clear()
+            browser.find_element(By.ID, element).send_keys(value)
+        browser.find_element(By.ID, "generate").click()
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "generated").text)
+        browser.find_element(By.ID, "stop-button").click()
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text in ("stopped",))
+        stopped_at = len(browser.execute_script("return document.getElementById('generated').textContent"))
+        assert 0 < stopped_at < 100_000 and browser.find_element(By.ID, "generate").is_enabled()
 
 
 def test_missing_runtime_is_a_one_line_error_naming_npm_ci(tmp_path, trained_dir):

@@ -150,15 +150,16 @@ async function predictOnce(body) {  // fallback for versions exported without de
 }
 
 // --- "in this browser": the version's web export (chargen.js on onnxruntime-web) ---
-const JS_OPTIONS = { max_new_chars: "length", temperature: "temperature", seed: "seed", top_k: "topK", top_p: "topP",
-                     repetition_penalty: "repetitionPenalty", stop: "stop" };
-let browserGenerator = null;
+let browserGenerator = null, chargenModule = null;
 if (config.web) $("where").hidden = false;
 const inBrowser = () => config.web && document.querySelector("input[name=where]:checked").value === "browser";
 
 function loadInBrowser() {
   if (!browserGenerator) {
-    browserGenerator = import(`${config.web}chargen.js`).then((m) => m.load(config.web));
+    browserGenerator = import(`${config.web}chargen.js`).then((module) => {
+      chargenModule = module;
+      return module.load(config.web);
+    });
     browserGenerator.catch(() => { browserGenerator = null; });  // try again next time
   }
   return browserGenerator;
@@ -170,7 +171,7 @@ async function generateInBrowser(body) {
   setStatus("generating in this browser…");
   const options = { prompt: body.prompt, signal: controller.signal,
                     onText: (piece) => { $("output").textContent += piece; } };
-  for (const [name, option] of Object.entries(JS_OPTIONS)) options[option] = body[name];
+  for (const name of Object.keys(generator.settings)) options[chargenModule.optionName(name)] = body[name];
   return generator.generateWithSeed(options);
 }
 

@@ -26,10 +26,10 @@
  * Bad options reject with a one-line Error naming the option.
  */
 
-const OPTIONS = {  // JavaScript option → setting name (settings.SETTINGS, listed in chargen.json)
-  temperature: "temperature", length: "max_new_chars", seed: "seed", topK: "top_k", topP: "top_p",
-  repetitionPenalty: "repetition_penalty", stop: "stop",
-};
+/** The JavaScript option of a setting (settings.SETTINGS, listed in chargen.json): `top_k` → `topK`; `length`. */
+export const optionName = (setting) =>
+  setting === "max_new_chars" ? "length" : setting.replace(/_(.)/g, (m, c) => c.toUpperCase());
+const TYPED = { float32: Float32Array, int32: Int32Array };
 const WORD_SPACE = /[\t\f\r\v\p{Z}]/gu;  // every non-newline space separates words (keras_chargen.tokenizer)
 const NOT_WORD = /([^\p{L}\p{N}\p{M}_'\- ])/gu;  // punctuation, symbols and "\n" are tokens of their own
 const ENDS_IN_SPACE = /[\t\n\f\r ]$/;  // RE2's \s, as WordCodec.finish
@@ -187,19 +187,18 @@ export class Generator {
 
   /** The options checked against the settings' rules (chargen.json), as serving_default's values. */
   check(options) {
-    const known = new Set(["prompt", "signal", "onText", ...Object.keys(OPTIONS)]);
+    const names = Object.keys(this.settings);
+    const known = new Set(["prompt", "signal", "onText", ...names.map(optionName)]);
     const unknown = Object.keys(options).filter((k) => !known.has(k));
     if (unknown.length) throw new Error(`unknown option ${unknown[0]}; the options are ${[...known].join(", ")}`);
     const prompt = options.prompt ?? "";
     if (typeof prompt !== "string") throw new Error(`prompt must be a string; got ${typeof prompt}`);
     const values = { prompt };
-    for (const [option, name] of Object.entries(OPTIONS)) {
+    for (const name of names) {
       const spec = this.settings[name];
-      const value = options[option];
-      values[name] = value === null || value === undefined ? (spec.default ?? spec.off) : checked(option, spec, value);
-    }
-    if (values.max_new_chars > this.manifest.max_new_chars) {
-      throw new Error(`length must be at most ${this.manifest.max_new_chars}; got ${values.max_new_chars}`);
+      const value = options[optionName(name)];
+      const off = value === null || value === undefined;
+      values[name] = off ? (spec.default ?? spec.off) : checked(optionName(name), spec, value);
     }
     const stops = Array.isArray(values.stop) ? values.stop : [values.stop];
     values.stop_ids = stops.map((s) => this.codec.stopSequence(s));
@@ -217,13 +216,7 @@ export class Generator {
     const feeds = {
       start: new T("bool", Uint8Array.of(1), []),
       prompt_ids: new T("int32", prompt, [1, prompt.length]),
-      temperature: new T("float32", Float32Array.of(request.temperature), [1]),
-      max_new_chars: new T("int32", Int32Array.of(request.max_new_chars), [1]),
-      seed: new T("int32", Int32Array.of(request.seed), [1]),
-      top_k: new T("int32", Int32Array.of(request.top_k), [1]),
-      top_p: new T("float32", Float32Array.of(request.top_p), [1]),
-      repetition_penalty: new T("float32", Float32Array.of(request.repetition_penalty), [1]),
-      stop_ids: new T("int32", stopIds, [1, request.stop_ids.length, width]),
+      stop_ids: new T("int32", stopIds, [1, request.stop_ids.length, width]),  // the string setting `stop`
       logits: new T("float32", new Float32Array(vocab), [1, vocab]),
       prev_ids: new T("int32", new Int32Array(1), [1]),
       seen: new T("float32", new Float32Array(vocab), [1, vocab]),
@@ -231,6 +224,9 @@ export class Generator {
       done: new T("bool", new Uint8Array(1), [1]),
       recent: new T("int32", new Int32Array(1), [1, 1]),
     };
+    for (const s of this.manifest.settings) {  // every numeric setting: one value for the row
+      if (s.dtype !== "string") feeds[s.name] = new T(s.dtype, TYPED[s.dtype].of(request[s.name]), [1]);
+    }
     for (const { name, size } of this.manifest.states) feeds[name] = new T("float32", new Float32Array(size), [1, size]);
     return feeds;
   }
