@@ -6,7 +6,8 @@ every setting input is derived from `keras_chargen.settings.SETTINGS`, so adding
 every signature at once. A signature is a `Signature`: a name and `Tensor`s in and out. Adding one
 is one entry in `SIGNATURES` (and its function in the exporter); `markdown_table` prints them.
 
-Seeds, on every runtime (SavedModel, Python API, `generate.tflite`, `generate.onnx`, `:stream`):
+Seeds, on every runtime (SavedModel, Python API, `generate.tflite`, `generate.onnx`, `:stream`, the web
+export's `decode.onnx`):
 a seed in 0..2**31-1 gives the same ids everywhere; one seed for several rows seeds row i with
 (seed + i) mod 2**31; a negative seed makes the runtime draw a seed in 0..2**31-1 for that row
 itself (TF's random op, TFLite's builtin RANDOM_UNIFORM, ONNX RandomUniformLike), and every
