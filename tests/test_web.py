@@ -105,6 +105,8 @@ def check_level(level: str, folder: Path, savedmodel: Path, browser) -> None:
     with static_server(folder) as url:
         results = run_in_page(browser, url, requests)
         again = run_in_page(browser, url, [{"prompt": "ROMEO:", "length": LENGTH[level], "seed": -1}])[0]
+        # any cut of the decode loop into calls gives the same text: one token per call, and all at once
+        cuts = {n: run_in_page(browser, url, requests[::3], chunks=[n]) for n in (1, 1000)}
         assert not console_errors(browser)
     assert all("error" not in r for r in results), [r for r in results if "error" in r][:3]
     expected = savedmodel_generated(savedmodel, requests)
@@ -112,6 +114,8 @@ def check_level(level: str, folder: Path, savedmodel: Path, browser) -> None:
     mismatched = [(r, g, e) for r, g, e in zip(requests, got, expected) if g != e]
     assert not mismatched, mismatched[:3]
     assert all("".join(r["pieces"]) == r["generated"] for r in results)  # the stream gives the same text
+    for n, cut in cuts.items():
+        assert [r["generated"] for r in cut] == expected[::3], n
     assert [r["seed"] for r in results] == [r["seed"] for r in requests]
     assert any(len(r["pieces"]) > 2 for r in results)  # text arrives in several pieces
     assert len({*got}) > 20  # the mixes and seeds really differ

@@ -51,10 +51,11 @@ def static_server(folder: Path) -> Iterator[str]:
 # Runs in the page: every request of `requests` in turn through window.chargen (the page loads it),
 # streamed (the pieces joined) and in one call; the results (or an error) come back as JSON.
 _BATCH = """
-const [requests, done] = [arguments[0], arguments[arguments.length - 1]];
+const [requests, chunks, done] = arguments;
 (async () => {
   for (let i = 0; i < 600 && !window.chargen; i++) await new Promise((r) => setTimeout(r, 50));
   if (!window.chargen) return done(JSON.stringify({error: document.getElementById("status").textContent}));
+  if (chunks) window.chargen.chunks = chunks;
   const out = [];
   for (const request of requests) {
     try {
@@ -69,11 +70,14 @@ const [requests, done] = [arguments[0], arguments[arguments.length - 1]];
 """
 
 
-def run_in_page(driver, url: str, requests: list[dict[str, Any]], timeout: float = 120.0) -> list[dict[str, Any]]:
-    """Open the exported page at `url` and run `requests` (chargen.js options) through its generator."""
+def run_in_page(
+    driver, url: str, requests: list[dict[str, Any]], chunks: list[int] | None = None, timeout: float = 120.0
+) -> list[dict[str, Any]]:
+    """Open the exported page at `url` and run `requests` (chargen.js options) through its generator, with
+    `chunks` tokens per decode call if given (default: the generator's own)."""
     driver.get(url)
     driver.set_script_timeout(timeout)
-    result = json.loads(driver.execute_async_script(_BATCH, requests))
+    result = json.loads(driver.execute_async_script(_BATCH, requests, chunks))
     if isinstance(result, dict):
         raise AssertionError(f"the page did not load its generator: {result['error']}")
     return result
