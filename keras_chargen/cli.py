@@ -385,19 +385,24 @@ def add_export_parser(commands) -> None:
     export = commands.add_parser(
         "export",
         help="export SavedModel (TF Serving), TFLite and ONNX artifacts",
-        usage="keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|all] [--version N] [options]",
+        usage=(
+            "keras-chargen export MODEL_DIR --out OUT [--format savedmodel|tflite|onnx|web|all] [--version N] [options]"
+        ),
         formatter_class=HelpFormatter,
     )
     export.add_argument("model_dir", metavar="MODEL_DIR")
     export.add_argument(
-        "--format", choices=("savedmodel", "tflite", "onnx", "all"), default="savedmodel", help="artifact format"
+        "--format",
+        choices=("savedmodel", "tflite", "onnx", "web", "all"),
+        default="savedmodel",
+        help="artifact format (web: a static page running the model in the browser; all: every format but web)",
     )
     export.add_argument(
         "--out",
         required=True,
         help=(
             "model base path, e.g. exported/NAME: the SavedModel goes to OUT/VERSION (TF Serving), TFLite to "
-            "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION"
+            "OUT/tflite[-dynamic|-float16]/VERSION, ONNX to OUT/onnx/VERSION, the web page to OUT/web/VERSION"
         ),
     )
     export.add_argument(
@@ -431,9 +436,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _interrupted_export(args: argparse.Namespace, placed: list[Path]) -> int:
     """Report what an interrupted export left on disk; its exit status: 0 if complete, 130 otherwise."""
-    from keras_chargen.export import FORMATS, artifact_dir
+    from keras_chargen.export import artifact_dir
+    from keras_chargen.export.layout import check_export_args
 
-    formats = list(FORMATS) if args.format == "all" else [args.format]
+    formats = check_export_args(args.format, args.version, args.quantize)
     targets = [artifact_dir(args.out, f, args.version, args.quantize) for f in formats]
     if not args.overwrite:  # they were free at the start: any that exists now is this export's, complete
         placed = [t for t in targets if t in placed or t.exists()]

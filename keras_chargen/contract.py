@@ -6,7 +6,8 @@ every setting input is derived from `keras_chargen.settings.SETTINGS`, so adding
 every signature at once. A signature is a `Signature`: a name and `Tensor`s in and out. Adding one
 is one entry in `SIGNATURES` (and its function in the exporter); `markdown_table` prints them.
 
-Seeds, on every runtime (SavedModel, Python API, `generate.tflite`, `generate.onnx`, `:stream`):
+Seeds, on every runtime (SavedModel, Python API, `generate.tflite`, `generate.onnx`, `:stream`, the web
+export's `decode.onnx`):
 a seed in 0..2**31-1 gives the same ids everywhere; one seed for several rows seeds row i with
 (seed + i) mod 2**31; a negative seed makes the runtime draw a seed in 0..2**31-1 for that row
 itself (TF's random op, TFLite's builtin RANDOM_UNIFORM, ONNX RandomUniformLike), and every
@@ -49,6 +50,13 @@ FIXED_SHAPES = {  # batch 1; the prompt right-padded to `prompt` ids, `stops` st
     "stops": 4,
     "stop": 64,
 }
+# The web export (`keras-chargen export --format web`): a static folder a browser runs on onnxruntime-web
+WEB_DECODE = "decode.onnx"  # the `DECODE` signature: a stream on ids, a chunk of tokens per call
+WEB_MANIFEST = "chargen.json"  # what chargen.js needs besides the vocabulary: level, states, settings, files
+WEB_MODULE, WEB_PAGE = "chargen.js", "index.html"  # the ES module and the page that uses it
+WEB_RUNTIME_DIR = "ort"  # onnxruntime-web's files, copied from web/node_modules at export time
+# the WebAssembly build chargen.js imports, and the two files it loads itself (no WebGPU/WebGL)
+WEB_RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 TFLITE_VOCAB_METADATA = VOCAB_FILE  # the flatbuffer metadata entry and the associated file holding vocab.json
 # ONNX `metadata_props` keys: vocab.json's text, the state names (JSON list), the start id
 ONNX_VOCABULARY, ONNX_STATE_NAMES, ONNX_START_ID = "vocabulary", "state_names", "start_id"
@@ -291,6 +299,23 @@ GENERATE = Signature(
     "the whole decode loop on ids (TFLite, ONNX)",
 )
 STEP = SIGNATURES["step"]  # also `step.tflite` / `step.onnx`
+ID_DECODE_STATE = tuple(t for t in DECODE_STATE if t.dtype != "string")  # the stream's state without the prompt
+DECODE = Signature(
+    "decode",
+    (
+        Tensor("start", "bool", (), "True: prime on `prompt_ids` (the carried state is ignored); False: go on"),
+        generate_inputs()[0],
+        *decode_settings(),
+        Tensor("steps", "int32", (), "tokens to generate at most in this call"),
+        *ID_DECODE_STATE,
+    ),
+    (
+        Tensor("ids", "int32", (None, None), "this call's ids `[batch, <= steps]`, 0 after a row stops"),
+        *ID_DECODE_STATE,
+        SEED_OUT,
+    ),
+    "a stream on ids, a chunk of tokens per call (the web export's `decode.onnx`): the state goes back in",
+)
 ID_SIGNATURES = {"step": STEP, "generate": GENERATE}  # the TFLite and ONNX files
 
 

@@ -227,7 +227,7 @@ def test_layout_puts_each_format_in_its_own_version_folder(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(format="pytorch"), "unknown format 'pytorch'; choose one of savedmodel, tflite, onnx, all"),
+        (dict(format="pytorch"), "unknown format 'pytorch'; choose one of savedmodel, tflite, onnx, web, all"),
         (dict(version=0), "version must be an integer from 1 to 9223372036854775807 .TF Serving.s int64.; got 0"),
         (dict(version="1"), "version must be an integer from 1 to 9223372036854775807 .TF Serving.s int64.; got .1."),
         (dict(quantize="int4", format="tflite"), "quantize must be one of none, dynamic, float16"),

@@ -1,4 +1,5 @@
-"""Exporters: SavedModel (TensorFlow Serving layout), TFLite and ONNX; layout in `keras_chargen.export.layout`."""
+"""Exporters: SavedModel (TensorFlow Serving layout), TFLite, ONNX and the web page; layout in
+`keras_chargen.export.layout`."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def export_model(
     Args:
         model_dir: str | Path, a trained model directory.
         out: str | Path, the export base path, e.g. `exported/NAME`.
-        format: str, "savedmodel" (default), "tflite", "onnx" or "all".
+        format: str, "savedmodel" (default), "tflite", "onnx", "web" (a static page on onnxruntime-web) or
+            "all" (every format but web).
         version: int >= 1, the version directory name. Default 1.
         quantize: str, TFLite weights: "none" (float32, default), "dynamic" (int8) or "float16".
         overwrite: bool, replace existing version directories. Default False (a `ChargenError`).
@@ -55,6 +57,10 @@ def export_model(
     from keras_chargen.saving import VOCAB_FILE, load_generator
 
     formats = check_export_args(format, version, quantize)
+    if "web" in formats:
+        from keras_chargen.export.web import runtime_dir
+
+        runtime_dir()  # a missing runtime is a one-line error before the slow model load
     targets = [artifact_dir(out, f, version, quantize) for f in formats]
     check_free(targets, overwrite)  # fail on an existing version or an unwritable path before the slow model load
     check_writable(targets)
@@ -77,6 +83,10 @@ def export_model(
 def _write(format: str, generator, directory: Path, vocab_file: Path, quantize: str) -> None:
     if format == "savedmodel":
         write_savedmodel(generator, directory, vocab_file)
+    elif format == "web":
+        from keras_chargen.export.web import write_web
+
+        write_web(generator, directory, vocab_file)
     elif format == "tflite":
         from keras_chargen.export.tflite import write_tflite
 

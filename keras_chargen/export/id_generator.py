@@ -9,6 +9,9 @@ prompt ids, seed and settings give the same ids as the SavedModel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -135,17 +138,66 @@ class IdGenerator:
         ids_out = tf.pad(out, tf.stack([[0, 0], [0, width - tf.shape(out)[1]]]))  # (batch, max_new_chars)
         return {self.output_name(contract.GENERATE, k): v for k, v in {"ids": ids_out, "seed": seeds}.items()}
 
-    def archive(self) -> keras.export.ExportArchive:
-        """An `ExportArchive` with the `step` and `generate` endpoints.
+    def decode_signature(self) -> list[tf.TensorSpec]:
+        """The `decode` inputs (`contract.DECODE`), states expanded."""
+        return tensor_specs(contract.DECODE.inputs, self.generator.state_specs)
+
+    def decode(self, *inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        """A stream on ids (`contract.DECODE`): with `start`, prime on `prompt_ids` (as `generate` does); otherwise
+        go on from the carried state. Then up to `steps` tokens per row: `{"ids": (batch, <= steps), <the state>,
+        "seed": (batch,)}`. The draws are keyed by (seed, token index), so any chunking gives `generate`'s ids."""
+        names = [t.name for t in contract.expand(contract.DECODE.inputs, self.generator.state_specs)]
+        given = dict(zip(names, inputs))
+        vocab = self.vocab_size
+        batch = tf.shape(given["count"])[0]
+        seeds = decoding.resolve_seeds(given["seed"], batch)  # the resolved seeds go back in unchanged
+        max_new = tf.cast(given["max_new_chars"], tf.int32)
+
+        def begin() -> decoding.DecodeState:
+            ids, lengths = self.prompt_lengths(given["prompt_ids"])
+            state, _ = self.generator.begin(ids, lengths, max_new, given["stop_ids"], per_gate=False)
+            return state
+
+        def carried() -> decoding.DecodeState:
+            states = [given[name] for name in self.state_names]
+            logits, seen = (tf.ensure_shape(given[n], [None, vocab]) for n in ("logits", "seen"))
+            return decoding.DecodeState(
+                logits, states, given["prev_ids"], seen, given["done"], given["count"], given["recent"]
+            )
+
+        state = tf.cond(tf.cast(given["start"], tf.bool), begin, carried)
+        state = state._replace(logits=tf.ensure_shape(state.logits, [None, vocab]))
+        stop_ids = decoding.with_end_ids(given["stop_ids"], self.generator.end_ids)  # as `begin` prepares them
+        ids, final = self.generator.run(
+            state,
+            settings_from(given, batch),
+            seeds,
+            max_new,
+            stop_ids,
+            tf.cast(given["steps"], tf.int32),
+            per_gate=False,
+            conditional=self.conditional,
+            lean=self.lean,
+            growing_output=True,
+        )
+        values = {**final._asdict(), **dict(zip(self.state_names, final.states)), "ids": ids, "seed": seeds}
+        names = [t.name for t in contract.expand(contract.DECODE.outputs, self.generator.state_specs)]
+        return {self.output_name(contract.DECODE, name): values[name] for name in names}
+
+    def archive(self, endpoints: tuple[str, ...] = ("step", "generate")) -> keras.export.ExportArchive:
+        """An `ExportArchive` with the `endpoints` (`step`, `generate`, `decode`).
 
         TFLite converts from this archive's SavedModel: converting `tf.saved_model.save` of a
         `tf.Module` holding Keras 3 layers silently drops the weights.
         """
         archive = keras.export.ExportArchive()
         archive.track(self.generator.model)
-        for name, fn, specs in (
-            ("step", self.step, self.step_signature()),
-            ("generate", self.generate, self.generate_signature()),
-        ):
+        functions: dict[str, tuple[Callable[..., Any], list[tf.TensorSpec]]] = {
+            "step": (self.step, self.step_signature()),
+            "generate": (self.generate, self.generate_signature()),
+            "decode": (self.decode, self.decode_signature()),
+        }
+        for name in endpoints:
+            fn, specs = functions[name]
             archive.add_endpoint(name, with_parameters(fn, specs), input_signature=specs)
         return archive

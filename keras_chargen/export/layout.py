@@ -5,6 +5,7 @@
     OUT/tflite-dynamic/<version>/  the same, dynamic-range int8 weights
     OUT/tflite-float16/<version>/  the same, float16 weights
     OUT/onnx/<version>/            step.onnx, generate.onnx, vocab.json
+    OUT/web/<version>/             a static web page: index.html, chargen.js, decode.onnx, onnxruntime-web
 
 TF Serving ignores children of the base path that are not numbers, so the TFLite and ONNX folders
 live beside the SavedModel versions without disturbing it.
@@ -22,8 +23,9 @@ from pathlib import Path
 from keras_chargen.errors import ChargenError, os_reason
 from keras_chargen.io import default_mode, remove_stale_temps, temp_name
 
-FORMATS = ("savedmodel", "tflite", "onnx")
-ALL = "all"  # every format
+FORMATS = ("savedmodel", "tflite", "onnx", "web")
+ALL = "all"  # every format but web (which needs the npm runtime, `keras_chargen.export.web`)
+ALL_FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "float16")
 MAX_VERSION = 2**63 - 1  # TF Serving's model versions are int64
 
@@ -38,7 +40,7 @@ def check_export_args(format: str, version: int, quantize: str) -> list[str]:
         raise ChargenError(f"quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
     if quantize != "none" and format not in ("tflite", ALL):
         raise ChargenError("--quantize applies to TFLite only (use --format tflite or all)")
-    return list(FORMATS) if format == ALL else [format]
+    return list(ALL_FORMATS) if format == ALL else [format]
 
 
 def artifact_dir(out: str | Path, format: str, version: int, quantize: str = "none") -> Path:
@@ -48,8 +50,8 @@ def artifact_dir(out: str | Path, format: str, version: int, quantize: str = "no
         return out / str(version)
     if format == "tflite":
         return out / ("tflite" if quantize == "none" else f"tflite-{quantize}") / str(version)
-    if format == "onnx":
-        return out / "onnx" / str(version)
+    if format in ("onnx", "web"):
+        return out / format / str(version)
     raise ChargenError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
 
 

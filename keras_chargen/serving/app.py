@@ -4,7 +4,8 @@ Routes (as TF Serving, `http_rest_api_handler.cc`):
 - `GET  /v1/models/{name}[/versions/{v}]`            version status
 - `GET  /v1/models/{name}[/versions/{v}]/metadata`   signature defs
 - `POST /v1/models/{name}[/versions/{v}]:predict`    row (`instances`) or columnar (`inputs`) format
-Extension: `POST /v1/models/{name}[/versions/{v}]:stream` (server-sent events), and `GET /`.
+Extension: `POST /v1/models/{name}[/versions/{v}]:stream` (server-sent events), `GET /` (the playground) and
+`GET /web/{version}/{file}` (the version's web export, `web_files.py`, for the playground's "in this browser").
 Every error is `{"error": "..."}` with TF Serving's status for its kind (400, 404, ...), plus 413
 for an oversize body, 403 for cross-site requests (`origins.py`) and 503 when the server is
 saturated or shutting down. A client that goes away gets its generation cancelled (one log line).
@@ -27,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from keras_chargen.serving import protocol, streaming
@@ -37,6 +38,7 @@ from keras_chargen.serving.errors import RequestError
 from keras_chargen.serving.origins import CrossSiteGuard, normalize_origin
 from keras_chargen.serving.playground import playground_html
 from keras_chargen.serving.repository import ModelRepository, ServableVersion, VersionPolicy
+from keras_chargen.serving.web_files import WEB_DIR, web_file, web_folder
 
 logger = logging.getLogger("keras_chargen.serving")
 
@@ -141,6 +143,7 @@ class ServingApp:
         routes = [
             Route("/", self.playground, methods=["GET"]),
             Route("/v1/models{rest:path}", self.models, methods=["GET", "POST"]),
+            Route("/" + WEB_DIR + "/{version}/{path:path}", self.web, methods=["GET"]),
         ]
         handlers: dict[Any, Any] = {HTTPException: self._http_exception, Exception: self._internal_error}
         return Starlette(
@@ -161,8 +164,19 @@ class ServingApp:
             await self.core.stop()
 
     async def playground(self, request: Request) -> HTMLResponse:
-        signatures = tuple(self.repo.get(self.repo.name, None).signature_names)  # the newest version's
-        return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config, signatures))
+        newest = self.repo.get(self.repo.name, None)
+        signatures = tuple(newest.signature_names)  # the newest version's
+        web = f"/{WEB_DIR}/{newest.version}/" if web_folder(self.repo.base, newest.version) else None
+        return HTMLResponse(playground_html(self.repo.name, list(self.repo.versions), self.config, signatures, web))
+
+    async def web(self, request: Request) -> Response:
+        """A file of a version's web export (`web_files.py`); 404 for anything else."""
+        try:
+            version = parse_version(request.path_params["version"])
+            path, media_type = web_file(self.repo.base, version, request.path_params["path"])
+        except RequestError as err:
+            return error_response(404 if err.status == 400 else err.status, err.message)
+        return FileResponse(path, media_type=media_type)
 
     async def models(self, request: Request) -> Response:
         """Dispatch every `/v1/models...` path the way TF Serving parses it."""

@@ -1,7 +1,10 @@
 """The playground page served at `GET /`: one self-contained HTML file, no external assets.
 
 It posts to the `:stream` extension and shows the text as the server-sent events arrive; for a
-model version without the `step` signature it falls back to one `:predict` call. Every sampling
+model version without the `step` signature it falls back to one `:predict` call. When the version has a
+web export (`BASE/web/<version>/`, `keras_chargen.serving.web_files`), "in this browser" runs the same
+request in the page instead (its `chargen.js` on onnxruntime-web, served at `/web/<version>/`): the same
+settings and seed give the same text. Every sampling
 setting of `keras_chargen.settings` has a control. The inspect view colours the text by the
 model's confidence or by a chosen cell (the `inspect` signature), and "sampling explained" draws the
 next-character distribution at the cursor before and after each setting (the `explain_sampling`
@@ -45,6 +48,7 @@ _PAGE = """<!doctype html>
   #inspect-controls input[type=number] { width: 5rem; }
   #inspect-controls label { display: inline; margin: 0; font-weight: normal; }
   #explain-chart { width: 100%; display: block; }
+  #where label { display: inline; font-weight: normal; margin: 0 .8rem 0 0; }
 __VIEW_CSS__
 </style>
 </head>
@@ -61,6 +65,10 @@ streams <code>POST /v1/models/NAME:stream</code> (server-sent events)</div>
   <div><label for="seed">Seed (blank: random)</label><input id="seed" type="number" min="0"></div>
 </div>
 <div class="row" id="sampling"></div>
+<div id="where" hidden>Run:
+  <label><input type="radio" name="where" value="server" checked> on the server</label>
+  <label><input type="radio" name="where" value="browser"> in this browser</label>
+  <span class="note">(this version has a web export: the model runs in the page, with the same settings)</span></div>
 <button id="generate">Generate</button><button id="stop" disabled>Stop</button><span id="status"></span>
 <label for="output">Output</label>
 <pre id="output"></pre>
@@ -141,6 +149,32 @@ async function predictOnce(body) {  // fallback for versions exported without de
   $("output").textContent = (await response.json()).predictions[0].text;
 }
 
+// --- "in this browser": the version's web export (chargen.js on onnxruntime-web) ---
+let browserGenerator = null, chargenModule = null;
+if (config.web) $("where").hidden = false;
+const inBrowser = () => config.web && document.querySelector("input[name=where]:checked").value === "browser";
+
+function loadInBrowser() {
+  if (!browserGenerator) {
+    browserGenerator = import(`${config.web}chargen.js`).then((module) => {
+      chargenModule = module;
+      return module.load(config.web);
+    });
+    browserGenerator.catch(() => { browserGenerator = null; });  // try again next time
+  }
+  return browserGenerator;
+}
+
+async function generateInBrowser(body) {
+  setStatus("loading the model into this page…");
+  const generator = await loadInBrowser();
+  setStatus("generating in this browser…");
+  const options = { prompt: body.prompt, signal: controller.signal,
+                    onText: (piece) => { $("output").textContent += piece; } };
+  for (const name of Object.keys(generator.settings)) options[chargenModule.optionName(name)] = body[name];
+  return generator.generateWithSeed(options);
+}
+
 async function generate() {
   const body = request();
   const started = performance.now();
@@ -149,35 +183,40 @@ async function generate() {
   $("output").textContent = body.prompt;
   setStatus("generating…");
   try {
-    const response = await fetch(`${base}:stream`, { method: "POST", signal: controller.signal,
-      headers: { "Content-Type": "application/json", "Accept": "text/event-stream" }, body: JSON.stringify(body) });
-    if (!response.ok) {
-      const message = await errorOf(response);
-      if (response.status === 400 && message.includes("cannot stream")) { await predictOnce(body); }
-      else { throw new Error(message); }
-    } else {
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      const buffer = { text: "" };
-      let done = false;
-      while (!done) {
-        const chunk = await reader.read();
-        if (chunk.done) break;
-        buffer.text += decoder.decode(chunk.value, { stream: true });
-        for (const { event, data } of parseEvents(buffer)) {
-          if (event === "text") $("output").textContent += data.text;
-          else if (event === "error") throw new Error(data.error);
-          else if (event === "done") { $("output").textContent = data.text; done = true; }
-        }
-      }
-      if (!done) throw new Error("the stream ended early");
-    }
+    if (inBrowser()) { await generateInBrowser(body); } else { await generateOnServer(body); }
     const chars = $("output").textContent.length - body.prompt.length;
-    setStatus(`done: ${chars} characters in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+    const where = inBrowser() ? " in this browser" : "";
+    setStatus(`done: ${chars} characters in ${((performance.now() - started) / 1000).toFixed(2)} s${where}`);
   } catch (error) {
     setStatus(error.name === "AbortError" ? "stopped" : `error: ${error.message}`, error.name !== "AbortError");
   } finally {
     $("generate").disabled = false; $("stop").disabled = true;
+  }
+}
+
+async function generateOnServer(body) {
+  const response = await fetch(`${base}:stream`, { method: "POST", signal: controller.signal,
+    headers: { "Content-Type": "application/json", "Accept": "text/event-stream" }, body: JSON.stringify(body) });
+  if (!response.ok) {
+    const message = await errorOf(response);
+    if (response.status === 400 && message.includes("cannot stream")) { await predictOnce(body); }
+    else { throw new Error(message); }
+  } else {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    const buffer = { text: "" };
+    let done = false;
+    while (!done) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      buffer.text += decoder.decode(chunk.value, { stream: true });
+      for (const { event, data } of parseEvents(buffer)) {
+        if (event === "text") $("output").textContent += data.text;
+        else if (event === "error") throw new Error(data.error);
+        else if (event === "done") { $("output").textContent = data.text; done = true; }
+      }
+    }
+    if (!done) throw new Error("the stream ended early");
   }
 }
 
@@ -360,9 +399,11 @@ def playground_html(
     versions: list[int],
     config: ServingConfig,
     signatures: tuple[str, ...] = tuple(contract.SIGNATURES),
+    web: str | None = None,
 ) -> str:
     """The page for `model`, with the server's caps baked in (the length box's maximum); `signatures` are those of
-    the newest version (the inspect view and the sampling chart need theirs)."""
+    the newest version (the inspect view and the sampling chart need theirs); `web`: the URL of its web export
+    (`/web/<version>/`), which turns on "in this browser", or None."""
     settings = {
         "model": model,
         "version": max(versions),
@@ -373,6 +414,7 @@ def playground_html(
         "signatures": list(signatures),
         "inspect": contract.INSPECT,  # the signatures the inspect view and the sampling chart call
         "explain": contract.EXPLAIN_SAMPLING,
+        "web": web,
     }
     data = json.dumps(settings).replace("</", "<\\/")  # cannot close the <script> element early
     page = _PAGE.replace("__VIEW_CSS__", VIEW_CSS).replace("__VIEW_JS__", VIEW_JS).replace("__LEGEND__", LEGEND_HTML)
