@@ -11,8 +11,10 @@ import tensorflow as tf
 
 from keras_chargen.config import ChargenConfig
 from keras_chargen.contract import state_names
+from keras_chargen.fused_lstm import FusedLSTM
 
-RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
+# LSTM: Keras' LSTM with a loop built for CPU training (same weights and equations; fused_lstm.py)
+RNN_LAYERS = {"lstm": FusedLSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 
 
 def build_model(
