@@ -81,41 +81,44 @@ def lstm_sequence(
     Returns the outputs `(batch, time, units)` and the final `h`, `c`. Differentiable (with respect to
     every argument) through the hoisted projection and `recurrence`'s hand-written gradient.
     """
-    batch, steps = tf.shape(x)[0], tf.shape(x)[1]
-    projected = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[2]]), kernel) + bias  # (batch * time, 4 * units)
-    projected = tf.transpose(tf.reshape(projected, [batch, steps, -1]), [1, 0, 2])  # (time, batch, 4 * units)
-    outputs, h, c = recurrence(projected, h0, c0, recurrent)
+    time_major = tf.transpose(x, [1, 0, 2])  # (time, batch, inputs): small, unlike the projection
+    steps, batch = tf.shape(time_major)[0], tf.shape(time_major)[1]
+    projected = tf.matmul(tf.reshape(time_major, [-1, tf.shape(x)[2]]), to_icfo(kernel)) + to_icfo(bias)
+    projected = tf.reshape(projected, [steps, batch, -1])  # (time, batch, 4 * units), gates i, c, f, o
+    outputs, h, c = recurrence(projected, h0, c0, to_icfo(recurrent))
     return tf.transpose(outputs, [1, 0, 2]), h, c
 
 
-def _gates(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Activated gates i, f, candidate, o from pre-activations `(batch, 4 * units)` in Keras' order."""
-    i, f, g, o = tf.split(z, 4, axis=1)
-    return tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+def to_icfo(weights: tf.Tensor) -> tf.Tensor:
+    """Gate blocks (last axis) from Keras' order i, f, c, o to i, c, f, o (TensorFlow's fused LSTM ops' order)."""
+    i, f, c, o = tf.split(weights, 4, axis=-1)
+    return tf.concat([i, c, f, o], axis=-1)
 
 
 @tf.custom_gradient
 def recurrence(projected: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, recurrent: tf.Tensor):
-    """The recurrent part: `z_t = projected_t + h_{t-1} @ recurrent`, then the cell; time-major.
+    """The recurrent part: `z_t = projected_t + h_{t-1} @ recurrent`, then the cell; time-major, gates i, c, f, o.
 
     Args:
         projected: `(time, batch, 4 * units)`, `x_t @ kernel + bias` for every step.
         h0, c0: `(batch, units)`.
         recurrent: `(units, 4 * units)`.
 
-    Returns the outputs `(time, batch, units)` and the final `h`, `c`, with a gradient whose loop
-    holds one matrix product per step.
+    Returns the outputs `(time, batch, units)` and the final `h`, `c`, with a gradient whose loop holds
+    one matrix product and one fused gate-gradient op (`LSTMBlockCellGrad`) per step.
     """
     steps = tf.shape(projected)[0]
 
     def forward(t, h, c, hs, cs, acts):
-        i, f, g, o = _gates(projected[t] + tf.matmul(h, recurrent))
+        z = projected[t] + tf.matmul(h, recurrent)
+        i, g, f, o = tf.split(z, 4, axis=1)
+        i, g, f, o = tf.sigmoid(i), tf.tanh(g), tf.sigmoid(f), tf.sigmoid(o)
         c = f * c + i * g
         h = o * tf.tanh(c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, tf.concat([i, f, g, o], 1))
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, tf.concat([i, g, f, o], 1))
 
-    def array(like=None) -> tf.TensorArray:
-        return tf.TensorArray(projected.dtype, size=steps, element_shape=None if like is None else like.shape)
+    def array(like: tf.Tensor) -> tf.TensorArray:
+        return tf.TensorArray(projected.dtype, size=steps, element_shape=like.shape)
 
     _, h, c, hs, cs, acts = tf.while_loop(
         lambda t, *_: t < steps,
@@ -128,24 +131,22 @@ def recurrence(projected: tf.Tensor, h0: tf.Tensor, c0: tf.Tensor, recurrent: tf
         d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
         d_h = tf.zeros_like(h0) if d_h is None else d_h
         d_c = tf.zeros_like(c0) if d_c is None else d_c
-        previous_c = tf.concat([c0[None], cells[:-1]], 0)  # (time, batch, units): c_{t-1}
+        no_input = tf.zeros([tf.shape(h0)[0], 0], h0.dtype)  # the op's x: the input product is outside the loop
+        peephole = tf.zeros([tf.shape(h0)[1]], h0.dtype)
+        zero_bias = tf.zeros([tf.shape(recurrent)[1]], h0.dtype)
 
         def backward(t, dh, dc, dz):
             t = t - 1
-            i, f, g, o = tf.split(activations[t], 4, axis=1)
-            tanh_c = tf.tanh(cells[t])
+            i, g, f, o = tf.split(activations[t], 4, axis=1)
+            c_t = cells[t]
+            c_prev = tf.cond(t > 0, lambda: cells[tf.maximum(t - 1, 0)], lambda: c0)
             dh = dh + d_outputs[t]
-            dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
-            dz_t = tf.concat(
-                [
-                    dc * g * i * (1.0 - i),
-                    dc * previous_c[t] * f * (1.0 - f),
-                    dc * i * (1.0 - g * g),
-                    dh * tanh_c * o * (1.0 - o),
-                ],
-                1,
-            )
-            return t, tf.matmul(dz_t, recurrent, transpose_b=True), dc * f, dz.write(t, dz_t)
+            dc, dz_t, *_ = tf.raw_ops.LSTMBlockCellGrad(
+                x=no_input, cs_prev=c_prev, h_prev=dh, w=recurrent, wci=peephole, wcf=peephole, wco=peephole,
+                b=zero_bias, i=i, cs=c_t, f=f, o=o, ci=g, co=tf.tanh(c_t), cs_grad=dc, h_grad=dh,
+                use_peephole=False,
+            )  # fmt: skip
+            return t, tf.matmul(dz_t, recurrent, transpose_b=True), dc, dz.write(t, dz_t)
 
         _, dh0, dc0, dz = tf.while_loop(
             lambda t, *_: t > 0,
