@@ -32,15 +32,20 @@ from keras_chargen.training import compile_model
 VOCAB = 66
 
 
-def plain_model(config: ChargenConfig, batch: int, layer=keras.layers.LSTM) -> keras.Model:
-    """Embedding → `layers` × `layer` → Dense, stateful, as `build_model` but with a chosen LSTM class."""
+def plain_model(
+    config: ChargenConfig, batch: int, layer=keras.layers.LSTM, policy: str = "float32", **options
+) -> keras.Model:
+    """Embedding → `layers` × `layer` → Dense, stateful, as `build_model` but with a chosen LSTM class and policy."""
     inputs = keras.Input(batch_shape=(batch, None), dtype="int32")
-    x = keras.layers.Embedding(VOCAB, config.embedding_dim)(inputs)
+    x = keras.layers.Embedding(VOCAB, config.embedding_dim, dtype=policy)(inputs)
     for _ in range(config.num_layers):
-        x = layer(config.units, return_sequences=True, stateful=True)(x)
+        x = layer(config.units, return_sequences=True, stateful=True, dtype=policy, **options)(x)
         if config.dropout:
             x = keras.layers.Dropout(config.dropout)(x)
-    return keras.Model(inputs, keras.layers.Dense(VOCAB)(x))
+    logits = keras.layers.Dense(VOCAB, dtype=policy)(x)
+    if policy != "float32":
+        logits = keras.layers.Activation("linear", dtype="float32")(logits)
+    return keras.Model(inputs, logits)
 
 
 def fit_timer(model: keras.Model, batch: int, seq: int, batches: int) -> Callable[[], float]:
@@ -215,19 +220,31 @@ def main() -> None:
             )
 
     if "levers" not in args.skip:
-        print("\n## levers at batch 64, FusedLSTM (median of interleaved rounds)")
-        timers = {
-            "plain": fit_timer(compiled(config, plain_model(config, 64, FusedLSTM), 64), 64, seq, args.steps),
-            "jit_compile=True": fit_timer(
-                compiled(config, plain_model(config, 64, FusedLSTM), 64, jit_compile=True), 64, seq, args.steps
+        print("\n## levers at batch 64 (median of interleaved rounds; ratio to Keras' LSTM, plain fit)")
+        seq_static = {"unroll": True}
+        variants = {
+            "Keras LSTM, plain fit": lambda: compiled(config, plain_model(config, 64), 64),
+            "FusedLSTM (hoisted input projection, hand-written backward)": lambda: compiled(
+                config, plain_model(config, 64, FusedLSTM), 64
             ),
-            "steps_per_execution=8": fit_timer(
-                compiled(config, plain_model(config, 64, FusedLSTM), 64, steps_per_execution=8), 64, seq, args.steps
+            "XLA: jit_compile=True on the train step": lambda: compiled(
+                config, plain_model(config, 64), 64, jit_compile=True
             ),
+            "mixed_bfloat16 (bfloat16 products, float32 variables)": lambda: compiled(
+                config, plain_model(config, 64, policy="mixed_bfloat16"), 64
+            ),
+            "unroll=True (static 64-step graph)": lambda: compiled(config, plain_model(config, 64, **seq_static), 64),
         }
+        timers = {}
+        for name, make in variants.items():
+            try:
+                timers[name] = fit_timer(make(), 64, seq, args.steps)
+            except Exception as err:  # report, do not abort the other levers
+                print(f"| {name} | failed: {str(err).splitlines()[0][:120]} |")
         medians = interleaved(timers, args.rounds)
+        base = medians["Keras LSTM, plain fit"]
         for name, seconds in medians.items():
-            print(f"| {name} | {1000 * seconds:.0f} ms | {64 * seq / seconds:,.0f} chars/s |")
+            print(f"| {name} | {1000 * seconds:.0f} ms | {64 * seq / seconds:,.0f} chars/s | {base / seconds:.2f}× |")
 
 
 if __name__ == "__main__":
