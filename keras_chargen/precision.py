@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from keras_chargen.config import PRECISIONS
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 products
 
 

@@ -20,6 +20,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -168,7 +169,6 @@ def step_profile(config: ChargenConfig, batch: int, seq: int, repeats: int = 10)
 def pipeline_ms(batch: int, seq: int, batches: int = 200) -> float:
     """Milliseconds per batch to read our stateful `tf.data` pipeline alone (from a temporary id file)."""
     import tempfile
-    from pathlib import Path
 
     from keras_chargen.data import stateful_dataset
 
@@ -196,7 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     config = ChargenConfig(num_layers=args.layers, units=args.units, seq_len=args.seq_len)
     seq = args.seq_len
-    print(f"model {args.layers}×{args.units} LSTM, seq {seq}; host load {open('/proc/loadavg').read().split()[:3]}")
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"model {args.layers}×{args.units} LSTM, seq {seq}; host load {load}")
 
     if "profile" not in args.skip:
         print("\n## profile of one step, batch 64 (ms per batch)")

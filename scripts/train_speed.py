@@ -80,7 +80,6 @@ def run_baseline(text: Path, minutes: float) -> dict:
 def baseline(text: Path, minutes: float) -> dict:
     """Embedding 64 → the recommended LSTM stack → Dense, float32, batch 64, seq 64, Adam, fit on arrays."""
     import keras
-    import numpy as np
 
     from keras_chargen.recommended import recommended_config
 

@@ -1,10 +1,10 @@
 """FusedLSTM computes what keras.layers.LSTM computes: outputs, states, gradients, carried state, weights."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from keras_chargen.fused_lstm import FusedLSTM
 
 

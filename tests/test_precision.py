@@ -1,9 +1,9 @@
 """Training precision: bfloat16 only where the CPU multiplies it natively; the weights stay float32."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from keras_chargen.config import ChargenConfig
 from keras_chargen.errors import ChargenError
 from keras_chargen.model import RecurrentStep, build_model

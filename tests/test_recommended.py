@@ -10,7 +10,8 @@ from keras_chargen.recommended import RECOMMENDED, recommended_config, train_com
 
 def test_readme_holds_the_recommended_command():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    commands = [" ".join(c.replace("\\\n", " ").split()) for c in re.findall(r"keras-chargen train[^`]*?--max-minutes 10", readme, re.S)]
+    found = re.findall(r"keras-chargen train[^`]*?--max-minutes 10", readme, re.S)
+    commands = [" ".join(c.replace("\\\n", " ").split()) for c in found]
     assert train_command() in commands
 
 
