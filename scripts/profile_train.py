@@ -11,12 +11,15 @@ Prints (and with `--out`, writes into docs/training.md between the `profile_trai
 Every variant is timed in rounds (A, B, C, A, B, C, ...) and the median is reported, so a busy
 host slows all of them alike.
 
-Usage: python scripts/profile_train.py [--units 384] [--layers 1] [--batches 64 128 256] [--rounds 3]
+The model defaults to the recommended one (keras_chargen/recommended.py).
+
+Usage: python scripts/profile_train.py [--units N] [--layers N] [--batches 64 128 256] [--rounds 3] [--skip ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -27,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_chargen.config import ChargenConfig
-from keras_chargen.fused_lstm import FusedLSTM, lstm_sequence
+from keras_chargen.fused_lstm import FusedLSTM, lstm_sequence, recurrence
+from keras_chargen.recommended import RECOMMENDED
 from keras_chargen.training import compile_model
 
 VOCAB = 66
@@ -93,7 +97,6 @@ def step_profile(config: ChargenConfig, batch: int, seq: int, repeats: int = 10)
     outputs = rng.normal((batch, seq, units))
     targets = tf.random.uniform((batch, seq), 0, VOCAB, tf.int32)
     projected = rng.normal((seq, batch, 4 * units))
-    from keras_chargen.fused_lstm import recurrence
 
     @tf.function
     def projection():
@@ -116,6 +119,15 @@ def step_profile(config: ChargenConfig, batch: int, seq: int, repeats: int = 10)
             out = lstm_sequence(x, h0, h0, kernel, recurrent, bias)[0]
         return tape.gradient(out, [kernel, recurrent, bias])
 
+    keras_layer = keras.layers.LSTM(units, return_sequences=True)
+    keras_layer(x)
+
+    @tf.function
+    def keras_layer_forward_backward():
+        with tf.GradientTape() as tape:
+            out = keras_layer(x)
+        return tape.gradient(out, keras_layer.trainable_weights)
+
     @tf.function
     def output_and_loss():
         with tf.GradientTape() as tape:
@@ -134,10 +146,11 @@ def step_profile(config: ChargenConfig, batch: int, seq: int, repeats: int = 10)
         optimizer.apply_gradients(zip(grads, variables))
 
     parts = {
-        "input projection (one product, forward)": projection,
-        "recurrent loop, forward only": recurrent_forward,
+        "input projection, all steps in one product (forward)": projection,
+        "recurrent loop, forward only (products + gate elementwise + loop)": recurrent_forward,
         "recurrent loop, forward + backward": recurrent_forward_backward,
-        "whole LSTM layer, forward + backward": whole_layer_forward_backward,
+        "whole LSTM layer, forward + backward (FusedLSTM)": whole_layer_forward_backward,
+        "whole LSTM layer, forward + backward (keras.layers.LSTM, what training runs)": keras_layer_forward_backward,
         "output layer + loss, forward + backward": output_and_loss,
         "Adam update with clipnorm": optimizer_step,
     }
@@ -186,27 +199,46 @@ def pipeline_ms(batch: int, seq: int, batches: int = 200) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--units", type=int, default=384)
-    parser.add_argument("--layers", type=int, default=1)
-    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--units", type=int, default=RECOMMENDED["units"])
+    parser.add_argument("--layers", type=int, default=RECOMMENDED["num_layers"])
+    parser.add_argument("--seq-len", type=int, default=RECOMMENDED["seq_len"])
+    parser.add_argument("--batch-size", type=int, default=RECOMMENDED["batch_size"], help="batch of the profile")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--steps", type=int, default=8, help="batches per timed fit")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["profile", "batch", "levers"])
+    parser.add_argument("--out", help="write the tables between the profile_train markers of this file")
+    parser.add_argument("--machine-note", default="otherwise idle", help="what else ran on the machine")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text, flush=True)
+        lines.extend(text.splitlines())
+
     config = ChargenConfig(num_layers=args.layers, units=args.units, seq_len=args.seq_len)
     seq = args.seq_len
     load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"model {args.layers}×{args.units} LSTM, seq {seq}; host load {load}")
+    from keras_chargen.bench.report import cpu_name
+
+    emit(
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu_name()} ({os.cpu_count()} cores; "
+        f"{args.machine_note}; load average at the start {' '.join(load)}) with `python scripts/profile_train.py "
+        f"--rounds {args.rounds}`: {args.layers}×{args.units} LSTM, embedding {config.embedding_dim}, seq {seq}, "
+        f"vocabulary {VOCAB}."
+    )
 
     if "profile" not in args.skip:
-        print("\n## profile of one step, batch 64 (ms per batch)")
-        for name, ms in step_profile(config, 64, seq).items():
-            print(f"| {name} | {ms:.1f} |")
-        print(f"| input pipeline (our stateful tf.data, cached) | {pipeline_ms(64, seq):.2f} |")
+        batch = args.batch_size
+        emit(f"\n**Profile of one step, batch {batch}** (ms per batch, each part timed alone in a `tf.function`):\n")
+        emit("| part | ms |\n|---|---:|")
+        for name, ms in step_profile(config, batch, seq).items():
+            emit(f"| {name} | {ms:.1f} |")
+        emit(f"| input pipeline (our stateful tf.data, cached) | {pipeline_ms(batch, seq):.2f} |")
 
     if "batch" not in args.skip:
-        print("\n## step time vs batch: Keras LSTM vs FusedLSTM (fit on arrays, median of rounds)")
+        emit("\n**Step time against batch size** (`fit` on arrays, median of interleaved rounds):\n")
+        emit("| batch | keras.layers.LSTM | FusedLSTM | FusedLSTM / Keras |\n|---:|---|---|---:|")
         timers = {}
         for batch in args.batches:
             for name, layer in (("keras", keras.layers.LSTM), ("fused", FusedLSTM)):
@@ -215,13 +247,14 @@ def main() -> None:
         medians = interleaved(timers, args.rounds)
         for batch in args.batches:
             k, f = medians[("keras", batch)], medians[("fused", batch)]
-            print(
+            emit(
                 f"| {batch} | {1000 * k:.0f} ms, {batch * seq / k:,.0f} chars/s | {1000 * f:.0f} ms, "
                 f"{batch * seq / f:,.0f} chars/s | {k / f:.2f}× |"
             )
 
     if "levers" not in args.skip:
-        print("\n## levers at batch 64 (median of interleaved rounds; ratio to Keras' LSTM, plain fit)")
+        emit("\n**Levers at batch 64** (`fit` on arrays, median of interleaved rounds):\n")
+        emit("| lever | ms per batch | chars/s | × Keras' LSTM |\n|---|---:|---:|---:|")
         seq_static = {"unroll": True}
         variants = {
             "Keras LSTM, plain fit": lambda: compiled(config, plain_model(config, 64), 64),
@@ -241,11 +274,26 @@ def main() -> None:
             try:
                 timers[name] = fit_timer(make(), 64, seq, args.steps)
             except Exception as err:  # report, do not abort the other levers
-                print(f"| {name} | failed: {str(err).splitlines()[0][:120]} |")
+                emit(f"| {name} | failed: {str(err).splitlines()[0][:120]} |")
         medians = interleaved(timers, args.rounds)
         base = medians["Keras LSTM, plain fit"]
         for name, seconds in medians.items():
-            print(f"| {name} | {1000 * seconds:.0f} ms | {64 * seq / seconds:,.0f} chars/s | {base / seconds:.2f}× |")
+            emit(f"| {name} | {1000 * seconds:.0f} ms | {64 * seq / seconds:,.0f} chars/s | {base / seconds:.2f}× |")
+
+    if args.out:
+        replace_block(Path(args.out), lines)
+
+
+def replace_block(path: Path, lines: list[str]) -> None:
+    """Put `lines` between the `<!-- profile_train:begin -->` / `end` markers of `path` (appended if absent)."""
+    begin, end = "<!-- profile_train:begin -->", "<!-- profile_train:end -->"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = "\n".join([begin, *lines, end])
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
