@@ -48,6 +48,7 @@ REFERENCES = [
     ("nanoGPT `shakespeare_char` (10.7 M-parameter transformer, an A100, the same 90/10 split)", 1.4697),
     ("char-rnn README example checkpoint (2×512 LSTM, dropout, 5 % validation split)", 1.395),
 ]
+KEEP_FROM = "## What this shows"  # docs/quality.md from this heading on is written by hand and kept
 GOAL = 1.45  # issue 22: the README's 10-minute command on a 2-core CPU
 TEMPERATURES = (0.2, 0.5, 0.8, 1.0)
 
@@ -136,7 +137,11 @@ def write_report(runs: list[dict], ngram: dict[int, float], args: argparse.Names
         lines += ["", f"## {r['name']}", "", f"![training curves]({png.name})", ""]
         for t, text in r["samples"].items():
             lines += [f"### temperature {t}", "", "```", "ROMEO:\n" + text, "```", ""]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kept = ""  # the hand-written analysis and earlier runs below the generated report stay
+    if out.exists() and KEEP_FROM in out.read_text(encoding="utf-8"):
+        old = out.read_text(encoding="utf-8")
+        kept = "\n" + old[old.index(KEEP_FROM) :]
+    out.write_text("\n".join(lines) + "\n" + kept, encoding="utf-8")
     (out.with_suffix(".json")).write_text(json.dumps({"runs": runs, "ngram": ngram}, indent=1) + "\n")
 
 
