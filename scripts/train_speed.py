@@ -12,7 +12,7 @@
 
 Run it on an otherwise idle machine (`--machine-note` says what else ran).
 
-Usage: python scripts/train_speed.py --text ../shared/data/tinyshakespeare.txt [--minutes 2] [--out docs/train_speed.md]
+Usage: python scripts/train_speed.py [--text FILE] [--minutes 2] [--out docs/train_speed.md] [--machine-note TEXT]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 BASELINE_BATCH, BASELINE_SEQ = 64, 64
+EMBEDDED = Path(__file__).resolve().parent.parent / "keras_chargen" / "corpora" / "tinyshakespeare.txt"
 STOP_LINE = re.compile(r"time budget of [\d.]+ min reached at epoch (\d+), batch (\d+)/(\d+)")
 BUDGET_LINE = re.compile(r"epochs of ([\d,]+) batches of (\d+)×(\d+)")
 
@@ -42,13 +43,15 @@ def chars_from_output(output: str) -> tuple[int, int, int, int]:
     return ((epoch - 1) * steps + batch) * per_batch, epoch - 1, batch, steps
 
 
-def run_recommended(text: Path, minutes: float) -> dict:
-    """Run the README's command for `minutes` in a fresh process; its chars/s from its own output."""
+def run_recommended(text: Path | None, minutes: float) -> dict:
+    """Run the README's command for `minutes` in a fresh process (on `text`, or as the README does, on the
+    embedded tiny-shakespeare); its chars/s from its own output."""
     from keras_chargen.recommended import train_command, train_flags
 
     with tempfile.TemporaryDirectory() as tmp:
         flags = train_flags(minutes, str(Path(tmp) / "model"))
-        command = [sys.executable, "-m", "keras_chargen", "train", "--text", str(text), *flags, "--verbose", "2"]
+        corpus = ["--text", str(text)] if text else []
+        command = [sys.executable, "-m", "keras_chargen", "train", *corpus, *flags, "--verbose", "2"]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=_env())
         wall = time.perf_counter() - start
@@ -57,7 +60,7 @@ def run_recommended(text: Path, minutes: float) -> dict:
         raise SystemExit(f"train failed ({done.returncode}):\n{output[-2000:]}")
     chars, epochs, batch, steps = chars_from_output(output)
     return {
-        "command": train_command(minutes) + f" --text {text}",
+        "command": train_command(minutes) + (f" --text {text}" if text else ""),
         "chars": chars,
         "epochs_finished": epochs,
         "batch_in_last_epoch": batch,
@@ -68,9 +71,9 @@ def run_recommended(text: Path, minutes: float) -> dict:
     }
 
 
-def run_baseline(text: Path, minutes: float) -> dict:
+def run_baseline(text: Path | None, minutes: float) -> dict:
     """The plain Keras model for `minutes` in a fresh process (this script with `--baseline-only`)."""
-    command = [sys.executable, __file__, "--text", str(text), "--minutes", str(minutes), "--baseline-only"]
+    command = [sys.executable, __file__, "--text", str(text or EMBEDDED), "--minutes", str(minutes), "--baseline-only"]
     done = subprocess.run(command, capture_output=True, text=True, env=_env())
     if done.returncode:
         raise SystemExit(f"baseline failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
@@ -158,7 +161,8 @@ def write_report(ours: dict, base: dict, args: argparse.Namespace) -> str:
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; {args.machine_note}. "
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with "
-        f"`python scripts/train_speed.py --text {args.text} --minutes {args.minutes:g}`: the recommended "
+        f"`python scripts/train_speed.py{f' --text {args.text}' if args.text else ''} --minutes {args.minutes:g}`: "
+        "the recommended "
         f"command for {args.minutes:g} minutes, then the plain Keras model for the same time, each in a "
         "fresh process.",
         "",
@@ -182,14 +186,16 @@ def write_report(ours: dict, base: dict, args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--text", required=True, type=Path)
+    parser.add_argument(
+        "--text", type=Path, help="the corpus (default: the embedded tiny-shakespeare, as the README's command)"
+    )
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--out", default="docs/train_speed.md")
     parser.add_argument("--machine-note", default="otherwise idle")
     parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_only:
-        print(json.dumps(baseline(args.text, args.minutes)))
+        print(json.dumps(baseline(args.text or EMBEDDED, args.minutes)))
         return
     ours = run_recommended(args.text, args.minutes)
     print(f"ours: {ours['chars']:,} chars in {ours['seconds']:.0f} s = {ours['chars_per_s']:,.0f} chars/s", flush=True)
