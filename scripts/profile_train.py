@@ -214,7 +214,7 @@ def main() -> None:
 
     def emit(text: str) -> None:
         print(text, flush=True)
-        lines.extend(text.splitlines())
+        lines.extend(text.split("\n"))
 
     config = ChargenConfig(num_layers=args.layers, units=args.units, seq_len=args.seq_len)
     seq = args.seq_len
