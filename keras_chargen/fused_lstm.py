@@ -18,6 +18,11 @@ The layer is a `keras.layers.LSTM` (same cell, same variables, same state handli
 included), so weights saved from either load into the other, and `RecurrentStep`, generation and
 every export read it unchanged. Masks, `go_backwards`, `unroll` and the cell's own (recurrent)
 dropout are not supported: those fall back to Keras' loop.
+
+Not used by `build_model`: on a 2-core AVX2 CPU it did not beat Keras' loop (0.5–1.1× at batch 64,
+about 0.5× at 128–256, docs/training.md): Keras' per-step weight-gradient products keep the second
+core busy beside the sequential chain, which the hoisted products serialise. It stays for
+`scripts/profile_train.py`, which measures it against `keras.layers.LSTM` on each machine.
 """
 
 from __future__ import annotations
