@@ -31,6 +31,7 @@ _EXPORTS = {
     "MAX_NEW_CHARS": "settings",
     "SETTINGS": "settings",
     "train": "training",
+    "recommended_config": "recommended",
     "inherit_config": "finetune",
     "DirectoryLock": "lock",
     "prepare_documents": "documents",

@@ -16,6 +16,7 @@ LR_SCHEDULES = ("constant", "cosine")
 ENCODING_ERRORS = ("strict", "replace")
 LEVELS = ("char", "word")
 STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")  # keras_chargen.precision
 DEFAULT_EPOCHS = 10  # epochs=0 without --max-minutes
 UNLIMITED_EPOCHS = 1_000_000  # epochs=0 with --max-minutes: the budget ends training
 
@@ -33,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "encoding_errors": ENCODING_ERRORS,
     "level": LEVELS,
     "strategy": STRATEGIES,
+    "precision": PRECISIONS,
 }
 
 
@@ -84,6 +86,11 @@ class ChargenConfig:
     lr_schedule: str = _field(
         "constant",
         "constant | cosine (decays to 1 % over all epochs; with --max-minutes, over the time budget instead)",
+    )
+    precision: str = _field(
+        "auto",
+        "training products: auto (mixed_bfloat16 where the CPU has native bfloat16, AVX-512 BF16 or AMX; "
+        "else float32) | float32 | mixed_bfloat16; weights and exports stay float32",
     )
     clipnorm: float = _field(5.0, "gradient clipping by global norm; 0 disables")
     patience: int = _field(3, "early stopping: epochs without validation improvement; 0 disables")

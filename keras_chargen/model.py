@@ -16,7 +16,11 @@ RNN_LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.l
 
 
 def build_model(
-    config: ChargenConfig, vocab_size: int, batch_size: int | None = None, stateful: bool = False
+    config: ChargenConfig,
+    vocab_size: int,
+    batch_size: int | None = None,
+    stateful: bool = False,
+    policy: str = "float32",
 ) -> keras.Model:
     """A Keras model mapping ids `(batch, time)` to next-character logits `(batch, time, vocab_size)`.
 
@@ -25,6 +29,8 @@ def build_model(
         vocab_size: int, number of ids including the OOV id 0.
         batch_size: int | None, static batch size (required when `stateful`).
         stateful: bool, carry the recurrent state across batches (char-rnn style training).
+        policy: str, the Keras dtype policy, `float32` (default) or `mixed_bfloat16` (training only; the
+            variables are float32 either way, so the weights load into a float32 model).
 
     Layer names are fixed (`embedding`, `rnn_0..`, `logits`) so a stateful training model and a
     batch-flexible inference model exchange weights directly.
@@ -33,12 +39,14 @@ def build_model(
         raise ValueError("a stateful model needs a static batch_size")
     rnn_class = RNN_LAYERS[config.cell]
     inputs = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
-    x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)
+    x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding", dtype=policy)(inputs)
     for i in range(config.num_layers):
-        x = rnn_class(config.units, return_sequences=True, stateful=stateful, name=f"rnn_{i}")(x)
+        x = rnn_class(config.units, return_sequences=True, stateful=stateful, name=f"rnn_{i}", dtype=policy)(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
-    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}", dtype=policy)(x)
+    logits = keras.layers.Dense(vocab_size, name="logits", dtype=policy)(x)
+    if policy != "float32":  # the softmax and the loss in float32 (Keras' mixed-precision advice)
+        logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(logits)
     return keras.Model(inputs, logits, name="chargen")
 
 

@@ -34,6 +34,7 @@ from keras_chargen.io import remove_stale_temps
 from keras_chargen.lock import DirectoryLock
 from keras_chargen.metrics import BitsPerChar, Perplexity
 from keras_chargen.model import build_model
+from keras_chargen.precision import resolve_precision
 from keras_chargen.provenance import check_same_corpus, fingerprint, save_record
 from keras_chargen.saving import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, generator_for, load_model
 from keras_chargen.schedule import COSINE_ALPHA, BudgetCosine
@@ -43,7 +44,7 @@ HISTORY_FILE = "history.csv"
 # said after a write error: what a user can do
 RESUME_HINT = "the files saved before are intact: rerun the same command once it can write there to resume"
 # Fields that may change between a run and its resumption (they say how long to train, or on what hardware).
-RESUMABLE_FIELDS = {"epochs", "max_minutes", "patience", "save_every", "strategy", "logical_cpus"}
+RESUMABLE_FIELDS = {"epochs", "max_minutes", "patience", "save_every", "strategy", "logical_cpus", "precision"}
 
 
 @dataclasses.dataclass
@@ -269,7 +270,7 @@ def _train(
     stateful = config.layout == "stateful"
     with strategy.scope():  # model, optimizer and metrics are mirrored over the replicas
         batch = replica_batch_size(strategy, config.batch_size) if stateful else None
-        model = build_model(config, corpus.vocab.size, batch, stateful)
+        model = build_model(config, corpus.vocab.size, batch, stateful, resolve_precision(config.precision))
         compile_model(model, config, steps)
         if config.strategy != "default":
             unpin_strategy(model)  # fit runs inside strategy.scope() below (a Keras 3 multi-worker bug otherwise)

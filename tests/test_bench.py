@@ -32,6 +32,7 @@ REQUIRED_KEYS = {
     "onnx_generator_b1",
     "train_pipeline",
     "train_bare",
+    "train_recommended",
 }
 
 
@@ -90,6 +91,8 @@ def test_quick_bench_writes_the_report_and_prints_json_last(trained_dir, tmp_pat
     assert "| TFLite whole generator, fp32, batch 1 |" in report and "of the weight-read bound" in report
     assert "| TFLite whole generator, dynamic-range int8, top-k 40 + top-p 0.9, batch 1 |" in report
     assert "train_pipeline +" in report and "MiB, train_bare +" in report
+    assert "Training the recommended model" in report
+    assert "GFLOP/s measured for float32 products" in report
     machine = json.loads((tmp_path / "benchmarks.json").read_text())["machine"]
     assert machine["weights_bandwidth_bytes_per_s"] > 1e8 and machine["dram_bandwidth_bytes_per_s"] > 1e8
 

@@ -123,6 +123,7 @@ def write_report(report: dict, out_dir: Path) -> None:
         "and reuses, so these are lower bounds; docs/memory.md has training on a 100 MB corpus in a "
         "fresh process.",
         "",
+        *_recommended_lines(results),
         "Profile: where a batch-1 step goes, the weight layout the in-graph loop uses, why a missed target "
         "is missed and why XLA is not on by default (it recompiles for every new batch size, prompt length "
         "and output length, and TF Serving runs XLA only behind an experimental flag): "
@@ -133,6 +134,27 @@ def write_report(report: dict, out_dir: Path) -> None:
     (out_dir / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
     _plot(results, out_dir / "benchmarks.png")
     (out_dir / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _recommended_lines(results: dict) -> list[str]:
+    """The recommended model's training speed and its share of the matmul rate (empty if not measured)."""
+    rec = results.get("train_recommended", {})
+    if "median" not in rec:
+        return []
+    shares = ", ".join(
+        f"{rec['fraction_of_matmul'][name]:.0%} of the {rate / 1e9:.0f} GFLOP/s measured for {name} products "
+        "of its recurrent shape"
+        for name, rate in rec["matmul_flops"].items()
+    )
+    return [
+        f"Training the recommended model (`keras_chargen.recommended`: {rec['settings']}; the README's "
+        f"10-minute command) with our pipeline: **{rec['median']:,.0f} chars/s** (min–max "
+        f"{rec['min']:,.0f}–{rec['max']:,.0f}) × {rec['flops_per_char'] / 1e6:.1f} MFLOP per character "
+        f"(forward + backward products) = {rec['flops_per_s'] / 1e9:.0f} GFLOP/s, {shares}. Against plain "
+        "Keras over 2 minutes: [train_speed.md](train_speed.md); where the step's time goes: "
+        "[training.md](training.md).",
+        "",
+    ]
 
 
 def _plot(results: dict, path: Path) -> None:

@@ -136,15 +136,19 @@ def memory_bandwidth() -> float:
     return best
 
 
-def matmul_flops(units: int = 512, products: int = 12, iterations: int = 200) -> float:
+def matmul_flops(
+    units: int = 512, products: int = 12, iterations: int = 200, batch: int = 64, width: int = 1, dtype=tf.float32
+) -> float:
     """FLOP/s of float32 matmul as the batch-64 generation loop multiplies, best of 3.
 
     `products` independent `(64, units) @ (units, units)` products per iteration: the per-gate
     products of a 2×`units` LSTM step (`RecurrentStep.loop_weights`), with no dependency between
     them, so TF can spread them over its threads as far as it can: an upper bound for the loop.
+    `batch`, `width` and `dtype` give other shapes: `(batch, units) @ (units, width * units)` in `dtype`
+    (the recurrent product of a training step is `width=4`).
     """
-    a = tf.random.normal([64, units])
-    kernels = [tf.random.normal([units, units]) for _ in range(products)]
+    a = tf.cast(tf.random.normal([batch, units]), dtype)
+    kernels = [tf.cast(tf.random.normal([units, width * units]), dtype) for _ in range(products)]
 
     @tf.function
     def many():
@@ -158,8 +162,52 @@ def matmul_flops(units: int = 512, products: int = 12, iterations: int = 200) ->
     for _ in range(3):
         start = time.perf_counter()
         many().numpy()
-        best = max(best, iterations * products * 2 * 64 * units * units / (time.perf_counter() - start))
+        best = max(best, iterations * products * 2 * batch * width * units * units / (time.perf_counter() - start))
     return best
+
+
+def training_flops_per_char(config: ChargenConfig, vocab_size: int) -> float:
+    """Matrix-product FLOPs to train on one character: 3× the forward products (forward, and the two
+    products of the backward pass), forward = 2 × (every recurrent layer's input and recurrent kernel
+    + the output layer's kernel)."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
+    forward, inputs = 0, config.embedding_dim
+    for _ in range(config.num_layers):
+        forward += 2 * (inputs + config.units) * gates * config.units
+        inputs = config.units
+    return 3 * (forward + 2 * config.units * vocab_size)
+
+
+def recommended_training(vocab: Vocabulary, ids_path: Path, num_ids: int, batches: int) -> dict:
+    """chars/s of `fit` over our pipeline for the recommended model (`keras_chargen.recommended`), its
+    FLOP rate and its fraction of the matmul rate measured at its shapes (float32; and bfloat16 where
+    its precision resolves to `mixed_bfloat16`)."""
+    from keras_chargen.precision import resolve_precision
+    from keras_chargen.recommended import recommended_config
+    from keras_chargen.training import compile_model
+
+    config = recommended_config()
+    policy = resolve_precision(config.precision)
+    dataset = stateful_dataset(ids_path, num_ids, vocab.id_dtype, config.batch_size, config.seq_len).take(batches)
+    model = build_model(config, vocab.size, config.batch_size, stateful=True, policy=policy)
+    compile_model(model, config, batches)
+    chars = batches * config.batch_size * config.seq_len
+    result = measure(functools.partial(model.fit, dataset, verbose=0, shuffle=False), chars, repeats=2)
+    flops = training_flops_per_char(config, vocab.size)
+    shape = {"products": 4, "iterations": 25, "batch": config.batch_size, "width": 4}
+    rates = {"float32": matmul_flops(config.units, **shape)}
+    if policy == "mixed_bfloat16":
+        rates["bfloat16"] = matmul_flops(config.units, **shape, dtype=tf.bfloat16)
+    result.update(
+        settings=f"{config.num_layers}×{config.units} {config.cell.upper()}, batch {config.batch_size}, "
+        f"seq {config.seq_len}, {policy}",
+        policy=policy,
+        flops_per_char=flops,
+        flops_per_s=result["median"] * flops,
+        matmul_flops=rates,
+        fraction_of_matmul={name: result["median"] * flops / rate for name, rate in rates.items()},
+    )
+    return result
 
 
 # --- training ---
@@ -301,6 +349,10 @@ def run_benchmarks(
         log("training: pipeline vs bare fit")
         train = training_speeds(config, vocab, prepared.train_path, prepared.num_train, train_batches)
         results["train_pipeline"], results["train_bare"] = train["pipeline"], train["bare"]
+        log("training: the recommended model (README's 10-minute settings)")
+        results["train_recommended"] = recommended_training(
+            vocab, prepared.train_path, prepared.num_train, max(2, train_batches // 2)
+        )
 
     log("machine: bandwidth and matmul FLOP/s")
     params = sum(int(np.prod(w.shape)) for w in model.weights)
