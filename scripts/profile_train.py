@@ -28,9 +28,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from fused_lstm import FusedLSTM, lstm_sequence, recurrence  # beside this script
 
 from keras_chargen.config import ChargenConfig
-from keras_chargen.fused_lstm import FusedLSTM, lstm_sequence, recurrence
 from keras_chargen.recommended import RECOMMENDED
 from keras_chargen.training import compile_model
 

@@ -1,11 +1,16 @@
-"""FusedLSTM computes what keras.layers.LSTM computes: outputs, states, gradients, carried state, weights."""
+"""scripts/fused_lstm.py, the decomposed LSTM that scripts/profile_train.py times part by part, computes what
+keras.layers.LSTM computes: outputs, states, gradients, carried state, weights (so its profile is the LSTM's)."""
+
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO
 
-from keras_chargen.fused_lstm import FusedLSTM
+sys.path.insert(0, str(REPO / "scripts"))
+from fused_lstm import FusedLSTM  # noqa: E402
 
 
 def _pair(units=6, inputs=5, **kwargs):

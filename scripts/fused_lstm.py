@@ -1,4 +1,5 @@
-"""`FusedLSTM`: Keras' LSTM with the same weights and equations, and a training loop built for a CPU.
+"""`FusedLSTM`: Keras' LSTM decomposed, so that scripts/profile_train.py can time each part (not used by the model:
+it ran 0.5-1.1x of `keras.layers.LSTM` on a 2-core AMD EPYC Zen 3; docs/training.md).
 
 Keras' generic recurrent loop calls `LSTMCell.call` once per time step: the input product
 `x_t @ kernel`, the recurrent product, the gates, and, in the backward pass TensorFlow derives from
