@@ -1,4 +1,4 @@
-"""One model, every embedded runtime, side by side in one run: the native example, Python LiteRT, the page, Python onnxruntime.
+"""One model, every embedded runtime side by side in one run: native program, Python LiteRT, page, Python onnxruntime.
 
 One model (by default an untrained 1x256 LSTM, the README quick start's architecture, over tiny-shakespeare's
 characters: the speed does not depend on the weights' values; `--model-dir` takes a trained one) is exported as
@@ -221,7 +221,8 @@ const [request, chunks, done] = arguments;
 
 @contextlib.contextmanager
 def open_page(folder: Path) -> Iterator[tuple[Any, float]]:
-    """The exported page in headless Chromium from a local static server: (driver, seconds until its generator loaded)."""
+    """The exported page in headless Chromium from a local static server: (driver, seconds until its generator is
+    loaded)."""
     from browser_support import chromium
     from web_support import static_server
 
@@ -293,7 +294,7 @@ def side_by_side(folders: dict[str, Path], driver: Any, chars: int, rounds: int)
         "native int8 start-up": lambda s: run_native(int8, 1, s),
         "Python LiteRT int8": lambda s: timed(python(lite8, s)),
     }
-    for name, run in runs.items():  # warm-up: interpreters allocated, the page's graph run once, files cached
+    for run in runs.values():  # warm-up: interpreters allocated, the page's graph run once, files cached
         run(0)
     firsts.clear()
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -327,66 +328,86 @@ def schedules(driver: Any, chars: int, repeats: int) -> dict[str, dict[str, Any]
     return out
 
 
-def table(record: dict[str, Any]) -> str:
-    """The marked block of docs/export.md: the side-by-side table, the sizes, the page's schedules."""
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def runtime_rows(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The side-by-side table's rows: (runtime, file it runs, chars/s, first character, memory)."""
     m, s, chars = record["medians_s"], record["sizes"], record["chars"]
 
     def speed(name: str, minus: str | None = None) -> str:
         return f"{chars / max(m[name] - (m[minus] if minus else 0), 1e-9):,.0f}"
 
-    mb = lambda n: f"{n / 1e6:.2f} MB"  # noqa: E731
-    page = s["page"]
-    rows = [
-        "| runtime (batch 1, one thread, the same model, prompt and seeds) | file it runs | chars/s | first character | memory |",
-        "| --- | --- | ---: | --- | --- |",
-        f"| native `examples/c/chargen` (LiteRT C API, XNNPACK), generating | `generate_fixed.tflite` ({mb(s['generate_fixed.tflite'])}) "
-        f"| {speed('native', 'native start-up')} | with the whole text (it prints at the end) "
-        f"| peak RSS {record['native_peak_rss_kib'] / 1024:.0f} MiB (whole process) |",
-        f"| native, whole process (start-up {m['native start-up'] * 1000:.0f} ms included) | 〃 | {speed('native')} | – | – |",
-        f"| Python LiteRT `TFLiteGenerator.generate_text`, warm | `generate.tflite` ({mb(s['generate.tflite'])}) "
-        f"| {speed('Python LiteRT')} | with the whole text | – |",
-        f"| page: `chargen.js` `stream()` in headless Chromium (onnxruntime-web {record['onnxruntime_web']}, WebAssembly), warm "
-        f"| `decode.onnx` ({mb(s['decode.onnx'])}) | {speed('page')} | {m['page first character'] * 1000:.1f} ms "
-        f"(the first request after loading: {record['page_first_request_first_char_ms']:.0f} ms) | – |",
-        f"| Python onnxruntime {record['onnxruntime']}, `OnnxGenerator.generate_text`, warm "
-        f"| `generate.onnx` ({mb(s['generate.onnx'])}) | {speed('Python onnxruntime generate.onnx')} | with the whole text | – |",
-        f"| Python onnxruntime, the page's `decode.onnx` in one call, warm | `decode.onnx` "
-        f"| {speed('Python onnxruntime decode.onnx')} | with the whole text | – |",
-        f"| native, int8 weights (dynamic range), generating | `generate_fixed.tflite` ({mb(s['int8 generate_fixed.tflite'])}) "
-        f"| {speed('native int8', 'native int8 start-up')} | – | peak RSS {record['native_int8_peak_rss_kib'] / 1024:.0f} MiB |",
-        f"| Python LiteRT, int8 weights | `generate.tflite` ({mb(s['int8 generate.tflite'])}) | {speed('Python LiteRT int8')} | – | – |",
-    ]
-    download = (
-        f"\nPage download: {mb(page['total'])} in all, {mb(page['total_gzip'])} gzip-compressed "
-        f"(`ort/ort-wasm-simd-threaded.wasm` {mb(page['files']['ort/ort-wasm-simd-threaded.wasm'])}, "
-        f"`decode.onnx` {mb(page['files']['decode.onnx'])}, the rest {mb(page['total'] - page['files']['ort/ort-wasm-simd-threaded.wasm'] - page['files']['decode.onnx'])}); "
-        f"the page was ready {record['page_ready_s']:.1f} s after navigation (local server: fetching and compiling "
-        f"the WebAssembly and the model). Native: the {record['native_program_bytes'] / 1e3:.0f} KB program plus "
-        f"`libLiteRt.so` ({mb(record['libLiteRt_bytes'])}). Peak RSS is `ru_maxrss`, read by a small launcher "
-        f"(/bin/true reads {record['rss_floor_kib'] / 1024:.0f} MiB there)."
+    whole, native_mib = "with the whole text", f"peak RSS {record['native_peak_rss_kib'] / 1024:.0f} MiB"
+    page_first = (
+        f"{m['page first character'] * 1000:.1f} ms (the first request after loading: "
+        f"{record['page_first_request_first_char_ms']:.0f} ms)"
     )
-    sched = ["", "| the page's chunks (tokens per `decode.onnx` call) | chars/s | first character |", "| --- | ---: | ---: |"]
-    for name, r in record["page_schedules"].items():
-        sched.append(f"| {name} | {r['chars_per_s']:,.0f} | {r['first_char_ms']:.1f} ms |")
+    fixed, fixed8 = _mb(s["generate_fixed.tflite"]), _mb(s["int8 generate_fixed.tflite"])
+    return [
+        ("native `examples/c/chargen` (LiteRT C API, XNNPACK), generating", f"`generate_fixed.tflite` ({fixed})",
+         speed("native", "native start-up"), "with the whole text (printed at the end)", native_mib),
+        (f"native, whole process (start-up {m['native start-up'] * 1000:.0f} ms included)", "〃",
+         speed("native"), "–", "–"),
+        ("Python LiteRT `TFLiteGenerator.generate_text`, warm", f"`generate.tflite` ({_mb(s['generate.tflite'])})",
+         speed("Python LiteRT"), whole, "–"),
+        (f"page: `chargen.js` `stream()`, headless Chromium, onnxruntime-web {record['onnxruntime_web']} "
+         "(WebAssembly), warm", f"`decode.onnx` ({_mb(s['decode.onnx'])})", speed("page"), page_first, "–"),
+        (f"Python onnxruntime {record['onnxruntime']}, `OnnxGenerator.generate_text`, warm",
+         f"`generate.onnx` ({_mb(s['generate.onnx'])})", speed("Python onnxruntime generate.onnx"), whole, "–"),
+        ("Python onnxruntime, the page's `decode.onnx` in one call, warm", "`decode.onnx`",
+         speed("Python onnxruntime decode.onnx"), whole, "–"),
+        ("native, int8 weights (dynamic range), generating", f"`generate_fixed.tflite` ({fixed8})",
+         speed("native int8", "native int8 start-up"), "–",
+         f"peak RSS {record['native_int8_peak_rss_kib'] / 1024:.0f} MiB"),
+        ("Python LiteRT, int8 weights", f"`generate.tflite` ({_mb(s['int8 generate.tflite'])})",
+         speed("Python LiteRT int8"), "–", "–"),
+    ]  # fmt: skip
+
+
+def table(record: dict[str, Any]) -> str:
+    """The marked block of docs/export.md: the side-by-side table, the sizes, the page's schedules, the note."""
+    head = "| runtime (batch 1, one thread; one model, prompt, seeds) | file | chars/s | first character | memory |"
+    rows = [head, "| --- | --- | ---: | --- | --- |"] + ["| " + " | ".join(row) + " |" for row in runtime_rows(record)]
+    page, wasm = record["sizes"]["page"], "ort/ort-wasm-simd-threaded.wasm"
+    rest = page["total"] - page["files"][wasm] - page["files"]["decode.onnx"]
+    download = (
+        f"Page download: {_mb(page['total'])} in all, {_mb(page['total_gzip'])} gzip-compressed (`{wasm}` "
+        f"{_mb(page['files'][wasm])}, `decode.onnx` {_mb(page['files']['decode.onnx'])}, the rest {_mb(rest)}); the "
+        f"page was ready {record['page_ready_s']:.1f} s after navigation (local server: fetching and compiling the "
+        f"WebAssembly and the model). Native: the {record['native_program_bytes'] / 1e3:.0f} KB program plus "
+        f"`libLiteRt.so` ({_mb(record['libLiteRt_bytes'])}); peak RSS is the whole process's `ru_maxrss`, read by a "
+        f"small launcher (/bin/true reads {record['rss_floor_kib'] / 1024:.0f} MiB there)."
+    )
+    sched = [
+        "| the page's chunks (tokens per `decode.onnx` call) | chars/s | first character |",
+        "| --- | ---: | ---: |",
+    ]
+    sched += [
+        f"| {n} | {r['chars_per_s']:,.0f} | {r['first_char_ms']:.1f} ms |" for n, r in record["page_schedules"].items()
+    ]
     q = record["onnx_int8"]
     int8 = (
-        f"\nint8 `decode.onnx` (`onnxruntime.quantization.quantize_dynamic`, subgraphs included): {mb(q['bytes'])} "
-        f"against {mb(q['fp32_bytes'])} in float32; its text equals float32's on {q['same_text']}/{q['rows']} rows "
+        f"int8 `decode.onnx` (`onnxruntime.quantization.quantize_dynamic`, subgraphs included): {_mb(q['bytes'])} "
+        f"against {_mb(q['fp32_bytes'])} in float32; its text equals float32's on {q['same_text']}/{q['rows']} rows "
         "(10 prompts × 3 setting mixes, 200 characters)."
     )
-    load = record["load_average"]
-    note = (
-        f"\nMeasured by `{record['command']}` in one run on {record['cpu']} ({record['cores']} cores), "
-        f"load average {load[0]:.1f} at the start and {load[1]:.1f} at the end"
-        f"{' — a busy host: other jobs ran beside it, so single figures move by up to 2× between runs' if record['busy_host'] else ''}. "
-        f"Model: {record['model']}. {chars:,} characters after a {len(PROMPT)}-character prompt, temperature "
-        f"{TEMPERATURE}, medians of {record['rounds']} rounds in which every runtime ran once (order rotating; after "
-        "a warm-up), each round with its own seed; every round's texts were equal across all float32 runtimes, and "
-        "across the two int8 ones. 'generating' subtracts the native program's start-up (a 1-character run: "
-        f"loading and compiling the model). The page's schedules: best of {record['repeats']} after a warm-up. "
-        f"All figures in [{JSON_OUT.name}]({JSON_OUT.name})."
+    load, busy = (
+        record["load_average"],
+        " — **a busy host**: other jobs ran beside it, so single figures move by up to 2×",
     )
-    return "\n".join(rows) + "\n" + download + "\n" + "\n".join(sched) + "\n" + int8 + "\n" + note
+    note = (
+        f"Measured by `{record['command']}` in one run on {record['cpu']} ({record['cores']} cores), load average "
+        f"{load[0]:.1f} at the start and {load[1]:.1f} at the end{busy if record['busy_host'] else ''}. Model: "
+        f"{record['model']}, characters of tiny-shakespeare. {record['chars']:,} characters after a "
+        f"{len(PROMPT)}-character prompt, temperature {TEMPERATURE}; medians of {record['rounds']} rounds in which "
+        "every runtime ran once (the order rotating; after a warm-up), each round with its own seed; every round's "
+        "texts were equal across all float32 runtimes, and across the two int8 ones. 'generating' subtracts the "
+        "native program's start-up (a 1-character run: loading and compiling the model). The page's chunks: best of "
+        f"{record['repeats']} after a warm-up, all the same text. All figures in [{JSON_OUT.name}]({JSON_OUT.name})."
+    )
+    return "\n\n".join(["\n".join(rows), download, "\n".join(sched), int8, note])
 
 
 def write_doc(text: str) -> None:
@@ -420,17 +441,18 @@ def describe(model: Path, args: argparse.Namespace) -> str:
     how = f"trained {args.train_minutes:g} minutes" if args.train_minutes else "untrained"
     if args.model_dir and not args.train_minutes:
         how = f"from {args.model_dir}"
-    return f"{config['num_layers']}×{config['units']} {config.get('cell', 'lstm').upper()} ({params:,} parameters, {how})"
+    cell = config.get("cell", "lstm").upper()
+    return f"{config['num_layers']}×{config['units']} {cell} ({params:,} parameters, {how})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="a model to use (or where to build one); default: a temporary one")
+    parser.add_argument("--model-dir", type=Path, help="a model to use (or build); default: a temporary one")
     parser.add_argument("--units", type=int, default=256, help="LSTM units of a built model (default 256)")
     parser.add_argument("--layers", type=int, default=1, help="LSTM layers of a built model (default 1)")
     parser.add_argument("--train-minutes", type=float, default=0, help="train a built model this long (default 0)")
-    parser.add_argument("--chars", type=int, default=2000, help="characters per timed run (default 2000)")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of every runtime (default 7)")
+    parser.add_argument("--chars", type=int, default=5000, help="characters per timed run (default 5000)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of every runtime (default 9)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per page schedule (default 3)")
     parser.add_argument("--quiet-host", action="store_true", help="say in the doc that nothing else ran")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ as they are")
