@@ -432,15 +432,16 @@ def export_all(model: Path, base: Path) -> dict[str, Path]:
     return {"tflite": tflite, "int8": int8, "onnx": onnx, "web": web}
 
 
-def describe(model: Path, args: argparse.Namespace) -> str:
-    """What the model is, for the doc: its architecture, parameters and training."""
+def how_trained(minutes: float) -> str:
+    return f"trained {minutes:g} minutes" if minutes else "untrained"
+
+
+def describe(model: Path, how: str) -> str:
+    """What the model is, for the doc: its architecture, parameters and `how` it was made."""
     import keras
 
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     params = keras.saving.load_model(model / "model.keras", compile=False).count_params()
-    how = f"trained {args.train_minutes:g} minutes" if args.train_minutes else "untrained"
-    if args.model_dir and not args.train_minutes:
-        how = f"from {args.model_dir}"
     cell = config.get("cell", "lstm").upper()
     return f"{config['num_layers']}×{config['units']} {cell} ({params:,} parameters, {how})"
 
@@ -469,6 +470,7 @@ def main() -> None:
     quiet_tensorflow_start()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
+        given = bool(args.model_dir) and (args.model_dir / "model.keras").exists()
         model = make_model(args.model_dir or Path(tmp) / "model", args.units, args.layers, args.train_minutes)
         folders = export_all(model, Path(tmp) / "exported")
         with open_page(folders["web"]) as (driver, ready):
@@ -487,7 +489,7 @@ def main() -> None:
         }
         rss = peak_rss(native_args(folders["tflite"], args.chars, 1))
         rss8 = peak_rss(native_args(folders["int8"], args.chars, 1))
-        model_name = describe(model, args)
+        model_name = describe(model, f"from {args.model_dir}" if given else how_trained(args.train_minutes))
     command = "python scripts/bench_embed.py " + " ".join(sys.argv[1:])
     record = {
         "command": command.strip(),
