@@ -188,15 +188,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--make-model", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(args.model_dir, args.text.resolve(), args.out)
         return
+    if args.make_model:
+        make_model(args.text, args.model_dir)
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        make_model(args.text, tmp / "model")
+        # made by the old code: the new code loads older model directories, not always the other way round
+        subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--make-model", "--model-dir", str(tmp / "model")]
+            + ["--text", str(args.text.resolve())],
+            env={**os.environ, "PYTHONPATH": str(args.old.resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"},
+            cwd=args.old.resolve(),
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
         sides = {"old": args.old.resolve(), "new": args.new.resolve()}
         workers = {
             name: start_worker(src, tmp / "model", args.text.resolve(), tmp / name) for name, src in sides.items()
