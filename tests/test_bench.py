@@ -17,6 +17,7 @@ from keras_chargen.bench import (
     target_rows,
     xla_generator,
 )
+from keras_chargen.bench.report import KEPT
 from keras_chargen.bench.runner import _rss_mib
 from keras_chargen.cli import main
 
@@ -79,6 +80,8 @@ def test_reference_loops_give_the_generators_greedy_ids(trained_dir, generator):
 
 @pytest.mark.slow
 def test_quick_bench_writes_the_report_and_prints_json_last(trained_dir, tmp_path, capsys):
+    kept = "## An A/B run written by hand\n\n| mode | old | new |\n"
+    (tmp_path / "BENCHMARKS.md").write_text(f"# old generated part\n\n{KEPT}\n\n{kept}")
     assert (
         main(["bench", "--model-dir", str(trained_dir), "--text", str(CORPUS), "--quick", "--out-dir", str(tmp_path)])
         == 0
@@ -93,6 +96,7 @@ def test_quick_bench_writes_the_report_and_prints_json_last(trained_dir, tmp_pat
     assert "train_pipeline +" in report and "MiB, train_bare +" in report
     assert "Training the recommended model" in report
     assert "GFLOP/s measured for float32 products" in report
+    assert "old generated part" not in report and report.endswith(f"{KEPT}\n\n{kept}")  # the hand-written tail
     machine = json.loads((tmp_path / "benchmarks.json").read_text())["machine"]
     assert machine["weights_bandwidth_bytes_per_s"] > 1e8 and machine["dram_bandwidth_bytes_per_s"] > 1e8
 

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from keras_chargen.bench.reference import NEW_CHARS, PROMPT_CHARS
+from keras_chargen.io import atomic_write_text
 
 
 def chars_per_second(report: dict) -> dict[str, float]:
@@ -45,6 +46,9 @@ def target_rows(results: dict) -> list[tuple[str, float, float, bool]]:
         ratio = results["train_pipeline"]["median"] / results["train_bare"]["median"]
         rows.append(("training: our pipeline vs a bare fit on in-memory arrays", ratio, 0.9, ratio >= 0.9))
     return rows
+
+
+KEPT = "<!-- written by hand below: `keras-chargen bench` keeps it -->"
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -131,7 +135,10 @@ def write_report(report: dict, out_dir: Path) -> None:
         "",
         "![chars/s per mode](benchmarks.png)",
     ]
-    (out_dir / "BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+    path = out_dir / "BENCHMARKS.md"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(KEPT) :] if KEPT in old else f"{KEPT}\n"  # A/B runs and notes written by hand
+    atomic_write_text(path, "\n".join(lines) + "\n\n" + kept)
     _plot(results, out_dir / "benchmarks.png")
     (out_dir / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
 
