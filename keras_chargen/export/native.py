@@ -135,16 +135,12 @@ def manifest_lines(generator: CharGenerator, inputs: Sequence[str]) -> list[str]
     return [*lines, "end"]
 
 
-def write_native(
-    saved_model_dir: str | Path, directory: str | Path, generator: CharGenerator, quantize: str
-) -> list[Path]:
-    """Convert the archive's fixed endpoint into `directory` and write the manifest beside it."""
-    from keras_chargen.export.tflite import convert_endpoint
-
+def write_native(model: bytes, directory: str | Path, generator: CharGenerator) -> list[Path]:
+    """Write `model` (the archive's fixed endpoint, converted) into `directory` and the manifest beside it."""
     directory = Path(directory)
     model_path = directory / contract.NATIVE_FILES["generate_fixed"]
     manifest_path = directory / contract.NATIVE_FILES["manifest"]
-    model_path.write_bytes(convert_endpoint(saved_model_dir, contract.FIXED_SIGNATURE, quantize))
+    model_path.write_bytes(model)
     inputs: Iterable[str] = contract.GENERATE.input_names
     atomic_write_text(manifest_path, "\n".join(manifest_lines(generator, list(inputs))) + "\n")
     return [model_path, manifest_path]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_chargen.contract import TFLITE_FILES, TFLITE_VOCAB_METADATA, VOCAB_FILE
+from keras_chargen.contract import FIXED_SIGNATURE, TFLITE_FILES, TFLITE_VOCAB_METADATA, VOCAB_FILE
 from keras_chargen.errors import ChargenError
 from keras_chargen.export.id_generator import IdGenerator
 from keras_chargen.export.layout import QUANTIZATIONS
@@ -123,6 +123,6 @@ def write_tflite(
         for endpoint, name in TFLITE_FILES.items():
             model = convert_endpoint(tmp, endpoint, quantize)
             (directory / name).write_bytes(embed_vocabulary(model, vocab_json))
-        native = write_native(tmp, directory, generator, quantize)
+        native = write_native(convert_endpoint(tmp, FIXED_SIGNATURE, quantize), directory, generator)
     shutil.copyfile(vocab_file, directory / VOCAB_FILE)
     return [*(directory / name for name in (*TFLITE_FILES.values(), VOCAB_FILE)), *native]
