@@ -99,15 +99,20 @@ def _quiet_tf_warnings():
         logger.setLevel(level)
 
 
+def onnx_metadata(ids: IdGenerator, vocab_file: str | Path) -> dict[str, str]:
+    """The `metadata_props` every ONNX file of a version carries: vocabulary, state names, start id."""
+    return {
+        contract.ONNX_VOCABULARY: Path(vocab_file).read_text(encoding="utf-8"),
+        contract.ONNX_STATE_NAMES: json.dumps(ids.state_names),
+        contract.ONNX_START_ID: str(ids.generator.start_id),
+    }
+
+
 def write_onnx(generator: CharGenerator, directory: str | Path, vocab_file: str | Path) -> list[Path]:
     """Write `step.onnx`, `generate.onnx` and `vocab.json` into the (existing) `directory`."""
     directory = Path(directory)
     ids = IdGenerator(generator, onnx_names=True)
-    metadata = {
-        contract.ONNX_VOCABULARY: Path(vocab_file).read_text(encoding="utf-8"),
-        contract.ONNX_STATE_NAMES: json.dumps(ids.state_names),
-        contract.ONNX_START_ID: str(generator.start_id),
-    }
+    metadata = onnx_metadata(ids, vocab_file)
     with tempfile.TemporaryDirectory() as tmp:
         ids.archive().write_out(tmp, verbose=False)
         for endpoint, name in contract.ONNX_FILES.items():

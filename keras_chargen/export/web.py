@@ -116,17 +116,12 @@ def manifest(generator: CharGenerator, ort_version: str, model_file: str = contr
 def convert_decode(generator: CharGenerator, vocab_file: str | Path) -> Any:
     """The `decode` graph as an `onnx.ModelProto` (vocabulary and state names in its metadata, as ONNX_FILES)."""
     from keras_chargen.export.id_generator import IdGenerator
-    from keras_chargen.export.onnx import convert_signature
+    from keras_chargen.export.onnx import convert_signature, onnx_metadata
 
     ids = IdGenerator(generator, onnx_names=True)
-    metadata = {
-        contract.ONNX_VOCABULARY: Path(vocab_file).read_text(encoding="utf-8"),
-        contract.ONNX_STATE_NAMES: json.dumps(ids.state_names),
-        contract.ONNX_START_ID: str(generator.start_id),
-    }
     with tempfile.TemporaryDirectory() as tmp:
         ids.archive(("decode",)).write_out(tmp, verbose=False)
-        return convert_signature(tmp, "decode", metadata)
+        return convert_signature(tmp, "decode", onnx_metadata(ids, vocab_file))
 
 
 def page_file(name: str) -> str:
